@@ -1,0 +1,1 @@
+"""Writers: turn a FileTree (plus settings) into bytes on a stream, deterministically."""
