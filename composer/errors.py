@@ -77,3 +77,11 @@ class OutputError(ComposerError):
     """An output could not be written."""
 
     exit_code = 1
+
+
+class NotFoundError(FetchError):
+    """The server (or file:// path) says the requested file does not exist.
+
+    Separate from FetchError so callers can treat an absent optional file,
+    such as a release's ``.asc``, differently from a broken download.
+    """

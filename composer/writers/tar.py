@@ -77,7 +77,8 @@ def tar_header(entry: Entry, *, name: str, mtime: int, linkname: str = "",
 
 
 def write_tar(tree: FileTree, out: BinaryIO, *, mtime: int, style: TarStyle = ROOTFS_STYLE,
-              exclude: Callable[[Entry], bool] | None = None) -> int:
+              exclude: Callable[[Entry], bool] | None = None,
+              on_entry: Callable[[Entry], None] | None = None) -> int:
     """Write the whole tree as a tar stream; return the number of members written."""
     first_of_link: dict[int, str] = {}
     written = 0
@@ -87,6 +88,8 @@ def write_tar(tree: FileTree, out: BinaryIO, *, mtime: int, style: TarStyle = RO
             continue
         if exclude is not None and exclude(entry):
             continue
+        if on_entry is not None:
+            on_entry(entry)
         name = _member_name(entry.path, style)
         if entry.type == EntryType.FILE and entry.link_id:
             first = first_of_link.get(entry.link_id)

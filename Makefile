@@ -1,0 +1,42 @@
+# alpine-composer: see README.md. Everything runs from a local virtualenv in .venv/.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROFILE ?= profiles/minirootfs.yaml
+MIRROR ?=
+OUTPUT_DIR ?= out
+MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
+
+.PHONY: install build verify rebuild test test-fast bench schema clean
+
+$(BIN)/alpine-composer: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(BIN)/alpine-composer
+
+build: install
+	$(BIN)/alpine-composer build $(PROFILE) --output-dir $(OUTPUT_DIR) $(MIRROR_FLAG)
+
+verify: install
+	$(BIN)/alpine-composer verify $(OUTPUT_DIR)/$$($(BIN)/python -c "import sys; from composer.profile import load_profile; print(load_profile(sys.argv[1]).profile.name)" $(PROFILE))
+
+rebuild: install
+	$(BIN)/alpine-composer verify --rebuild $(PROFILE) --output-dir $(OUTPUT_DIR) $(MIRROR_FLAG)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python bench/run.py
+
+schema: install
+	$(BIN)/alpine-composer schema -o profile.schema.json
+
+clean:
+	rm -rf $(OUTPUT_DIR) build *.egg-info .pytest_cache .hypothesis profile.schema.json

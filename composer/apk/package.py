@@ -1,0 +1,523 @@
+"""Reading and verifying APK v2 packages (``.apk`` files).
+
+A package is three gzip members: signature, control (``.PKGINFO`` + scripts)
+and data (the file tree). :func:`verify_apk` walks the file once with bounded
+memory: it keeps the small signature and control members, streams the data
+member through SHA-256 for ``datahash``, and records where the data member
+sits. The installer then loads the data into a :class:`~composer.tree.FileTree`
+with :meth:`VerifiedPackage.load_data`, which re-hashes the bytes it reads so
+a file changed after verification is never trusted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from composer.apk.keys import TrustedKeys
+from composer.apk.signing import (
+    GzipMemberReader,
+    SignatureCheck,
+    SignatureEntry,
+    TarFile,
+    new_digests,
+    read_small_tar,
+    signature_entries,
+    verify_signature,
+)
+from composer.archive import MemberFilter, load_tar
+from composer.errors import ArchiveError, VerificationError
+from composer.tree import EntryType, FileTree, normalize_path
+
+MAX_SIGNATURE_MEMBER = 1024 * 1024
+MAX_CONTROL_MEMBER = 16 * 1024 * 1024
+COPY_CHUNK = 1024 * 1024
+
+SCRIPT_NAMES = (".pre-install", ".post-install", ".pre-upgrade", ".post-upgrade",
+                ".pre-deinstall", ".post-deinstall", ".trigger")
+PAX_SHA1 = "APK-TOOLS.checksum.SHA1"
+
+_LIST_KEYS = {"depend": "depends", "provides": "provides", "install_if": "install_if",
+              "replaces": "replaces", "triggers": "triggers"}
+_INT_KEYS = {"size", "builddate", "provider_priority", "replaces_priority"}
+_TEXT_KEYS = {"pkgname", "pkgver", "pkgdesc", "url", "packager", "arch", "origin", "commit",
+              "maintainer", "license", "datahash"}
+
+ApkInput = str | os.PathLike[str] | bytes | BinaryIO
+
+
+# --- .PKGINFO ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PkgInfo:
+    """The parsed ``.PKGINFO``; list keys may repeat and are split at whitespace."""
+
+    pkgname: str
+    pkgver: str
+    pkgdesc: str = ""
+    url: str = ""
+    builddate: int | None = None
+    packager: str = ""
+    size: int = 0
+    arch: str = ""
+    origin: str = ""
+    commit: str = ""
+    maintainer: str = ""
+    license: str = ""
+    depends: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
+    install_if: tuple[str, ...] = ()
+    replaces: tuple[str, ...] = ()
+    triggers: tuple[str, ...] = ()
+    provider_priority: int | None = None
+    replaces_priority: int | None = None
+    datahash: str | None = None
+    fields: tuple[tuple[str, str], ...] = ()
+    """Every ``key = value`` line in file order, unknown keys included."""
+
+    @property
+    def name_version(self) -> str:
+        return f"{self.pkgname}-{self.pkgver}"
+
+
+def parse_pkginfo(text: bytes, *, source: str) -> PkgInfo:
+    """Parse ``.PKGINFO`` bytes; a missing pkgname/pkgver or a bad number is an ArchiveError."""
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArchiveError(f"{source}: .PKGINFO is not UTF-8 ({exc.reason} at byte "
+                           f"{exc.start})") from None
+    pairs: list[tuple[str, str]] = []
+    values: dict[str, object] = {}
+    lists: dict[str, list[str]] = {attr: [] for attr in _LIST_KEYS.values()}
+    for number, line in enumerate(decoded.split("\n"), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        key, sep, value = line.partition(" = ")
+        if not sep:
+            raise ArchiveError(f"{source}: .PKGINFO line {number} is not 'key = value': {line!r}")
+        pairs.append((key, value))
+        if key in _LIST_KEYS:
+            lists[_LIST_KEYS[key]].extend(value.split())
+        elif key in _INT_KEYS:
+            try:
+                values[key] = int(value)
+            except ValueError:
+                raise ArchiveError(f"{source}: .PKGINFO {key} = {value!r} is not an "
+                                   "integer") from None
+        elif key in _TEXT_KEYS:
+            values[key] = value
+    for required in ("pkgname", "pkgver"):
+        if not values.get(required):
+            raise ArchiveError(f"{source}: .PKGINFO has no {required}")
+    datahash = values.get("datahash")
+    if datahash is not None:
+        assert isinstance(datahash, str)
+        if len(datahash) != 64 or any(c not in "0123456789abcdef" for c in datahash):
+            raise ArchiveError(f"{source}: .PKGINFO datahash {datahash!r} is not a sha256 hex "
+                               "digest")
+    return PkgInfo(fields=tuple(pairs), **{k: tuple(v) for k, v in lists.items()},
+                   **values)  # type: ignore[arg-type]
+
+
+# --- checksums -----------------------------------------------------------------------
+
+
+def q1_checksum(digest: bytes) -> str:
+    """``Q1`` + base64 of a SHA-1 digest: the form of index ``C:`` and installed-db ``Z:``."""
+    return "Q1" + base64.b64encode(digest).decode("ascii")
+
+
+def control_checksum(control_member: bytes) -> str:
+    """The package identity (index ``C:``): Q1 + base64(SHA-1(raw control member))."""
+    return q1_checksum(hashlib.sha1(control_member).digest())
+
+
+def parse_checksum(value: str, *, source: str) -> tuple[str, bytes]:
+    """(hashlib name, digest) of a ``Q1``/``Q2``/``X1``/``X2`` checksum string."""
+    prefix, body = value[:2], value[2:]
+    try:
+        if prefix in ("Q1", "Q2"):
+            digest = base64.b64decode(body, validate=True)
+        elif prefix in ("X1", "X2"):
+            digest = bytes.fromhex(body)
+        else:
+            raise ValueError("unknown prefix")
+    except (ValueError, binascii.Error):
+        raise VerificationError(f"{source}: {value!r} is not an APK checksum") from None
+    if len(digest) == 20:
+        return "sha1", digest
+    if len(digest) == 32:
+        return "sha256", digest
+    raise VerificationError(f"{source}: {value!r} is not an APK checksum")
+
+
+# --- the verified package ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ControlScript:
+    """An install script from the control member, with its tar metadata."""
+
+    name: str
+    data: bytes
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
+
+
+@dataclass(frozen=True)
+class DataContents:
+    """What :meth:`VerifiedPackage.load_data` put into the tree.
+
+    ``sha1`` holds the raw SHA-1 digest apk records as the installed-db ``Z:``
+    line: of the content for regular files, of the target for symlinks. Hard
+    links and directories have none.
+    """
+
+    paths: tuple[str, ...]
+    sha1: Mapping[str, bytes]
+
+    def z_checksum(self, path: str) -> str | None:
+        digest = self.sha1.get(path)
+        return None if digest is None else q1_checksum(digest)
+
+
+@dataclass(frozen=True)
+class VerifiedPackage:
+    """A package whose checksum, signature and datahash were checked."""
+
+    label: str
+    source: str
+    info: PkgInfo
+    checksum: str
+    control_member: bytes
+    pkginfo: bytes
+    scripts: tuple[ControlScript, ...]
+    signer: str | None
+    signature_algorithm: str | None
+    file_size: int
+    data_offset: int
+    data_size: int
+    data_sha256: str
+    _opener: Callable[[], BinaryIO] = field(repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.info.pkgname
+
+    @property
+    def version(self) -> str:
+        return self.info.pkgver
+
+    def script(self, name: str) -> ControlScript | None:
+        for s in self.scripts:
+            if s.name == name:
+                return s
+        return None
+
+    def open_data_raw(self) -> BinaryIO:
+        """The data member's compressed bytes, exactly as stored."""
+        fh = self._opener()
+        fh.seek(self.data_offset)
+        return _SliceReader(fh, self.data_size)  # type: ignore[return-value]
+
+    def open_data(self) -> BinaryIO:
+        """The data member inflated: a plain tar stream (not re-hashed; prefer load_data)."""
+        return gzip.GzipFile(fileobj=self.open_data_raw(), mode="rb")  # type: ignore[return-value]
+
+    def load_data(self, tree: FileTree, *, accept: MemberFilter | None = None,
+                  uid_gid_from_names: bool = False) -> DataContents:
+        """Load the data tar into ``tree`` and collect the per-file SHA-1 digests.
+
+        The raw bytes are hashed again while read and must still match ``datahash``;
+        each ``APK-TOOLS.checksum.SHA1`` record must match the loaded content.
+        """
+        pax_sha1: dict[str, bytes] = {}
+        hardlinks: set[str] = set()
+        where = f"{self.label}: data"
+
+        def record(member: tarfile.TarInfo) -> bool:
+            if accept is not None and not accept(member):
+                return False
+            path = normalize_path(member.name, what=f"{where}: member")
+            if member.islnk():
+                hardlinks.add(path)
+                return True
+            hardlinks.discard(path)
+            value = member.pax_headers.get(PAX_SHA1)
+            if value is not None:
+                try:
+                    digest = bytes.fromhex(value)
+                except ValueError:
+                    digest = b""
+                if len(digest) != 20:
+                    raise ArchiveError(f"{where}: member {member.name!r} has a malformed "
+                                       f"{PAX_SHA1} record {value!r}")
+                pax_sha1[path] = digest
+            return True
+
+        raw = self.open_data_raw()
+        hashing = _HashingReader(raw)
+        try:
+            inflated = gzip.GzipFile(fileobj=hashing, mode="rb")  # type: ignore[arg-type]
+            try:
+                added = load_tar(inflated, tree, source=where,  # type: ignore[arg-type]
+                                 accept=record, uid_gid_from_names=uid_gid_from_names)
+                while inflated.read(COPY_CHUNK):
+                    pass
+            except (OSError, EOFError, zlib.error) as exc:
+                raise ArchiveError(f"{where}: damaged gzip stream ({exc})") from exc
+            while hashing.read(COPY_CHUNK):
+                pass
+        finally:
+            raw.close()
+        if hashing.sha256.hexdigest() != self.data_sha256:
+            raise VerificationError(f"{where} changed after it was verified")
+
+        sha1: dict[str, bytes] = {}
+        for path in added:
+            entry = tree.get(path)
+            if entry is None or path in hardlinks:
+                continue
+            if entry.type == EntryType.SYMLINK:
+                actual = hashlib.sha1(entry.target.encode("utf-8", "surrogateescape")).digest()
+            elif entry.type == EntryType.FILE and entry.blob is not None:
+                actual = _sha1_of(entry.blob.open())
+            else:
+                continue
+            expected = pax_sha1.get(path)
+            if expected is not None and expected != actual:
+                raise VerificationError(
+                    f"{where}: {path} does not match its {PAX_SHA1} record "
+                    f"({expected.hex()} recorded, {actual.hex()} found)")
+            sha1[path] = actual
+        return DataContents(paths=tuple(added), sha1=sha1)
+
+
+# --- verification --------------------------------------------------------------------
+
+
+def verify_apk(apk: ApkInput, keys: TrustedKeys, *, source: str,
+               expected_checksum: str | None = None, package: str | None = None,
+               require_signature: bool = True) -> VerifiedPackage:
+    """Verify a ``.apk`` (path, bytes or seekable stream) and describe its contents.
+
+    ``expected_checksum`` is the index ``C:`` value; ``package`` (``NAME-VER`` from the
+    index) names the package in errors raised before ``.PKGINFO`` is read. With
+    ``require_signature=False`` an unsigned package or one signed by an unknown key is
+    accepted (trust then comes from the index checksum alone), but a bad signature by a
+    trusted key is still an error.
+    """
+    opener, base = _opener_for(apk)
+    label = f"package {package} ({source})" if package else f"package {source}"
+    with opener() as fh:
+        fh.seek(base)
+        reader = GzipMemberReader(fh, source=label)
+
+        first = reader.read_member(what="signature", max_size=MAX_CONTROL_MEMBER)
+        first_files = read_small_tar(first.content, source=label, what="first gzip member")
+        entries: list[SignatureEntry] = []
+        if first_files and all(f.name.startswith(".SIGN.") for f in first_files):
+            entries = signature_entries(first_files, source=label)
+            control = reader.read_member(what="control", max_size=MAX_CONTROL_MEMBER)
+            control_files = read_small_tar(control.content, source=label, what="control member")
+        else:
+            control, control_files = first, first_files
+        pkginfo_bytes, scripts = _split_control(control_files, source=label)
+        info = parse_pkginfo(pkginfo_bytes, source=label)
+        label = f"package {info.name_version} ({source})"
+        if package is not None and package != info.name_version:
+            raise VerificationError(f"{label}: expected {package}")
+
+        checksum = control_checksum(control.raw)
+        if expected_checksum is not None:
+            algorithm, wanted = parse_checksum(expected_checksum, source=label)
+            if hashlib.new(algorithm, control.raw).digest() != wanted:
+                raise VerificationError(
+                    f"{label}: control checksum mismatch (index has {expected_checksum}, "
+                    f"file has {checksum})")
+
+        check: SignatureCheck | None = None
+        must_check = require_signature or any(e.key_name in keys and e.algorithm
+                                              for e in entries)
+        if info.datahash is not None and must_check:
+            check = verify_signature(entries, keys, source=label, message=control.raw)
+
+        legacy = new_digests() if info.datahash is None else None
+        if legacy is not None:
+            for h in legacy.values():
+                h.update(control.raw)
+        data_sha256 = hashlib.sha256()
+
+        def on_raw(chunk: bytes) -> None:
+            data_sha256.update(chunk)
+            if legacy is not None:
+                for h in legacy.values():
+                    h.update(chunk)
+
+        if reader.at_end():
+            raise ArchiveError(f"{label}: data gzip member is missing")
+        data_offset = reader.offset
+        data_size = reader.stream_member(on_raw, lambda _chunk: None, what="data")
+        if not reader.at_end():
+            raise ArchiveError(
+                f"{label}: {reader.remaining_bytes()} unexpected bytes after the data member")
+
+        if info.datahash is not None:
+            if data_sha256.hexdigest() != info.datahash:
+                raise VerificationError(
+                    f"{label}: data hash mismatch (.PKGINFO datahash {info.datahash}, "
+                    f"data member sha256 {data_sha256.hexdigest()})")
+        elif must_check:
+            assert legacy is not None
+            check = verify_signature(entries, keys, source=label,
+                                     digests={n: h.digest() for n, h in legacy.items()})
+        if check is None and expected_checksum is None:
+            raise VerificationError(f"{label}: neither signed by a trusted key nor checked "
+                                    "against an index checksum")
+
+    return VerifiedPackage(
+        label=label, source=source, info=info, checksum=checksum, control_member=control.raw,
+        pkginfo=pkginfo_bytes, scripts=scripts,
+        signer=check.signer if check else None,
+        signature_algorithm=check.algorithm if check else None,
+        file_size=data_offset + data_size, data_offset=data_offset + base, data_size=data_size,
+        data_sha256=data_sha256.hexdigest(), _opener=opener)
+
+
+def _split_control(files: list[TarFile], *, source: str) -> tuple[bytes, tuple[ControlScript, ...]]:
+    pkginfo: bytes | None = None
+    scripts: list[ControlScript] = []
+    for f in files:
+        name = f.name.removeprefix("./")
+        if name == ".PKGINFO":
+            if pkginfo is not None:
+                raise ArchiveError(f"{source}: control member holds .PKGINFO twice")
+            pkginfo = f.data
+        elif name == ".INSTALL":
+            raise ArchiveError(f"{source}: control member holds the obsolete .INSTALL script")
+        elif name in SCRIPT_NAMES:
+            if any(s.name == name for s in scripts):
+                raise ArchiveError(f"{source}: control member holds {name} twice")
+            scripts.append(ControlScript(name=name, data=f.data, mode=f.mode, uid=f.uid,
+                                         gid=f.gid, mtime=f.mtime))
+        elif not name.startswith(".") or "/" in name:
+            raise ArchiveError(f"{source}: control member holds {f.name!r}, which is not a "
+                               "control file")
+    if pkginfo is None:
+        raise ArchiveError(f"{source}: control member has no .PKGINFO")
+    return pkginfo, tuple(scripts)
+
+
+def _opener_for(apk: ApkInput) -> tuple[Callable[[], BinaryIO], int]:
+    """A function opening a fresh reader over the package, and where the package starts."""
+    if isinstance(apk, (bytes, bytearray, memoryview)):
+        data = bytes(apk)
+        return (lambda: io.BytesIO(data)), 0
+    if isinstance(apk, (str, os.PathLike)):
+        path = os.fspath(apk)
+        return (lambda: open(path, "rb")), 0
+    stream = apk
+    if not stream.seekable():
+        raise ArchiveError("verify_apk needs a path, bytes or a seekable stream")
+    base = stream.tell()
+    return (lambda: _Borrowed(stream)), base  # type: ignore[return-value]
+
+
+class _Borrowed(io.RawIOBase):
+    """A caller's stream handed out so that closing it leaves the caller's object open."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
+
+    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+        data = self._stream.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+class _SliceReader(io.RawIOBase):
+    """At most ``size`` bytes of a stream from its current position; closes the stream."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        super().__init__()
+        self._stream = stream
+        self._left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > self._left:
+            size = self._left
+        data = self._stream.read(size) if size else b""
+        self._left -= len(data)
+        return data
+
+    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+        super().close()
+
+
+class _HashingReader(io.RawIOBase):
+    """Passes reads through while computing the sha256 of everything read."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        super().__init__()
+        self._stream = stream
+        self.sha256 = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.sha256.update(data)
+        return data
+
+    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def _sha1_of(stream: BinaryIO) -> bytes:
+    digest = hashlib.sha1()
+    with stream:
+        while chunk := stream.read(COPY_CHUNK):
+            digest.update(chunk)
+    return digest.digest()

@@ -1,0 +1,305 @@
+"""APK v2 signatures and the gzip-member framing they rely on.
+
+A signed APK file (package or index) is a byte concatenation of gzip members;
+the first holds ``.SIGN.<ALGO>.<keyname>`` tar entries whose RSA PKCS#1 v1.5
+signature covers the *raw compressed bytes* of the next member. So the framing
+must keep every member's bytes exactly as stored, which is why members are
+split here by hand instead of letting ``gzip`` concatenate them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+from composer.apk.keys import TrustedKeys
+from composer.errors import ArchiveError, VerificationError
+
+READ_CHUNK = 1024 * 1024
+OUTPUT_STEP = 4 * 1024 * 1024
+MAX_SIGNATURE_SIZE = 65536
+SIGN_PREFIX = ".SIGN."
+
+ALGORITHMS: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "RSA512": hashes.SHA512,
+    "RSA256": hashes.SHA256,
+    "RSA": hashes.SHA1,
+}
+"""Signature algorithm token → digest, in the order apk-tools tries the prefixes."""
+
+HASHLIB_NAMES = {"RSA512": "sha512", "RSA256": "sha256", "RSA": "sha1"}
+
+
+# --- gzip member framing -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GzipMember:
+    """One gzip member: its raw bytes as stored, where it starts, and what it inflates to."""
+
+    offset: int
+    raw: bytes
+    content: bytes
+
+
+class GzipMemberReader:
+    """Reads consecutive gzip members from a binary stream, keeping each member's raw bytes.
+
+    Small members (signature, control, index) are read whole; a large data member
+    is streamed with :meth:`stream_member` so memory stays bounded.
+    """
+
+    def __init__(self, stream: BinaryIO, *, source: str, start_offset: int = 0) -> None:
+        self._stream = stream
+        self._pending = b""
+        self._source = source
+        self.offset = start_offset
+
+    def _fill(self) -> bytes:
+        if not self._pending:
+            self._pending = self._stream.read(READ_CHUNK)
+        return self._pending
+
+    def at_end(self) -> bool:
+        return not self._fill()
+
+    def remaining_bytes(self) -> int:
+        """Drain the stream and count what is left (used to reject trailing garbage)."""
+        count = len(self._pending)
+        self._pending = b""
+        while chunk := self._stream.read(READ_CHUNK):
+            count += len(chunk)
+        return count
+
+    def read_member(self, *, what: str, max_size: int) -> GzipMember:
+        """Read one whole member; its inflated size may not exceed ``max_size``."""
+        raw_parts: list[bytes] = []
+        out_parts: list[bytes] = []
+        start = self.offset
+        total = 0
+
+        def take_output(chunk: bytes) -> None:
+            nonlocal total
+            total += len(chunk)
+            if total > max_size:
+                raise ArchiveError(
+                    f"{self._source}: {what} gzip member inflates to more than {max_size} bytes")
+            out_parts.append(chunk)
+
+        self._inflate(raw_parts.append, take_output, what=what, limit=max_size + 1)
+        return GzipMember(offset=start, raw=b"".join(raw_parts), content=b"".join(out_parts))
+
+    def stream_member(self, on_raw: Callable[[bytes], None], on_output: Callable[[bytes], None],
+                      *, what: str) -> int:
+        """Inflate one member chunk by chunk, handing raw and inflated bytes to callbacks.
+
+        Returns the member's raw size.
+        """
+        start = self.offset
+        self._inflate(on_raw, on_output, what=what, limit=OUTPUT_STEP)
+        return self.offset - start
+
+    def _inflate(self, on_raw: Callable[[bytes], None], on_output: Callable[[bytes], None], *,
+                 what: str, limit: int) -> None:
+        decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        pending = self._fill()
+        if not pending:
+            raise ArchiveError(f"{self._source}: {what} gzip member is missing (file ends early)")
+        while True:
+            if not pending:
+                pending = self._stream.read(READ_CHUNK)
+                if not pending:
+                    out = decomp.flush() if not decomp.eof else b""
+                    if out:
+                        on_output(out)
+                    if not decomp.eof:
+                        raise ArchiveError(f"{self._source}: {what} gzip member is truncated")
+                    self._pending = decomp.unused_data
+                    return
+            try:
+                out = decomp.decompress(pending, limit)
+            except zlib.error as exc:
+                raise ArchiveError(
+                    f"{self._source}: {what} gzip member is corrupt ({exc})") from exc
+            if decomp.eof:
+                rest = decomp.unused_data
+            else:
+                rest = decomp.unconsumed_tail
+            used = pending[:len(pending) - len(rest)]
+            self.offset += len(used)
+            on_raw(used)
+            if out:
+                on_output(out)
+            if decomp.eof:
+                self._pending = rest
+                return
+            pending = rest
+
+
+def split_gzip_members(data: bytes, *, source: str = "data",
+                       max_member_size: int = 1 << 30) -> list[bytes]:
+    """The raw bytes of each concatenated gzip member, exactly as stored in ``data``."""
+    reader = GzipMemberReader(io.BytesIO(data), source=source)
+    members: list[bytes] = []
+    while not reader.at_end():
+        members.append(reader.read_member(what=f"#{len(members) + 1}",
+                                          max_size=max_member_size).raw)
+    return members
+
+
+# --- signature entries ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignatureEntry:
+    """One ``.SIGN.<ALGO>.<keyname>`` entry; ``algorithm`` is None for unknown/unsupported ones."""
+
+    name: str
+    algorithm: str | None
+    key_name: str
+    signature: bytes
+
+
+def parse_signature_name(name: str) -> tuple[str | None, str] | None:
+    """(algorithm, key name) of a ``.SIGN.`` entry name; None if it is not one."""
+    if not name.startswith(SIGN_PREFIX):
+        return None
+    rest = name[len(SIGN_PREFIX):]
+    for algorithm in (*ALGORITHMS, "DSA"):
+        if rest.startswith(algorithm + "."):
+            key_name = rest[len(algorithm) + 1:]
+            return (algorithm if algorithm in ALGORITHMS else None), key_name
+    algorithm, _, key_name = rest.partition(".")
+    return None, key_name
+
+
+@dataclass(frozen=True)
+class TarFile:
+    """A regular file read from a small in-memory tar (control, signature, index members)."""
+
+    name: str
+    data: bytes
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
+    uname: str
+    gname: str
+
+
+def read_small_tar(content: bytes, *, source: str, what: str) -> list[TarFile]:
+    """Every regular file of an inflated tar member; the end-of-archive blocks may be cut."""
+    if len(content) % 512:
+        raise ArchiveError(f"{source}: {what} is not a tar archive ({len(content)} bytes "
+                           "is not a multiple of 512)")
+    files: list[TarFile] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(content), mode="r:") as archive:
+            for member in archive:
+                if not member.isreg():
+                    raise ArchiveError(
+                        f"{source}: {what} member {member.name!r} is not a regular file")
+                fh = archive.extractfile(member)
+                assert fh is not None
+                data = fh.read()
+                if len(data) != member.size:
+                    raise ArchiveError(f"{source}: {what} member {member.name!r} is truncated")
+                files.append(TarFile(name=member.name, data=data, mode=member.mode & 0o7777,
+                                     uid=member.uid, gid=member.gid, mtime=int(member.mtime),
+                                     uname=member.uname, gname=member.gname))
+    except ArchiveError:
+        raise
+    except (tarfile.TarError, EOFError, ValueError) as exc:
+        raise ArchiveError(f"{source}: {what} is not a readable tar archive ({exc})") from exc
+    return files
+
+
+def signature_entries(files: Sequence[TarFile], *, source: str) -> list[SignatureEntry]:
+    """The ``.SIGN.*`` entries of a signature member (oversized ones ignored, as apk does)."""
+    entries = []
+    for f in files:
+        parsed = parse_signature_name(f.name)
+        if parsed is None:
+            raise ArchiveError(f"{source}: signature member holds {f.name!r}, not a .SIGN.* entry")
+        algorithm, key_name = parsed
+        if len(f.data) > MAX_SIGNATURE_SIZE:
+            continue
+        entries.append(SignatureEntry(name=f.name, algorithm=algorithm, key_name=key_name,
+                                      signature=f.data))
+    return entries
+
+
+# --- verification --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """Which trusted key signed, with which algorithm token (``RSA``, ``RSA256``, ``RSA512``)."""
+
+    signer: str
+    algorithm: str
+
+
+def verify_signature(entries: Sequence[SignatureEntry], keys: TrustedKeys, *, source: str,
+                     message: bytes | None = None,
+                     digests: Mapping[str, bytes] | None = None) -> SignatureCheck:
+    """Check the first signature made by a trusted key, as apk-tools does.
+
+    Give either the signed ``message`` or ``digests`` (hashlib name → digest of the
+    message) when the message was streamed.
+    """
+    usable = [e for e in entries if e.algorithm is not None]
+    if not usable:
+        raise VerificationError(f"{source}: not signed")
+    trusted = [e for e in usable if e.key_name in keys]
+    if not trusted:
+        names = ", ".join(dict.fromkeys(e.key_name for e in usable))
+        raise VerificationError(f"{source}: signed by unknown key {names}")
+    entry = trusted[0]
+    assert entry.algorithm is not None
+    algorithm = ALGORITHMS[entry.algorithm]()
+    try:
+        if message is not None:
+            keys[entry.key_name].verify(entry.signature, message, padding.PKCS1v15(), algorithm)
+        else:
+            assert digests is not None
+            keys[entry.key_name].verify(entry.signature, digests[HASHLIB_NAMES[entry.algorithm]],
+                                        padding.PKCS1v15(), Prehashed(algorithm))
+    except InvalidSignature:
+        raise VerificationError(f"{source}: bad signature by {entry.key_name}") from None
+    return SignatureCheck(signer=entry.key_name, algorithm=entry.algorithm)
+
+
+def new_digests() -> dict[str, hashlib._Hash]:
+    """One running hash per supported signature digest, for streamed messages."""
+    return {name: hashlib.new(name) for name in HASHLIB_NAMES.values()}
+
+
+# --- signing (test repositories, benchmarks) -------------------------------------------
+
+
+def sign_sha1(private_key: rsa.RSAPrivateKey, data: bytes) -> bytes:
+    """A ``.SIGN.RSA.*`` signature: PKCS#1 v1.5 over SHA-1, as ``abuild-sign`` makes."""
+    return private_key.sign(data, padding.PKCS1v15(), hashes.SHA1())
+
+
+def sign_sha256(private_key: rsa.RSAPrivateKey, data: bytes) -> bytes:
+    """A ``.SIGN.RSA256.*`` signature: PKCS#1 v1.5 over SHA-256."""
+    return private_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def sign(private_key: rsa.RSAPrivateKey, data: bytes, algorithm: str) -> bytes:
+    """Sign with the digest an algorithm token (``RSA``, ``RSA256``, ``RSA512``) names."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unsupported signature algorithm {algorithm!r}")
+    return private_key.sign(data, padding.PKCS1v15(), ALGORITHMS[algorithm]())

@@ -1,0 +1,179 @@
+"""Command line: argv → BuildContext → pipeline; ComposerError → one line + exit code.
+
+Exit codes: 0 ok, 1 other error, 2 bad usage or profile (or a feature not available),
+3 download failed, 4 verification failed (signature, checksum, outputs differ),
+5 malformed or unsafe archive/package, 6 packages cannot be resolved or installed,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from composer import __version__
+from composer.errors import ComposerError, UsageError
+
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def _build_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mirror", help="override the profile's mirror (http://, https://, file://)")
+    parser.add_argument("--output-dir", type=Path, help="where <name>/ is written (default: out)")
+    parser.add_argument("--cache-dir", type=Path,
+                        help="download cache (default: $XDG_CACHE_HOME/alpine-composer)")
+    parser.add_argument("--offline", action="store_true",
+                        help="use only the cache; fail naming anything missing")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="alpine-composer",
+                     description="Build reproducible Alpine Linux root filesystems and images.")
+    parser.add_argument("--version", action="version", version=f"alpine-composer {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("build", help="build every output of a profile into <output-dir>/<name>/")
+    p.add_argument("profile", type=Path)
+    _build_flags(p)
+    _common(p)
+
+    p = sub.add_parser("fetch", help="download and verify a profile's inputs only")
+    p.add_argument("profile", type=Path)
+    _build_flags(p)
+    _common(p)
+
+    p = sub.add_parser("verify", help="check outputs against SHA256SUMS/manifest.json, or rebuild")
+    p.add_argument("target", type=Path,
+                   help="an output folder or artifact; with --rebuild, a profile")
+    p.add_argument("--rebuild", action="store_true",
+                   help="build the profile again and compare byte for byte with its published outputs")
+    _build_flags(p)
+    _common(p)
+
+    p = sub.add_parser("schema", help="write the profile JSON schema (for editors)")
+    p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    _common(p)
+
+    p = sub.add_parser("version", help="print the version")
+    _common(p)
+    return parser
+
+
+def _context(args: argparse.Namespace, profile_path: Path):  # type: ignore[no-untyped-def]
+    from composer.context import BuildContext
+    from composer.profile import load_profile
+
+    overrides = {"mirror": args.mirror} if args.mirror else None
+    loaded = load_profile(profile_path, overrides=overrides)
+    return BuildContext.from_environment(loaded, env=os.environ, output_dir=args.output_dir,
+                                         cache_dir=args.cache_dir, offline=args.offline)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, sort_keys=True, indent=2) + "\n")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from composer.pipeline import build
+
+    result = build(_context(args, args.profile))
+    if args.json:
+        sys.stdout.buffer.write(result.manifest.to_json())
+    else:
+        for output in sorted(result.outputs, key=lambda o: o.path):
+            print(f"sha256:{output.sha256}  {result.output_dir / output.path}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from composer.pipeline import fetch_inputs
+
+    inputs = fetch_inputs(_context(args, args.profile))
+    if args.json:
+        _print_json([{k: v for k, v in vars(i).items() if v is not None} for i in inputs])
+    else:
+        for record in inputs:
+            print(f"sha256:{record.sha256}  {record.url or record.name}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from composer.verify import rebuild_and_compare, verify_outputs
+
+    if args.rebuild:
+        report = rebuild_and_compare(_context(args, args.target))
+        verdict = "rebuild identical"
+    else:
+        report = verify_outputs(args.target)
+        verdict = "OK"
+    if args.json:
+        _print_json({"folder": str(report.folder), "checked": list(report.checked), "ok": True})
+    else:
+        for name in report.checked:
+            print(f"{verdict}  {report.folder / name}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from composer.profile.model import Profile
+
+    text = json.dumps(Profile.model_json_schema(), sort_keys=True, indent=2) + "\n"
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    if args.json:
+        _print_json({"name": "alpine-composer", "version": __version__})
+    else:
+        print(f"alpine-composer {__version__}")
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "fetch": cmd_fetch, "verify": cmd_verify, "schema": cmd_schema,
+            "version": cmd_version}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = make_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except ComposerError as exc:
+        if debug:
+            traceback.print_exc()
+        message = exc.message.splitlines()[0] if exc.message else type(exc).__name__
+        print(f"alpine-composer: error: {message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("alpine-composer: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: say so in one line, traceback only with --debug
+        if debug:
+            traceback.print_exc()
+        print(f"alpine-composer: internal error: {type(exc).__name__}: {exc} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1

@@ -1,0 +1,78 @@
+"""BuildContext: the profile plus everything about this run (dirs, flags, epoch source).
+
+This is the only module that reads the process environment; SOURCE_DATE_EPOCH is
+read here once and passed down explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from composer import __version__
+from composer.errors import UsageError
+from composer.profile import LoadedProfile, Profile
+
+
+def _stderr_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def parse_source_date_epoch(value: str | None) -> int | None:
+    """SOURCE_DATE_EPOCH as an int; a malformed value is an error, never guessed around."""
+    if value is None or value == "":
+        return None
+    text = value.strip()
+    if not text.isdigit():
+        raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds since 1970")
+    epoch = int(text)
+    if epoch >= 2**33:
+        raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is out of range for tar headers")
+    return epoch
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """$XDG_CACHE_HOME/alpine-composer, else ~/.cache/alpine-composer."""
+    base = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"),
+                                                     ".cache")
+    return Path(base) / "alpine-composer"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Everything one build needs besides the profile's own content."""
+
+    loaded: LoadedProfile
+    output_dir: Path
+    cache_dir: Path
+    offline: bool = False
+    refresh: bool = False
+    progress: bool = False
+    env_epoch: int | None = None
+    pinned_release: dict[str, str] = field(default_factory=dict)
+    pinned_epoch: tuple[int, str] | None = None
+    log: Callable[[str], None] = _stderr_log
+    tool_version: str = __version__
+
+    @classmethod
+    def from_environment(cls, loaded: LoadedProfile, *, env: Mapping[str, str],
+                         output_dir: Path | None, cache_dir: Path | None, offline: bool = False,
+                         refresh: bool = False, progress: bool | None = None,
+                         log: Callable[[str], None] = _stderr_log) -> BuildContext:
+        return cls(
+            loaded=loaded,
+            output_dir=Path(output_dir) if output_dir else Path("out"),
+            cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(env),
+            offline=offline,
+            refresh=refresh,
+            progress=sys.stderr.isatty() if progress is None else progress,
+            env_epoch=parse_source_date_epoch(env.get("SOURCE_DATE_EPOCH")),
+            log=log,
+        )
+
+    @property
+    def profile(self) -> Profile:
+        return self.loaded.profile

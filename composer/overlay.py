@@ -1,0 +1,134 @@
+"""The profile's overlay laid onto a FileTree: removals, folders, files, links, hostname.
+
+Overlay paths go through the same checks as archive members: nothing may pass
+through a symlink or leave the root. Host files are read in sorted order so the
+result never depends on the order a filesystem lists them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from composer.archive import check_symlink_target
+from composer.errors import ArchiveError, ProfileError
+from composer.profile.model import Overlay
+from composer.tree import Entry, EntryType, FileTree, normalize_path
+
+
+@dataclass(frozen=True)
+class OverlayInput:
+    """A host file the overlay read, for the manifest's input list."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+def _tree_path(image_path: str) -> str:
+    return normalize_path(image_path.lstrip("/"), what="overlay path")
+
+
+def _put(tree: FileTree, entry: Entry, what: str) -> None:
+    try:
+        tree.put(entry, what=what)
+    except ArchiveError as exc:
+        raise ProfileError(f"overlay: {exc}") from None
+
+
+def apply_overlay(tree: FileTree, overlay: Overlay, *, base_dir: Path) -> list[OverlayInput]:
+    """Apply ``overlay`` to ``tree``; return the host files read (relative to ``base_dir``)."""
+    inputs: list[OverlayInput] = []
+    for image_path in overlay.remove:
+        path = _tree_path(image_path)
+        if not tree.remove(path):
+            raise ProfileError(f"overlay.remove: {image_path} does not exist in the image")
+    for folder in overlay.tree:
+        inputs.extend(_copy_tree(tree, base_dir, folder))
+    for spec in overlay.directories:
+        path = _tree_path(spec.path)
+        _put(tree, Entry(path=path, type=EntryType.DIR, mode=spec.mode, uid=spec.uid,
+                         gid=spec.gid), f"overlay.directories {spec.path}")
+    for spec in overlay.files:
+        path = _tree_path(spec.path)
+        if spec.content is not None:
+            data = spec.content.encode("utf-8")
+        else:
+            assert spec.source is not None
+            source = (base_dir / spec.source)
+            data = _read_host_file(source, f"overlay.files {spec.path}: source {spec.source}")
+            inputs.append(OverlayInput(spec.source, len(data), hashlib.sha256(data).hexdigest()))
+        _put(tree, Entry(path=path, type=EntryType.FILE, mode=spec.mode, uid=spec.uid,
+                         gid=spec.gid, blob=tree.store.from_bytes(data)),
+             f"overlay.files {spec.path}")
+    for link in overlay.symlinks:
+        path = _tree_path(link.path)
+        try:
+            check_symlink_target(path, link.target, source="overlay.symlinks")
+        except ArchiveError as exc:
+            raise ProfileError(str(exc)) from None
+        _put(tree, Entry(path=path, type=EntryType.SYMLINK, mode=0o777, target=link.target),
+             f"overlay.symlinks {link.path}")
+    if overlay.hostname is not None:
+        _put(tree, Entry(path="etc/hostname", type=EntryType.FILE, mode=0o644,
+                         blob=tree.store.from_bytes(overlay.hostname.encode() + b"\n")),
+             "overlay.hostname")
+    return inputs
+
+
+def _read_host_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ProfileError(f"{what}: no such file") from None
+    except IsADirectoryError:
+        raise ProfileError(f"{what}: is a directory, not a file") from None
+    except OSError as exc:
+        raise ProfileError(f"{what}: cannot read ({exc.strerror})") from None
+
+
+def _copy_tree(tree: FileTree, base_dir: Path, folder: str) -> list[OverlayInput]:
+    """Copy a host folder into the image root, keeping permission bits, owned by root."""
+    root = base_dir / folder
+    if not root.is_dir():
+        raise ProfileError(f"overlay.tree: {folder} is not a folder")
+    inputs: list[OverlayInput] = []
+
+    def visit(host_dir: Path, image_dir: str) -> None:
+        for name in sorted(os.listdir(host_dir)):
+            host = host_dir / name
+            image = f"{image_dir}/{name}" if image_dir else name
+            rel = f"{folder.rstrip('/')}/{image}"
+            st = os.lstat(host)
+            mode = stat.S_IMODE(st.st_mode)
+            what = f"overlay.tree {rel}"
+            if stat.S_ISDIR(st.st_mode):
+                existing = tree.get(image)
+                if existing is None or existing.type != EntryType.DIR:
+                    _put(tree, Entry(path=image, type=EntryType.DIR, mode=mode), what)
+                else:
+                    _put(tree, existing.with_changes(mode=mode), what)
+                visit(host, image)
+            elif stat.S_ISREG(st.st_mode):
+                data = _read_host_file(host, what)
+                inputs.append(OverlayInput(rel, len(data), hashlib.sha256(data).hexdigest()))
+                _put(tree, Entry(path=image, type=EntryType.FILE, mode=mode,
+                                 blob=tree.store.from_bytes(data)), what)
+            elif stat.S_ISLNK(st.st_mode):
+                target = os.readlink(host)
+                try:
+                    check_symlink_target(image, target, source="overlay.tree")
+                except ArchiveError as exc:
+                    raise ProfileError(str(exc)) from None
+                inputs.append(OverlayInput(rel, len(target),
+                                           hashlib.sha256(target.encode()).hexdigest()))
+                _put(tree, Entry(path=image, type=EntryType.SYMLINK, mode=0o777, target=target),
+                     what)
+            else:
+                raise ProfileError(f"{what}: only files, folders and symlinks can be copied")
+
+    visit(root, "")
+    return inputs

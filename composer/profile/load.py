@@ -1,0 +1,245 @@
+"""Read a profile file (following ``extends``) into a validated :class:`Profile`.
+
+Merge rules for ``extends``: the child is laid over its parent key by key;
+mappings merge recursively, while lists and scalars in the child replace the
+parent's whole value. Relative paths (overlay sources and trees, keys, a
+file-based trust key) are resolved against the file that wrote them and then
+re-expressed relative to the top profile's folder, so the merged profile
+carries no machine paths.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import posixpath
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from composer.errors import ProfileError
+from composer.profile.model import Profile
+
+MAX_EXTENDS_DEPTH = 16
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
+@dataclass(frozen=True)
+class LoadedProfile:
+    """A validated profile plus where it came from and its content digest."""
+
+    profile: Profile
+    path: Path
+    base_dir: Path
+    digest: str
+    files: tuple[Path, ...]
+
+    def resolve(self, relative: str) -> Path:
+        """A path written in the profile, resolved against the profile's folder."""
+        return (self.base_dir / relative).resolve()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: no such profile file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{path}: cannot read profile ({exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProfileError(f"{path}: invalid YAML{where}: {problem}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: a profile must be a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def _rebase(value: str, file_dir: Path, top_dir: Path) -> str:
+    if _URL.match(value) or os.path.isabs(value):
+        return value
+    absolute = os.path.normpath(os.path.join(file_dir, value))
+    return Path(os.path.relpath(absolute, top_dir)).as_posix()
+
+
+def _rebase_paths(data: dict[str, Any], file_dir: Path, top_dir: Path) -> dict[str, Any]:
+    """Re-express the relative path fields of one file relative to the top profile."""
+    if file_dir == top_dir:
+        return data
+    out = dict(data)
+    overlay = out.get("overlay")
+    if isinstance(overlay, dict):
+        overlay = dict(overlay)
+        tree = overlay.get("tree")
+        if isinstance(tree, str):
+            overlay["tree"] = _rebase(tree, file_dir, top_dir)
+        elif isinstance(tree, list):
+            overlay["tree"] = [_rebase(t, file_dir, top_dir) if isinstance(t, str) else t for t in tree]
+        files = overlay.get("files")
+        if isinstance(files, list):
+            overlay["files"] = [
+                {**f, "source": _rebase(f["source"], file_dir, top_dir)}
+                if isinstance(f, dict) and isinstance(f.get("source"), str) else f
+                for f in files
+            ]
+        out["overlay"] = overlay
+    keys = out.get("keys")
+    if isinstance(keys, list):
+        out["keys"] = [
+            _rebase(k, file_dir, top_dir) if isinstance(k, str)
+            else {**k, "file": _rebase(k["file"], file_dir, top_dir)}
+            if isinstance(k, dict) and isinstance(k.get("file"), str) else k
+            for k in keys
+        ]
+    trust = out.get("trust")
+    if isinstance(trust, dict) and isinstance(trust.get("key"), str):
+        out["trust"] = {**trust, "key": _rebase(trust["key"], file_dir, top_dir)}
+    return out
+
+
+def merge_profiles(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """Lay ``child`` over ``parent``: mappings merge recursively, everything else replaces."""
+    merged = dict(parent)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_profiles(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _load_raw(path: Path, top_dir: Path, chain: list[Path]) -> tuple[dict[str, Any], list[Path]]:
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in [*chain, resolved])
+        raise ProfileError(f"{path}: 'extends' loops back on itself ({cycle})")
+    if len(chain) >= MAX_EXTENDS_DEPTH:
+        raise ProfileError(f"{path}: 'extends' is nested more than {MAX_EXTENDS_DEPTH} deep")
+    data = _read_yaml(path)
+    files = [resolved]
+    parent_ref = data.pop("extends", None)
+    data = _rebase_paths(data, resolved.parent, top_dir)
+    if parent_ref is None:
+        return data, files
+    if not isinstance(parent_ref, str):
+        raise ProfileError(f"{path}: extends: expected a path to another profile file")
+    parent_path = (resolved.parent / parent_ref)
+    if not parent_path.exists():
+        raise ProfileError(f"{path}: extends: {parent_ref!r} does not exist")
+    parent, parent_files = _load_raw(parent_path, top_dir, [*chain, resolved])
+    return merge_profiles(parent, data), [*files, *parent_files]
+
+
+def profile_digest(profile: Profile) -> str:
+    """sha256 of the profile's canonical JSON (defaults and presets filled in)."""
+    body = json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def load_profile(path: Path | str, *, overrides: dict[str, Any] | None = None) -> LoadedProfile:
+    """Load, merge and validate a profile; ``overrides`` (from CLI flags) win over the file."""
+    path = Path(path)
+    top_dir = path.resolve().parent
+    data, files = _load_raw(path, top_dir, [])
+    if overrides:
+        data = merge_profiles(data, overrides)
+    try:
+        profile = Profile.model_validate(data)
+    except ValidationError as exc:
+        raise ProfileError(f"{path}: {format_validation_error(exc)}") from None
+    return LoadedProfile(profile=profile, path=path, base_dir=top_dir,
+                         digest=profile_digest(profile), files=tuple(files))
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Known field names of the model reached by following ``loc`` (for typo hints)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        current = _model_in(fields[part].annotation)
+    fields = getattr(current, "model_fields", None)
+    return sorted(fields) if fields else []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    for meta in getattr(annotation, "__metadata__", ()) or ():
+        del meta
+    origin = getattr(annotation, "__origin__", None)
+    if origin is not None and origin is not annotation:
+        return _model_in(origin)
+    return None
+
+
+def _loc_text(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("function-after[_image_path(), str]",) or str(part).startswith(("function-", "tagged-union")):
+            continue
+        else:
+            text += ("." if text else "") + str(part)
+    return text or "(top level)"
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line: ``field.path: what was expected (got …)`` for each problem, joined with '; '."""
+    messages = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (
+            p.startswith("function-") or p in ("tar", "oci", "oci-archive", "docker-archive", "iso",
+                                               "PinnedKey", "str", "Repository"))))
+        where = _loc_text(loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            name = str(loc[-1]) if loc else ""
+            known = _fields_at(Profile, loc[:-1])
+            hint = difflib.get_close_matches(name, known, n=1)
+            text = f"{where}: unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            if known and not hint:
+                text += f" (expected one of: {', '.join(known)})"
+        elif kind == "missing":
+            text = f"{where}: required key is missing"
+        elif kind == "union_tag_invalid":
+            ctx = err.get("ctx", {})
+            text = f"{where}: unknown {ctx.get('discriminator', 'tag')} {ctx.get('tag')!r} " \
+                   f"(expected one of {ctx.get('expected_tags')})"
+        elif kind == "union_tag_not_found":
+            text = f"{where}: each entry needs a 'format' key"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
+            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            text = f"{where}: {msg}{shown}"
+        messages.append(text)
+    seen: list[str] = []
+    for m in messages:
+        if m not in seen:
+            seen.append(m)
+    return "; ".join(seen)
+
+
+def relative_image_path(path: str) -> str:
+    """An absolute image path from a profile as a tree path (no leading '/')."""
+    return posixpath.normpath(path).lstrip("/")

@@ -1,0 +1,342 @@
+"""What users write: the profile, as frozen, strict pydantic models.
+
+Every model forbids unknown keys and is immutable once loaded; checks that need
+the filesystem (does an overlay source exist?) happen later, in ``check``.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+ALPINE_RELEASE_FINGERPRINT = "0482D84022F52DF1C4E7CD43293ACD0907D9495A"
+ALPINE_RELEASE_KEY_URL = "https://alpinelinux.org/keys/ncopa.asc"
+DEFAULT_MIRROR = "https://dl-cdn.alpinelinux.org/alpine"
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_BRANCH = re.compile(r"^(v\d+\.\d+|edge|latest-stable)$")
+_RELEASE = re.compile(r"^[0-9][0-9A-Za-z._-]*$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Variant(enum.StrEnum):
+    """Presets that fill defaults (see ``variants.py`` and the README)."""
+
+    MINIROOTFS = "minirootfs"
+    VIRT = "virt"
+    STANDARD = "standard"
+    EDGE = "edge"
+
+
+class Arch(enum.StrEnum):
+    """Alpine architecture names."""
+
+    X86_64 = "x86_64"
+    X86 = "x86"
+    AARCH64 = "aarch64"
+    ARMV7 = "armv7"
+    ARMHF = "armhf"
+    PPC64LE = "ppc64le"
+    S390X = "s390x"
+    RISCV64 = "riscv64"
+    LOONGARCH64 = "loongarch64"
+
+
+class Base(enum.StrEnum):
+    """What the rootfs starts from."""
+
+    MINIROOTFS = "minirootfs"
+    PACKAGES = "packages"
+
+
+class Compression(enum.StrEnum):
+    GZIP = "gzip"
+    ZSTD = "zstd"
+    XZ = "xz"
+    NONE = "none"
+
+
+class LayerCompression(enum.StrEnum):
+    GZIP = "gzip"
+    ZSTD = "zstd"
+    NONE = "none"
+
+
+def _parse_mode(value: Any) -> Any:
+    """Accept 0o644 / 420 (YAML 1.1 reads 0644 as octal) and the strings '0644', '644', '0o644'."""
+    if isinstance(value, bool):
+        raise ValueError("a mode must be an octal number like '0644'")
+    if isinstance(value, str):
+        text = value.strip().lower().removeprefix("0o")
+        if not re.fullmatch(r"[0-7]{1,4}", text):
+            raise ValueError(f"{value!r} is not an octal mode like '0644'")
+        return int(text, 8)
+    return value
+
+
+Mode = Annotated[int, BeforeValidator(_parse_mode), Field(ge=0, le=0o7777)]
+Id = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+def _image_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} must be an absolute path inside the image (start with '/')")
+    parts = [p for p in value.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ValueError(f"{value!r} must not contain '..'")
+    if not parts:
+        raise ValueError("the image root itself cannot be named here")
+    return "/" + "/".join(parts)
+
+
+ImagePath = Annotated[str, AfterValidator(_image_path)]
+
+
+class Trust(Strict):
+    """Where the release key comes from and which fingerprint it must have."""
+
+    fingerprint: str = ALPINE_RELEASE_FINGERPRINT
+    key: str = ALPINE_RELEASE_KEY_URL
+    allow_unsigned: bool = Field(
+        default=False,
+        description="Accept a release published without an .asc signature, on its sha256 alone "
+                    "(logged loudly). Off by default.")
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str) -> str:
+        compact = value.replace(" ", "").upper()
+        if not re.fullmatch(r"[0-9A-F]{40}", compact):
+            raise ValueError("expected a 40-hex-digit OpenPGP v4 fingerprint")
+        return compact
+
+
+class FileSpec(Strict):
+    path: ImagePath
+    source: str | None = None
+    content: str | None = None
+    mode: Mode = 0o644
+    uid: Id = 0
+    gid: Id = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FileSpec:
+        if (self.source is None) == (self.content is None):
+            raise ValueError("give exactly one of 'source' (a file next to the profile) or 'content'")
+        return self
+
+
+class DirectorySpec(Strict):
+    path: ImagePath
+    mode: Mode = 0o755
+    uid: Id = 0
+    gid: Id = 0
+
+
+class SymlinkSpec(Strict):
+    path: ImagePath
+    target: str = Field(min_length=1)
+
+
+def _str_to_dir(value: Any) -> Any:
+    return {"path": value} if isinstance(value, str) else value
+
+
+class Overlay(Strict):
+    """Files laid over the rootfs after packages. Applied in this order: remove, tree,
+    directories, files, symlinks, hostname."""
+
+    remove: list[ImagePath] = []
+    tree: list[str] = Field(default=[], description="Folders (relative to the profile) copied "
+                                                    "into the image root with their modes; owned by root.")
+    directories: list[Annotated[DirectorySpec, BeforeValidator(_str_to_dir)]] = []
+    files: list[FileSpec] = []
+    symlinks: list[SymlinkSpec] = []
+    hostname: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+
+    @field_validator("tree", mode="before")
+    @classmethod
+    def _tree_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class TarOutput(Strict):
+    format: Literal["tar"]
+    compression: Compression = Compression.GZIP
+
+
+class OciOutput(Strict):
+    format: Literal["oci", "oci-archive"]
+    tag: str = Field(default="latest", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    compression: LayerCompression = LayerCompression.GZIP
+
+
+class DockerArchiveOutput(Strict):
+    format: Literal["docker-archive"]
+    tag: str = Field(default="latest", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+class IsoOutput(Strict):
+    format: Literal["iso"]
+    boot: list[Literal["bios", "uefi"]] = ["bios", "uefi"]
+    cmdline: str = ""
+
+
+Output = Annotated[TarOutput | OciOutput | DockerArchiveOutput | IsoOutput,
+                   Field(discriminator="format")]
+
+
+class ImageConfig(Strict):
+    """OCI image configuration (used by oci, oci-archive and docker-archive outputs)."""
+
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    env: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    working_dir: str | None = None
+    user: str | None = None
+    exposed_ports: list[Annotated[str, Field(pattern=r"^\d{1,5}(/(tcp|udp|sctp))?$")]] = []
+    volumes: list[str] = []
+    stop_signal: str | None = None
+    revision: str | None = Field(default=None, description="org.opencontainers.image.revision")
+    source: str | None = Field(default=None, description="org.opencontainers.image.source")
+
+
+class PinnedKey(Strict):
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Repository(Strict):
+    """A package repository: a name of the branch's (main, community, testing) or a URL."""
+
+    url: str
+    tag: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+def _repository(value: Any) -> Any:
+    if isinstance(value, str):
+        if value.startswith("@"):
+            tag, _, url = value[1:].partition(" ")
+            return {"url": url.strip(), "tag": tag}
+        return {"url": value}
+    return value
+
+
+class Group(Strict):
+    name: str = Field(pattern=r"^[a-z_][a-z0-9_-]*$")
+    gid: Id | None = None
+
+
+class User(Strict):
+    name: str = Field(pattern=r"^[a-z_][a-z0-9_-]*$")
+    uid: Id | None = None
+    group: str | None = None
+    groups: list[str] = []
+    home: str | None = None
+    shell: str = "/bin/sh"
+    gecos: str = ""
+
+
+class Accounts(Strict):
+    groups: list[Group] = []
+    users: list[User] = []
+
+
+Runlevel = Literal["sysinit", "boot", "default", "shutdown", "nonetwork"]
+
+
+class Profile(Strict):
+    """A declarative description of one image. See README.md for every field."""
+
+    name: str = Field(description="Image name; also the out/ folder name.")
+    variant: Variant = Variant.MINIROOTFS
+    branch: str = "latest-stable"
+    release: str | None = Field(default=None, description="Exact release (e.g. 3.20.3); default: "
+                                                          "newest for the branch.")
+    arch: list[Arch] = [Arch.X86_64]
+    mirror: str = DEFAULT_MIRROR
+    trust: Trust = Trust()
+    base: Base = Base.MINIROOTFS
+    packages: list[str] = []
+    repositories: list[Annotated[Repository, BeforeValidator(_repository)]] | None = None
+    keys: list[Annotated[PinnedKey | str, Field(union_mode="left_to_right")]] = []
+    accounts: Accounts = Accounts()
+    services: dict[Runlevel, list[str]] = {}
+    overlay: Overlay = Overlay()
+    config: ImageConfig = ImageConfig()
+    outputs: list[Output] = Field(default=[], min_length=1)
+    sbom: bool = True
+    source_date_epoch: Annotated[int, Field(ge=0, le=2**33 - 1)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_variant(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        from composer.profile.variants import apply_preset
+
+        return apply_preset(data)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use lowercase letters, digits, '.', '_' and '-', starting with a "
+                             "letter or digit")
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if not _BRANCH.match(value):
+            raise ValueError("expected 'vX.Y' (e.g. v3.20), 'edge' or 'latest-stable'")
+        return value
+
+    @field_validator("release")
+    @classmethod
+    def _release(cls, value: str | None) -> str | None:
+        if value is not None and not _RELEASE.match(value):
+            raise ValueError("expected a release version such as 3.20.3")
+        return value
+
+    @field_validator("arch", mode="before")
+    @classmethod
+    def _arch_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("arch")
+    @classmethod
+    def _arch_unique(cls, value: list[Arch]) -> list[Arch]:
+        if not value:
+            raise ValueError("name at least one architecture")
+        if len(set(value)) != len(value):
+            raise ValueError("an architecture is listed twice")
+        return value
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror(cls, value: str) -> str:
+        if not re.match(r"^(https?|file)://", value):
+            raise ValueError("expected an http://, https:// or file:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _consistency(self) -> Profile:
+        if self.base == Base.PACKAGES and not self.packages:
+            raise ValueError("base: packages needs a non-empty 'packages' list")
+        if self.branch != "edge" and self.repositories:
+            for repo in self.repositories:
+                if repo.url == "testing":
+                    raise ValueError("the 'testing' repository exists only on edge")
+        return self
+
+    @property
+    def arches(self) -> list[Arch]:
+        return list(self.arch)

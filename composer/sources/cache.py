@@ -1,0 +1,208 @@
+"""Content-addressed download cache shared safely between concurrent builds.
+
+Blobs live at ``blobs/sha256/<hex>`` and are immutable: two processes writing
+the same digest write the same bytes, so a plain ``os.replace`` is enough.
+URL records (``urls/<sha256(url)>.json``) map a URL to the blob it last
+served; they change over time, so their writes take an exclusive flock.
+Everything is written to ``tmp/`` first, fsynced and renamed into place, so a
+reader never sees a half-written entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from composer.errors import FetchError, VerificationError
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CHUNK = 1 << 20
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    """``$XDG_CACHE_HOME/alpine-composer``, else ``~/.cache/alpine-composer`` (env passed in)."""
+    xdg = env.get("XDG_CACHE_HOME", "")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "alpine-composer"
+    home = env.get("HOME") or os.path.expanduser("~")
+    return Path(home) / ".cache" / "alpine-composer"
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """Return (sha256 hex, size) of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+@dataclass(frozen=True)
+class UrlRecord:
+    """What a URL served when it was last fetched."""
+
+    url: str
+    sha256: str
+    size: int
+    fetched_at: float
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+class ContentCache:
+    """A directory of verified blobs keyed by sha256, plus URL records."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.blobs_dir = self.root / "blobs" / "sha256"
+        self.urls_dir = self.root / "urls"
+        self.tmp_dir = self.root / "tmp"
+        self._lock_path = self.root / "urls.lock"
+
+    def _ensure_dirs(self) -> None:
+        try:
+            for directory in (self.blobs_dir, self.urls_dir, self.tmp_dir):
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FetchError(f"cache directory {self.root}: cannot create: {exc.strerror}") from exc
+
+    def path_for(self, sha256: str) -> Path | None:
+        """The blob's path when the cache holds it, else None."""
+        sha256 = sha256.lower()
+        if not _HEX64.fullmatch(sha256):
+            return None
+        path = self.blobs_dir / sha256
+        return path if path.is_file() else None
+
+    @contextlib.contextmanager
+    def temp_file(self, suffix: str = ".part") -> Iterator[Path]:
+        """A fresh empty file in ``tmp/`` (same filesystem as blobs); removed unless moved away."""
+        self._ensure_dirs()
+        fd, name = tempfile.mkstemp(dir=self.tmp_dir, suffix=suffix)
+        os.close(fd)
+        path = Path(name)
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def put_bytes(self, data: bytes, *, sha256: str | None = None) -> Path:
+        """Store bytes; when ``sha256`` is given the data must match it."""
+        actual = hashlib.sha256(data).hexdigest()
+        if sha256 is not None and actual != sha256.lower():
+            raise VerificationError(
+                f"cache: sha256 mismatch: expected {sha256.lower()}, got {actual}"
+            )
+        existing = self.path_for(actual)
+        if existing is not None:
+            return existing
+        with self.temp_file() as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            return self.install_verified(tmp, actual)
+
+    def put_file(self, tmp: Path, sha256: str) -> Path:
+        """Move ``tmp`` (inside ``tmp/``) into the store after re-checking its digest."""
+        actual, _ = hash_file(tmp)
+        if actual != sha256.lower():
+            raise VerificationError(
+                f"cache: {tmp.name}: sha256 mismatch: expected {sha256.lower()}, got {actual}"
+            )
+        return self.install_verified(tmp, actual)
+
+    def install_verified(self, tmp: Path, sha256: str) -> Path:
+        """Rename an already-verified temp file to its content address (no re-hash)."""
+        self._ensure_dirs()
+        final = self.blobs_dir / sha256
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+        _fsync_dir(self.blobs_dir)
+        return final
+
+    def remember_url(
+        self,
+        url: str,
+        sha256: str,
+        size: int,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        fetched_at: float | None = None,
+    ) -> UrlRecord:
+        """Record that ``url`` served the blob ``sha256`` (atomic, under the cache lock)."""
+        record = UrlRecord(
+            url=url,
+            sha256=sha256.lower(),
+            size=size,
+            fetched_at=time.time() if fetched_at is None else fetched_at,
+            etag=etag,
+            last_modified=last_modified,
+        )
+        self._ensure_dirs()
+        payload = json.dumps(asdict(record), sort_keys=True, separators=(",", ":")).encode()
+        with self._locked():
+            with self.temp_file(suffix=".json") as tmp:
+                with open(tmp, "wb") as f:
+                    f.write(payload)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, self._url_record_path(url))
+        return record
+
+    def lookup_url(self, url: str) -> UrlRecord | None:
+        """The last record for ``url``, or None when absent or unreadable."""
+        try:
+            raw = json.loads(self._url_record_path(url).read_bytes())
+            record = UrlRecord(
+                url=str(raw["url"]),
+                sha256=str(raw["sha256"]),
+                size=int(raw["size"]),
+                fetched_at=float(raw["fetched_at"]),
+                etag=raw.get("etag"),
+                last_modified=raw.get("last_modified"),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return record if record.url == url else None
+
+    def _url_record_path(self, url: str) -> Path:
+        return self.urls_dir / (hashlib.sha256(url.encode()).hexdigest() + ".json")
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self._lock_path, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable; best effort where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,376 @@
+"""The one place that talks to the network (and reads file:// URLs).
+
+Blobs are content-addressed: a cached digest is returned without touching the
+network, and new downloads are checked for size and sha256 before they enter
+the cache. Metadata (indexes, checksum files, signatures, keys) is cached per
+URL with a time-to-live and served from the cache under ``--offline``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from composer.errors import FetchError, NotFoundError, OfflineError, VerificationError
+from composer.sources.cache import ContentCache, hash_file
+
+_CHUNK = 64 * 1024
+METADATA_MAX_SIZE = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    """Network behaviour; the CLI fills it from flags (progress when stderr is a TTY)."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retries: int = 4
+    backoff: float = 0.5
+    offline: bool = False
+    progress: bool = False
+    metadata_ttl: float = 3600.0
+
+
+@dataclass(frozen=True)
+class FetchedInput:
+    """One input of the build, for the manifest."""
+
+    url: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class _Downloaded:
+    not_modified: bool = False
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way another attempt may fix."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_file_url(url: str) -> bool:
+    return urllib.parse.urlsplit(url).scheme == "file"
+
+
+@dataclass
+class Fetcher:
+    """Downloads through a ContentCache; records every input it hands out."""
+
+    settings: FetchSettings
+    cache: ContentCache
+    session: requests.Session = field(default_factory=requests.Session)
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    _inputs: list[FetchedInput] = field(default_factory=list, init=False, repr=False)
+    _seen: set[tuple[str, str]] = field(default_factory=set, init=False, repr=False)
+
+    @property
+    def inputs(self) -> list[FetchedInput]:
+        """Every URL fetched or served from cache, in first-use order, without duplicates."""
+        return list(self._inputs)
+
+    def _record(self, url: str, sha256: str, size: int) -> None:
+        key = (url, sha256)
+        if key not in self._seen:
+            self._seen.add(key)
+            self._inputs.append(FetchedInput(url=url, sha256=sha256, size=size))
+
+    # -- blobs ---------------------------------------------------------------
+
+    def fetch_blob(self, url: str, *, sha256: str | None, size: int | None, what: str) -> Path:
+        """Return a cached, verified file holding ``url``'s content.
+
+        With ``sha256`` known, a cache hit needs no network. Without it the
+        download is stored under its computed digest.
+        """
+        expected = sha256.lower() if sha256 else None
+        if expected is not None:
+            cached = self.cache.path_for(expected)
+            if cached is not None:
+                self._record(url, expected, cached.stat().st_size)
+                return cached
+        elif self.settings.offline:
+            record = self.cache.lookup_url(url)
+            cached = self.cache.path_for(record.sha256) if record else None
+            if record is not None and cached is not None:
+                self._record(url, record.sha256, record.size)
+                return cached
+        if self.settings.offline and not _is_file_url(url):
+            raise OfflineError(
+                f"{what}: {url} is not in the cache and --offline was given; "
+                "run once without --offline to fill the cache"
+            )
+        with self.cache.temp_file() as tmp:
+            meta = self._download(url, tmp, what=what, size=size, max_size=None)
+            actual, got = hash_file(tmp)
+            if size is not None and got != size:
+                raise FetchError(f"{what}: {url}: got {got} of {size} bytes")
+            if expected is not None and actual != expected:
+                raise VerificationError(
+                    f"{what}: {url}: sha256 mismatch: expected {expected}, got {actual}"
+                )
+            path = self.cache.install_verified(tmp, actual)
+        self.cache.remember_url(
+            url, actual, got, etag=meta.etag, last_modified=meta.last_modified,
+            fetched_at=self.clock(),
+        )
+        self._record(url, actual, got)
+        return path
+
+    # -- metadata ------------------------------------------------------------
+
+    def fetch_metadata(
+        self, url: str, *, what: str, max_size: int = METADATA_MAX_SIZE, refresh: bool = False
+    ) -> bytes:
+        """Return a small file's bytes, from the cache while younger than the TTL.
+
+        Offline, any cached copy is used; a missing one is an OfflineError.
+        A 404 raises NotFoundError so callers can treat optional files apart.
+        """
+        record = self.cache.lookup_url(url)
+        cached = self.cache.path_for(record.sha256) if record else None
+        local = _is_file_url(url)
+        if record is not None and cached is not None and not local:
+            fresh = self.clock() - record.fetched_at < self.settings.metadata_ttl
+            if self.settings.offline or (fresh and not refresh):
+                self._record(url, record.sha256, record.size)
+                return cached.read_bytes()
+        if self.settings.offline and not local:
+            raise OfflineError(
+                f"{what}: {url} is not in the cache and --offline was given; "
+                "run once without --offline to fill the cache"
+            )
+        conditional = record if cached is not None and not local else None
+        with self.cache.temp_file() as tmp:
+            meta = self._download(
+                url, tmp, what=what, size=None, max_size=max_size, conditional=conditional
+            )
+            if meta.not_modified and record is not None and cached is not None:
+                self.cache.remember_url(
+                    url, record.sha256, record.size, etag=record.etag,
+                    last_modified=record.last_modified, fetched_at=self.clock(),
+                )
+                self._record(url, record.sha256, record.size)
+                return cached.read_bytes()
+            data = tmp.read_bytes()
+            actual, got = hash_file(tmp)
+            self.cache.install_verified(tmp, actual)
+        self.cache.remember_url(
+            url, actual, got, etag=meta.etag, last_modified=meta.last_modified,
+            fetched_at=self.clock(),
+        )
+        self._record(url, actual, got)
+        return data
+
+    # -- transport -----------------------------------------------------------
+
+    def _download(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        what: str,
+        size: int | None,
+        max_size: int | None,
+        conditional: Any = None,
+    ) -> _Downloaded:
+        scheme = urllib.parse.urlsplit(url).scheme
+        if scheme == "file":
+            return self._copy_file_url(url, dest, what=what, max_size=max_size)
+        if scheme not in ("http", "https"):
+            raise FetchError(f"{what}: {url}: unsupported URL scheme {scheme or '(none)'!r}")
+        attempts = self.settings.retries + 1
+        cause = ""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._attempt(
+                    url, dest, what=what, size=size, max_size=max_size, conditional=conditional
+                )
+            except _Retryable as failure:
+                cause = failure.cause
+            if attempt < attempts:
+                self.sleep(self.settings.backoff * (2 ** (attempt - 1)))
+        if size is not None and cause.startswith("short read"):
+            have = dest.stat().st_size
+            raise FetchError(f"{what}: {url}: got {have} of {size} bytes after {attempts} attempts")
+        raise FetchError(f"{what}: {url}: {cause} after {attempts} attempts")
+
+    def _attempt(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        what: str,
+        size: int | None,
+        max_size: int | None,
+        conditional: Any,
+    ) -> _Downloaded:
+        have = dest.stat().st_size
+        headers: dict[str, str] = {"Accept-Encoding": "identity"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        elif conditional is not None:
+            if conditional.etag:
+                headers["If-None-Match"] = conditional.etag
+            if conditional.last_modified:
+                headers["If-Modified-Since"] = conditional.last_modified
+        timeout = (self.settings.connect_timeout, self.settings.read_timeout)
+        try:
+            response = self.session.get(url, headers=headers, stream=True, timeout=timeout)
+        except requests.Timeout as exc:
+            raise _Retryable("timed out") from exc
+        except requests.ConnectionError as exc:
+            raise _Retryable(_connection_cause(exc)) from exc
+        except requests.RequestException as exc:
+            raise FetchError(f"{what}: {url}: {_first_line(exc)}") from exc
+        with response:
+            status = response.status_code
+            if status == 304 and conditional is not None:
+                return _Downloaded(not_modified=True)
+            if status in (404, 410):
+                raise NotFoundError(f"{what}: {url}: HTTP {status} {response.reason}")
+            if status == 416 and have:
+                # The partial file no longer fits the remote one: start over.
+                dest.write_bytes(b"")
+                raise _Retryable(f"HTTP {status} for a resumed download")
+            if status >= 500 or status == 429:
+                raise _Retryable(f"HTTP {status}")
+            if status not in (200, 206):
+                raise FetchError(f"{what}: {url}: HTTP {status} {response.reason}")
+            if status == 206 and not _range_starts_at(response, have):
+                dest.write_bytes(b"")
+                raise _Retryable("server answered the resume request with the wrong range")
+            mode = "ab" if status == 206 else "wb"
+            total = _expected_total(response, have if status == 206 else 0)
+            self._stream_body(response, dest, mode, what=what, url=url,
+                              total=size if size is not None else total, limit=max_size)
+            got = dest.stat().st_size
+            want = size if size is not None else total
+            if want is not None and got < want:
+                raise _Retryable(f"short read: got {got} of {want} bytes")
+            return _Downloaded(
+                etag=response.headers.get("ETag"),
+                last_modified=response.headers.get("Last-Modified"),
+            )
+
+    def _stream_body(
+        self,
+        response: requests.Response,
+        dest: Path,
+        mode: str,
+        *,
+        what: str,
+        url: str,
+        total: int | None,
+        limit: int | None,
+    ) -> None:
+        bar = self._progress_bar(what, total, dest.stat().st_size if mode == "ab" else 0)
+        try:
+            with open(dest, mode) as out:
+                written = out.tell()
+                try:
+                    for chunk in response.iter_content(_CHUNK):
+                        written += len(chunk)
+                        if limit is not None and written > limit:
+                            raise FetchError(f"{what}: {url}: larger than the {limit}-byte limit")
+                        if total is not None and written > total:
+                            raise FetchError(f"{what}: {url}: more than the expected {total} bytes")
+                        out.write(chunk)
+                        if bar is not None:
+                            bar.update(len(chunk))
+                except requests.Timeout as exc:
+                    raise _Retryable("timed out") from exc
+                except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                    raise _Retryable(_connection_cause(exc)) from exc
+                finally:
+                    out.flush()
+                    os.fsync(out.fileno())
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _progress_bar(self, what: str, total: int | None, initial: int) -> Any:
+        if not self.settings.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=initial, desc=what, unit="B", unit_scale=True,
+                    file=sys.stderr, leave=False)
+
+    def _copy_file_url(self, url: str, dest: Path, *, what: str, max_size: int | None) -> _Downloaded:
+        parts = urllib.parse.urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise FetchError(f"{what}: {url}: file:// URLs must name a local path")
+        path = Path(urllib.request.url2pathname(parts.path))
+        try:
+            with open(path, "rb") as src, open(dest, "wb") as out:
+                copied = 0
+                while chunk := src.read(_CHUNK):
+                    copied += len(chunk)
+                    if max_size is not None and copied > max_size:
+                        raise FetchError(f"{what}: {url}: larger than the {max_size}-byte limit")
+                    out.write(chunk)
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{what}: {url}: file not found") from exc
+        except IsADirectoryError as exc:
+            raise FetchError(f"{what}: {url}: is a directory") from exc
+        except OSError as exc:
+            raise FetchError(f"{what}: {url}: {exc.strerror or _first_line(exc)}") from exc
+        return _Downloaded()
+
+
+def _connection_cause(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "timed out" in text or "timeout" in text:
+        return "timed out"
+    if "refused" in text:
+        return "connection refused"
+    if any(word in text for word in ("reset", "aborted", "broken", "disconnected", "incomplete")):
+        return "connection reset"
+    if "name or service" in text or "resolve" in text or "nodename" in text:
+        return "host not found"
+    return "connection failed"
+
+
+def _range_starts_at(response: requests.Response, offset: int) -> bool:
+    content_range = response.headers.get("Content-Range", "")
+    try:
+        unit, spec = content_range.split(" ", 1)
+        start = int(spec.split("-", 1)[0])
+    except ValueError:
+        return False
+    return unit == "bytes" and start == offset
+
+
+def _expected_total(response: requests.Response, offset: int) -> int | None:
+    """The full file size implied by the response headers, if any."""
+    content_range = response.headers.get("Content-Range")
+    if content_range and "/" in content_range:
+        total = content_range.rsplit("/", 1)[1]
+        if total.isdigit():
+            return int(total)
+    length = response.headers.get("Content-Length")
+    if length and length.isdigit():
+        return offset + int(length)
+    return None

@@ -1,0 +1,161 @@
+"""Find, download and verify an Alpine minirootfs release tarball.
+
+Trust chain: ``latest-releases.yaml`` and ``<file>.sha256`` (unsigned, must
+agree) pin the digest; the download must match it; the ``.asc`` detached
+signature must verify against the pinned release key. Only then is the path
+returned.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from composer.errors import NotFoundError, VerificationError
+from composer.sources.fetch import Fetcher
+from composer.sources.releases import (
+    ReleaseImage,
+    parse_checksum_file,
+    parse_latest_releases,
+    release_file_name,
+    select_release,
+)
+from composer.sources.trust import ReleaseKey, load_release_key, verify_detached
+
+MINIROOTFS_FLAVOR = "alpine-minirootfs"
+
+
+@dataclass(frozen=True)
+class VerifiedMinirootfs:
+    """A minirootfs tarball in the cache that passed every check."""
+
+    path: Path
+    url: str
+    version: str
+    size: int
+    sha256: str
+    signed_by: str | None
+    release_url: str | None
+
+
+def release_dir_url(mirror: str, branch: str, arch: str) -> str:
+    """``<mirror>/<branch>/releases/<arch>/`` (with trailing slash)."""
+    return f"{mirror.rstrip('/')}/{branch}/releases/{arch}/"
+
+
+def fetch_minirootfs(
+    fetcher: Fetcher,
+    *,
+    mirror: str,
+    branch: str,
+    arch: str,
+    release: str | None,
+    key: ReleaseKey,
+    allow_unsigned: bool,
+    log: Callable[[str], None],
+) -> VerifiedMinirootfs:
+    """Download the newest (or the pinned ``release``) minirootfs and verify it."""
+    base = release_dir_url(mirror, branch, arch)
+    yaml_url = base + "latest-releases.yaml"
+    image = _find_image(fetcher, yaml_url, branch=branch, arch=arch, release=release)
+    if image is None:
+        assert release is not None
+        file = release_file_name(flavor=MINIROOTFS_FLAVOR, version=release, arch=arch)
+        version, size, yaml_sha256, release_url = release, None, None, None
+        log(f"{branch}/{arch}: {release} is not in latest-releases.yaml; using {file} directly")
+    else:
+        file, version, size, yaml_sha256 = image.file, image.version, image.size, image.sha256
+        release_url = yaml_url
+    tarball_url = base + file
+    what = f"minirootfs {file}"
+
+    sha256 = _checksum(fetcher, tarball_url, file=file, yaml_sha256=yaml_sha256, what=what)
+    signature = _signature(fetcher, tarball_url, what=what, allow_unsigned=allow_unsigned)
+    if signature is None:
+        log(
+            f"WARNING: {what} from {tarball_url} is accepted WITHOUT a signature "
+            "(trust.allow_unsigned is set); only its unsigned sha256 was checked"
+        )
+    path = fetcher.fetch_blob(tarball_url, sha256=sha256, size=size, what=what)
+    signed_by = None
+    if signature is not None:
+        signed_by = verify_detached(path, signature, key, what=what)
+    return VerifiedMinirootfs(
+        path=path,
+        url=tarball_url,
+        version=version,
+        size=path.stat().st_size,
+        sha256=sha256,
+        signed_by=signed_by,
+        release_url=release_url,
+    )
+
+
+def _find_image(
+    fetcher: Fetcher, yaml_url: str, *, branch: str, arch: str, release: str | None
+) -> ReleaseImage | None:
+    """The yaml entry to use; None when a pinned release must be fetched by name."""
+    what = f"latest-releases.yaml for {branch}/{arch}"
+    try:
+        data = fetcher.fetch_metadata(yaml_url, what=what)
+    except NotFoundError:
+        if release is None:
+            raise
+        return None
+    images = parse_latest_releases(data, source=yaml_url)
+    try:
+        return select_release(
+            images, flavor=MINIROOTFS_FLAVOR, arch=arch, version=release, source=yaml_url
+        )
+    except NotFoundError:
+        if release is None:
+            raise
+        return None
+
+
+def _checksum(
+    fetcher: Fetcher, tarball_url: str, *, file: str, yaml_sha256: str | None, what: str
+) -> str:
+    """The sha256 to download against; yaml and ``.sha256`` must agree when both exist."""
+    sha_url = tarball_url + ".sha256"
+    try:
+        data = fetcher.fetch_metadata(sha_url, what=f"{what} checksum")
+    except NotFoundError:
+        if yaml_sha256 is None:
+            raise
+        return yaml_sha256
+    published = parse_checksum_file(data, filename=file, source=sha_url)
+    if yaml_sha256 is not None and published != yaml_sha256:
+        raise VerificationError(
+            f"{what}: latest-releases.yaml says sha256 {yaml_sha256} but {sha_url} "
+            f"says {published}"
+        )
+    return published
+
+
+def _signature(fetcher: Fetcher, tarball_url: str, *, what: str, allow_unsigned: bool) -> bytes | None:
+    asc_url = tarball_url + ".asc"
+    try:
+        return fetcher.fetch_metadata(asc_url, what=f"{what} signature", max_size=1 << 20)
+    except NotFoundError as exc:
+        if allow_unsigned:
+            return None
+        raise VerificationError(
+            f"{what}: no OpenPGP signature (.asc) published at {asc_url}; set "
+            "trust.allow_unsigned: true to accept a checksum-only release"
+        ) from exc
+
+
+def fetch_release_key(
+    fetcher: Fetcher, *, key_ref: str, base_dir: Path, fingerprint: str
+) -> ReleaseKey:
+    """Load the release signing key from a URL or a path relative to ``base_dir``."""
+    scheme = urllib.parse.urlsplit(key_ref).scheme
+    if scheme in ("http", "https", "file"):
+        url = key_ref
+    else:
+        url = (base_dir / key_ref).resolve().as_uri()
+    data = fetcher.fetch_metadata(url, what="release signing key", max_size=1 << 20)
+    return load_release_key(data, fingerprint=fingerprint, source=url)
