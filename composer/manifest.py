@@ -27,6 +27,7 @@ class InputRecord:
     url: str | None = None
     arch: str | None = None
     signed_by: str | None = None
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True)

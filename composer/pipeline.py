@@ -51,7 +51,6 @@ class ArchBuild:
     minirootfs: VerifiedMinirootfs | None
     packages: tuple[str, ...] = ()
     scripts_not_run: list[dict[str, Any]] = field(default_factory=list)
-    inputs: list[InputRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -113,9 +112,6 @@ def compose_arch(ctx: BuildContext, fetcher: Fetcher, key: ReleaseKey, arch: str
     mini = fetch_base(ctx, fetcher, key, arch)
     tree = load_base_tree(mini)
     build = ArchBuild(arch=arch, release=mini.version, tree=tree, minirootfs=mini)
-    build.inputs.append(InputRecord(kind="minirootfs", name=os.path.basename(mini.url),
-                                    sha256=mini.sha256, size=mini.size, url=mini.url, arch=arch,
-                                    signed_by=mini.signed_by))
     try:
         if profile.packages:
             from composer.apk_support import install_profile_packages
@@ -213,19 +209,36 @@ def publish(stage: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def collect_inputs(fetcher: Fetcher, builds: list[ArchBuild], key: ReleaseKey,
+def _input_kind(url: str, minirootfs_urls: set[str], key_url: str) -> str:
+    if url == key_url:
+        return "release-key"
+    if url in minirootfs_urls:
+        return "minirootfs"
+    name = url.rsplit("/", 1)[-1]
+    if name.endswith(".apk"):
+        return "package"
+    if name.startswith("APKINDEX"):
+        return "apkindex"
+    if name.endswith(".asc"):
+        return "signature"
+    return "metadata"
+
+
+def collect_inputs(ctx: BuildContext, fetcher: Fetcher, builds: list[ArchBuild], key: ReleaseKey,
                    overlay_inputs: list[OverlayInput]) -> tuple[InputRecord, ...]:
-    records: list[InputRecord] = [
-        InputRecord(kind="release-key", name=key.source, sha256=key.sha256, size=key.size,
-                    url=key.url, signed_by=key.fingerprint)]
-    for build in builds:
-        records.extend(build.inputs)
-    known = {r.url for r in records if r.url}
+    """Every fetched input (classified) plus the overlay's host files."""
+    minis = {b.minirootfs.url: b for b in builds if b.minirootfs is not None}
+    records: list[InputRecord] = []
     for fetched in fetcher.inputs:
-        if fetched.url not in known:
-            records.append(InputRecord(kind="download", name=os.path.basename(fetched.url),
-                                       sha256=fetched.sha256, size=fetched.size, url=fetched.url))
-            known.add(fetched.url)
+        kind = _input_kind(fetched.url, set(minis), key.source)
+        build = minis.get(fetched.url)
+        records.append(InputRecord(
+            kind=kind,
+            name=ctx.profile.trust.key if kind == "release-key" else fetched.url.rsplit("/", 1)[-1],
+            sha256=fetched.sha256, size=fetched.size, url=fetched.url,
+            arch=build.arch if build else None,
+            signed_by=build.minirootfs.signed_by if build and build.minirootfs else None,
+            fingerprint=key.fingerprint.upper() if kind == "release-key" else None))
     records.extend(InputRecord(kind="overlay", name=i.path, sha256=i.sha256, size=i.size)
                    for i in overlay_inputs)
     return tuple(records)
@@ -240,7 +253,7 @@ def fetch_inputs(ctx: BuildContext) -> list[InputRecord]:
     try:
         for arch in ctx.profile.arch:
             builds.append(compose_arch(ctx, fetcher, key, arch.value, []))
-        return list(collect_inputs(fetcher, builds, key, []))
+        return list(collect_inputs(ctx, fetcher, builds, key, []))
     finally:
         for b in builds:
             b.tree.close()
@@ -271,7 +284,7 @@ def build(ctx: BuildContext) -> BuildResult:
                 releases={b.arch: b.release for b in builds},
                 source_date_epoch=epoch,
                 epoch_source=epoch_source,
-                inputs=collect_inputs(fetcher, builds, key, overlay_inputs),
+                inputs=collect_inputs(ctx, fetcher, builds, key, overlay_inputs),
                 outputs=tuple(outputs),
                 packages={b.arch: b.packages for b in builds if b.packages},
                 scripts_not_run=tuple(s for b in builds for s in b.scripts_not_run),

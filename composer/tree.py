@@ -283,14 +283,15 @@ class FileTree:
         if entry.type != EntryType.DIR:
             raise ArchiveError(f"{what} {path!r} is below {parent!r}, which is not a directory")
 
-    def ensure_parents(self, path: str, *, mode: int = 0o755, mtime: int = 0) -> None:
+    def ensure_parents(self, path: str, *, mode: int = 0o755, mtime: int = 0,
+                       what: str = "entry") -> None:
         """Create missing parent directories (root-owned, ``mode``) for ``path``."""
         missing: list[str] = []
         parent = parent_of(path)
         while parent and parent not in self.entries:
             missing.append(parent)
             parent = parent_of(parent)
-        self.check_parents(path)
+        self.check_parents(path, what=what)
         for p in reversed(missing):
             self.entries[p] = Entry(path=p, type=EntryType.DIR, mode=mode, mtime=mtime)
 
@@ -302,7 +303,7 @@ class FileTree:
                 raise ArchiveError(f"{what}: the root must be a directory")
             self.entries[""] = entry
             return
-        self.ensure_parents(path, mtime=entry.mtime)
+        self.ensure_parents(path, mtime=entry.mtime, what=what)
         old = self.entries.get(path)
         if old is not None:
             if not replace_existing:

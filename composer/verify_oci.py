@@ -81,6 +81,8 @@ class _Verifier:
                 if decoder is not None:
                     decoder.feed(chunk)
         self._check_bytes(desc, size, stored.hexdigest())
+        if decoder is not None and decoder.error is not None:
+            raise decoder.error
         if decoder is not None and diff_id is not None:
             actual = "sha256:" + decoder.finish()
             self.uncompressed[desc.digest] = actual
@@ -111,6 +113,7 @@ class _Decoder:
         self.kind = kind
         self.desc = desc
         self.hash = hashlib.sha256()
+        self.error: VerificationError | None = None
         self._gzip: Any = zlib.decompressobj(wbits=31) if kind == "gzip" else None
         self._zstd: Any = None
         if kind == "zstd":
@@ -119,6 +122,9 @@ class _Decoder:
             self._zstd = zstandard.ZstdDecompressor().decompressobj()
 
     def feed(self, data: bytes) -> None:
+        """Decompress a chunk; a failure is kept until the stored bytes' hash has been checked."""
+        if self.error is not None:
+            return
         try:
             if self.kind == "none":
                 self.hash.update(data)
@@ -131,9 +137,9 @@ class _Decoder:
             else:
                 self.hash.update(self._zstd.decompress(data))
         except Exception as exc:  # zlib.error, zstandard.ZstdError
-            raise VerificationError(
+            self.error = VerificationError(
                 f"layer {self.desc.digest} ({self.desc.where}) does not decompress as "
-                f"{self.kind}: {exc}") from exc
+                f"{self.kind}: {exc}")
 
     def finish(self) -> str:
         if self.kind == "gzip":
@@ -141,6 +147,9 @@ class _Decoder:
             if not self._gzip.eof:
                 raise VerificationError(
                     f"layer {self.desc.digest} ({self.desc.where}) is a truncated gzip stream")
+        if self.kind == "zstd" and not self._zstd.eof:
+            raise VerificationError(
+                f"layer {self.desc.digest} ({self.desc.where}) is a truncated zstd stream")
         return self.hash.hexdigest()
 
 

@@ -38,7 +38,6 @@ from composer.archive import MemberFilter, load_tar
 from composer.errors import ArchiveError, VerificationError
 from composer.tree import EntryType, FileTree, normalize_path
 
-MAX_SIGNATURE_MEMBER = 1024 * 1024
 MAX_CONTROL_MEMBER = 16 * 1024 * 1024
 COPY_CHUNK = 1024 * 1024
 
@@ -104,6 +103,8 @@ def parse_pkginfo(text: bytes, *, source: str) -> PkgInfo:
         if not line.strip() or line.startswith("#"):
             continue
         key, sep, value = line.partition(" = ")
+        if not sep and line.endswith(" ="):
+            key, sep, value = line[:-2], " = ", ""
         if not sep:
             raise ArchiveError(f"{source}: .PKGINFO line {number} is not 'key = value': {line!r}")
         pairs.append((key, value))
@@ -338,6 +339,7 @@ def verify_apk(apk: ApkInput, keys: TrustedKeys, *, source: str,
         pkginfo_bytes, scripts = _split_control(control_files, source=label)
         info = parse_pkginfo(pkginfo_bytes, source=label)
         label = f"package {info.name_version} ({source})"
+        reader.source = label
         if package is not None and package != info.name_version:
             raise VerificationError(f"{label}: expected {package}")
 

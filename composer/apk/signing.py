@@ -62,7 +62,7 @@ class GzipMemberReader:
     def __init__(self, stream: BinaryIO, *, source: str, start_offset: int = 0) -> None:
         self._stream = stream
         self._pending = b""
-        self._source = source
+        self.source = source
         self.offset = start_offset
 
     def _fill(self) -> bytes:
@@ -93,7 +93,7 @@ class GzipMemberReader:
             total += len(chunk)
             if total > max_size:
                 raise ArchiveError(
-                    f"{self._source}: {what} gzip member inflates to more than {max_size} bytes")
+                    f"{self.source}: {what} gzip member inflates to more than {max_size} bytes")
             out_parts.append(chunk)
 
         self._inflate(raw_parts.append, take_output, what=what, limit=max_size + 1)
@@ -114,7 +114,7 @@ class GzipMemberReader:
         decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
         pending = self._fill()
         if not pending:
-            raise ArchiveError(f"{self._source}: {what} gzip member is missing (file ends early)")
+            raise ArchiveError(f"{self.source}: {what} gzip member is missing (file ends early)")
         while True:
             if not pending:
                 pending = self._stream.read(READ_CHUNK)
@@ -123,14 +123,14 @@ class GzipMemberReader:
                     if out:
                         on_output(out)
                     if not decomp.eof:
-                        raise ArchiveError(f"{self._source}: {what} gzip member is truncated")
+                        raise ArchiveError(f"{self.source}: {what} gzip member is truncated")
                     self._pending = decomp.unused_data
                     return
             try:
                 out = decomp.decompress(pending, limit)
             except zlib.error as exc:
                 raise ArchiveError(
-                    f"{self._source}: {what} gzip member is corrupt ({exc})") from exc
+                    f"{self.source}: {what} gzip member is corrupt ({exc})") from exc
             if decomp.eof:
                 rest = decomp.unused_data
             else:

@@ -227,9 +227,12 @@ class Version:
         return _compare(self.text, other.text) < 0
 
     def __hash__(self) -> int:
-        # Equal versions may be spelled differently ("1.06" vs "1.6" are not
-        # equal, but "006" and "6" are), so only a constant hash is safe.
-        return 0
+        # Equal versions may be spelled differently ("006" equals "6"), so hash
+        # what the comparison looks at, not the text.
+        return hash(tuple(
+            (t.kind, t.text if t.kind in (_Tok.DIGIT, _Tok.COMMIT_HASH) else t.number)
+            for t in _tokens(self.text)
+        ))
 
     def __repr__(self) -> str:
         return f"Version({self.text!r})"
