@@ -40,6 +40,10 @@ def _build_flags(parser: argparse.ArgumentParser) -> None:
                         help="download cache (default: $XDG_CACHE_HOME/alpine-composer)")
     parser.add_argument("--offline", action="store_true",
                         help="use only the cache; fail naming anything missing")
+    parser.add_argument("--retries", type=int, default=4, metavar="N",
+                        help="extra attempts after a 5xx, reset or short read (default 4)")
+    parser.add_argument("--retry-delay", type=float, default=0.5, metavar="SECONDS",
+                        help="first wait between attempts, doubled each time (default 0.5)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -82,8 +86,11 @@ def _context(args: argparse.Namespace, profile_path: Path):  # type: ignore[no-u
 
     overrides = {"mirror": args.mirror} if args.mirror else None
     loaded = load_profile(profile_path, overrides=overrides)
+    if args.retries < 0 or args.retry_delay < 0:
+        raise UsageError("--retries and --retry-delay must not be negative")
     return BuildContext.from_environment(loaded, env=os.environ, output_dir=args.output_dir,
-                                         cache_dir=args.cache_dir, offline=args.offline)
+                                         cache_dir=args.cache_dir, offline=args.offline,
+                                         retries=args.retries, retry_delay=args.retry_delay)
 
 
 def _print_json(value: Any) -> None:

@@ -52,6 +52,8 @@ class BuildContext:
     refresh: bool = False
     progress: bool = False
     env_epoch: int | None = None
+    retries: int = 4
+    retry_delay: float = 0.5
     pinned_release: dict[str, str] = field(default_factory=dict)
     pinned_epoch: tuple[int, str] | None = None
     log: Callable[[str], None] = _stderr_log
@@ -61,6 +63,7 @@ class BuildContext:
     def from_environment(cls, loaded: LoadedProfile, *, env: Mapping[str, str],
                          output_dir: Path | None, cache_dir: Path | None, offline: bool = False,
                          refresh: bool = False, progress: bool | None = None,
+                         retries: int = 4, retry_delay: float = 0.5,
                          log: Callable[[str], None] = _stderr_log) -> BuildContext:
         return cls(
             loaded=loaded,
@@ -68,6 +71,8 @@ class BuildContext:
             cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(env),
             offline=offline,
             refresh=refresh,
+            retries=retries,
+            retry_delay=retry_delay,
             progress=sys.stderr.isatty() if progress is None else progress,
             env_epoch=parse_source_date_epoch(env.get("SOURCE_DATE_EPOCH")),
             log=log,

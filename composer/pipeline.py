@@ -75,7 +75,8 @@ def check_supported(ctx: BuildContext) -> None:
 
 
 def open_fetcher(ctx: BuildContext) -> Fetcher:
-    settings = FetchSettings(offline=ctx.offline, progress=ctx.progress)
+    settings = FetchSettings(offline=ctx.offline, progress=ctx.progress, retries=ctx.retries,
+                             backoff=ctx.retry_delay)
     return Fetcher(settings, ContentCache(ctx.cache_dir))
 
 

@@ -240,7 +240,7 @@ def _walk_manifest(verifier: _Verifier, manifest: Any, own: _Desc) -> None:
         raise VerificationError(
             f"config {config_desc.digest} lists {len(diff_ids)} diff_ids for "
             f"{len(layers)} layers in {where}")
-    for layer, diff_id in zip(layers, diff_ids):
+    for layer, diff_id in zip(layers, diff_ids, strict=True):
         if layer.media_type not in LAYER_DECODERS:
             raise VerificationError(f"{layer.where}: unknown layer media type {layer.media_type!r}")
         if not isinstance(diff_id, str) or not DIGEST_RE.match(diff_id):

@@ -231,7 +231,7 @@ class ScriptContext:
 
 
 _TRIVIAL = re.compile(r"^(exit( \d+)?|true|:|set -[a-z]+|return( \d+)?)$")
-_KEYWORDS = {"then", "do", "else", "{", "(", "!"}
+_KEYWORDS = {"then", "do", "else", "{", "(", "!", "exec"}
 _REDIRECT = re.compile(r"(?:^|(?<=\s))\d*(?:>>?|<)(?:&\d+|\s*[^\s;&|]+)")
 
 

@@ -45,8 +45,7 @@ SCRIPT_NAMES = (".pre-install", ".post-install", ".pre-upgrade", ".post-upgrade"
                 ".pre-deinstall", ".post-deinstall", ".trigger")
 PAX_SHA1 = "APK-TOOLS.checksum.SHA1"
 
-_LIST_KEYS = {"depend": "depends", "provides": "provides", "install_if": "install_if",
-              "replaces": "replaces", "triggers": "triggers"}
+_LIST_KEYS = ("depend", "provides", "install_if", "replaces", "triggers")
 _INT_KEYS = {"size", "builddate", "provider_priority", "replaces_priority"}
 _TEXT_KEYS = {"pkgname", "pkgver", "pkgdesc", "url", "packager", "arch", "origin", "commit",
               "maintainer", "license", "datahash"}
@@ -97,8 +96,9 @@ def parse_pkginfo(text: bytes, *, source: str) -> PkgInfo:
         raise ArchiveError(f"{source}: .PKGINFO is not UTF-8 ({exc.reason} at byte "
                            f"{exc.start})") from None
     pairs: list[tuple[str, str]] = []
-    values: dict[str, object] = {}
-    lists: dict[str, list[str]] = {attr: [] for attr in _LIST_KEYS.values()}
+    texts: dict[str, str] = {}
+    ints: dict[str, int] = {}
+    lists: dict[str, list[str]] = {key: [] for key in _LIST_KEYS}
     for number, line in enumerate(decoded.split("\n"), 1):
         if not line.strip() or line.startswith("#"):
             continue
@@ -109,26 +109,34 @@ def parse_pkginfo(text: bytes, *, source: str) -> PkgInfo:
             raise ArchiveError(f"{source}: .PKGINFO line {number} is not 'key = value': {line!r}")
         pairs.append((key, value))
         if key in _LIST_KEYS:
-            lists[_LIST_KEYS[key]].extend(value.split())
+            lists[key].extend(value.split())
         elif key in _INT_KEYS:
             try:
-                values[key] = int(value)
+                ints[key] = int(value)
             except ValueError:
                 raise ArchiveError(f"{source}: .PKGINFO {key} = {value!r} is not an "
                                    "integer") from None
         elif key in _TEXT_KEYS:
-            values[key] = value
+            texts[key] = value
     for required in ("pkgname", "pkgver"):
-        if not values.get(required):
+        if not texts.get(required):
             raise ArchiveError(f"{source}: .PKGINFO has no {required}")
-    datahash = values.get("datahash")
-    if datahash is not None:
-        assert isinstance(datahash, str)
-        if len(datahash) != 64 or any(c not in "0123456789abcdef" for c in datahash):
-            raise ArchiveError(f"{source}: .PKGINFO datahash {datahash!r} is not a sha256 hex "
-                               "digest")
-    return PkgInfo(fields=tuple(pairs), **{k: tuple(v) for k, v in lists.items()},
-                   **values)  # type: ignore[arg-type]
+    datahash = texts.get("datahash")
+    if datahash is not None and (
+            len(datahash) != 64 or any(c not in "0123456789abcdef" for c in datahash)):
+        raise ArchiveError(f"{source}: .PKGINFO datahash {datahash!r} is not a sha256 hex "
+                           "digest")
+    return PkgInfo(
+        pkgname=texts["pkgname"], pkgver=texts["pkgver"], pkgdesc=texts.get("pkgdesc", ""),
+        url=texts.get("url", ""), builddate=ints.get("builddate"),
+        packager=texts.get("packager", ""), size=ints.get("size", 0),
+        arch=texts.get("arch", ""), origin=texts.get("origin", ""),
+        commit=texts.get("commit", ""), maintainer=texts.get("maintainer", ""),
+        license=texts.get("license", ""), depends=tuple(lists["depend"]),
+        provides=tuple(lists["provides"]), install_if=tuple(lists["install_if"]),
+        replaces=tuple(lists["replaces"]), triggers=tuple(lists["triggers"]),
+        provider_priority=ints.get("provider_priority"),
+        replaces_priority=ints.get("replaces_priority"), datahash=datahash, fields=tuple(pairs))
 
 
 # --- checksums -----------------------------------------------------------------------
@@ -272,7 +280,7 @@ class VerifiedPackage:
         raw = self.open_data_raw()
         hashing = _HashingReader(raw)
         try:
-            inflated = gzip.GzipFile(fileobj=hashing, mode="rb")  # type: ignore[arg-type]
+            inflated = gzip.GzipFile(fileobj=hashing, mode="rb")
             try:
                 added = load_tar(inflated, tree, source=where,  # type: ignore[arg-type]
                                  accept=record, uid_gid_from_names=uid_gid_from_names)

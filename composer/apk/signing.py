@@ -1,4 +1,4 @@
-"""APK v2 signatures and the gzip-member framing they rely on.
+"""APK v2 signatures, the gzip-member framing they rely on, and signed indexes.
 
 A signed APK file (package or index) is a byte concatenation of gzip members;
 the first holds ``.SIGN.<ALGO>.<keyname>`` tar entries whose RSA PKCS#1 v1.5
@@ -283,6 +283,67 @@ def verify_signature(entries: Sequence[SignatureEntry], keys: TrustedKeys, *, so
 def new_digests() -> dict[str, hashlib._Hash]:
     """One running hash per supported signature digest, for streamed messages."""
     return {name: hashlib.new(name) for name in HASHLIB_NAMES.values()}
+
+
+# --- signed APKINDEX.tar.gz ----------------------------------------------------------
+#
+# Two gzip members: a signature tar and the index tar (DESCRIPTION + APKINDEX).
+# The signature covers the raw compressed bytes of the second member; nothing of
+# the index is handed out before it has been checked.
+
+MAX_INDEX_SIGNATURE_MEMBER = 1024 * 1024
+MAX_INDEX_MEMBER = 1024 * 1024 * 1024
+MAX_DESCRIPTION = 160
+
+
+@dataclass(frozen=True)
+class VerifiedIndex:
+    """The content of a signed index, after its signature was checked."""
+
+    text: bytes
+    description: str | None
+    signer: str
+    algorithm: str
+    index_member_sha256: str
+
+
+def verify_apkindex(data: bytes, keys: TrustedKeys, *, source: str) -> VerifiedIndex:
+    """Check an ``APKINDEX.tar.gz`` against trusted keys and return its ``APKINDEX`` text."""
+    reader = GzipMemberReader(io.BytesIO(data), source=source)
+    if reader.at_end():
+        raise ArchiveError(f"{source}: empty index file")
+    first = reader.read_member(what="signature", max_size=MAX_INDEX_SIGNATURE_MEMBER)
+    first_files = read_small_tar(first.content, source=source, what="first gzip member")
+    if first_files and not any(f.name.startswith(".SIGN.") for f in first_files):
+        raise VerificationError(f"{source}: not signed")
+    if reader.at_end():
+        raise ArchiveError(f"{source}: index gzip member is missing after the signature")
+    entries = signature_entries(first_files, source=source)
+    index = reader.read_member(what="index", max_size=MAX_INDEX_MEMBER)
+    if not reader.at_end():
+        raise ArchiveError(
+            f"{source}: {reader.remaining_bytes()} unexpected bytes after the index gzip member")
+    check = verify_signature(entries, keys, source=source, message=index.raw)
+
+    files = read_small_tar(index.content, source=source, what="index tar")
+    text: bytes | None = None
+    description: str | None = None
+    for f in files:
+        name = f.name.removeprefix("./")
+        if name.startswith("."):
+            raise ArchiveError(f"{source}: index tar holds {f.name!r}; this is a package, "
+                               "not an index")
+        if name == "APKINDEX":
+            if text is not None:
+                raise ArchiveError(f"{source}: index tar holds APKINDEX twice")
+            text = f.data
+        elif name == "DESCRIPTION" and text is None and len(f.data) <= MAX_DESCRIPTION:
+            description = f.data.decode("utf-8", "replace").strip()
+    if text is None:
+        raise ArchiveError(f"{source}: index tar has no APKINDEX file")
+    return VerifiedIndex(text=text, description=description, signer=check.signer,
+                         algorithm=check.algorithm,
+                         index_member_sha256=hashlib.sha256(index.raw).hexdigest())
 
 
 # --- signing (test repositories, benchmarks) -------------------------------------------

@@ -223,7 +223,8 @@ def format_validation_error(exc: ValidationError) -> str:
             text = f"{where}: required key is missing"
         elif kind == "union_tag_invalid":
             ctx = err.get("ctx", {})
-            text = f"{where}: unknown {ctx.get('discriminator', 'tag')} {ctx.get('tag')!r} " \
+            field = str(ctx.get("discriminator", "tag")).strip("'")
+            text = f"{where}.{field}: unknown value {ctx.get('tag')!r} " \
                    f"(expected one of {ctx.get('expected_tags')})"
         elif kind == "union_tag_not_found":
             text = f"{where}: each entry needs a 'format' key"

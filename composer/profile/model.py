@@ -309,7 +309,11 @@ class Profile(Strict):
     @field_validator("arch", mode="before")
     @classmethod
     def _arch_list(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list):
+            raise ValueError("expected an architecture name (e.g. x86_64) or a list of them")
+        return value
 
     @field_validator("arch")
     @classmethod

@@ -211,10 +211,11 @@ class Fetcher:
                 cause = failure.cause
             if attempt < attempts:
                 self.sleep(self.settings.backoff * (2 ** (attempt - 1)))
+        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
         if size is not None and cause.startswith("short read"):
             have = dest.stat().st_size
-            raise FetchError(f"{what}: {url}: got {have} of {size} bytes after {attempts} attempts")
-        raise FetchError(f"{what}: {url}: {cause} after {attempts} attempts")
+            raise FetchError(f"{what}: {url}: got {have} of {size} bytes after {tries}")
+        raise FetchError(f"{what}: {url}: {cause} after {tries}")
 
     def _attempt(
         self,

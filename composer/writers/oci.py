@@ -100,7 +100,7 @@ def platform_for_arch(arch: str) -> Platform:
 
 def rfc3339(epoch: int) -> str:
     """UTC time of an epoch as ``YYYY-MM-DDTHH:MM:SSZ``."""
-    moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -225,7 +225,7 @@ class _BlobWriter:
         fd, tmp_name = tempfile.mkstemp(prefix=".tmp-layer-", dir=self.dir)
         try:
             with os.fdopen(fd, "wb", buffering=1024 * 1024) as fh:
-                stored = HashingWriter(fh)  # type: ignore[arg-type]
+                stored = HashingWriter(fh)
                 compressor = open_compressor(stored, compression)  # type: ignore[arg-type]
                 with compressor:
                     uncompressed = HashingWriter(compressor)  # type: ignore[arg-type]
@@ -320,11 +320,13 @@ def write_oci_layout(layout_dir: Path, images: Sequence[OciImageSpec], *, tag: s
     The caller owns atomicity: pass a fresh temporary folder and rename it after.
     """
     _check_specs(images, tag)
+    _check_artifact_arches(images, artifacts)
     layout_dir.mkdir(parents=True, exist_ok=True)
     blobs = _BlobWriter(layout_dir)
     common = dict(annotations or {})
     results: list[ImageResult] = []
     manifest_descs: list[dict[str, Any]] = []
+    referrers: list[dict[str, Any]] = []
     for spec in images:
         kind = Compression(spec.compression)
         layer = blobs.add_layer(spec.tree, created=spec.created, compression=kind)
@@ -340,12 +342,11 @@ def write_oci_layout(layout_dir: Path, images: Sequence[OciImageSpec], *, tag: s
         }
         manifest_desc = blobs.add_bytes(canonical_json(manifest), MEDIA_MANIFEST)
         attached = _write_artifacts(blobs, spec, manifest_desc, artifacts)
+        referrers.extend({**desc.as_json(), "artifactType": artifact.artifact_type}
+                         for desc, artifact in attached)
         results.append(ImageResult(spec.arch, spec.platform, manifest_desc, config_desc,
-                                   (layer,), tuple(attached)))
+                                   (layer,), tuple(desc for desc, _ in attached)))
         manifest_descs.append({**manifest_desc.as_json(), "platform": spec.platform.as_json()})
-    _check_artifact_arches(images, artifacts)
-    referrers = [a.as_json() | {"artifactType": at} for r in results
-                 for a, at in zip(r.artifacts, _artifact_types(r.arch, artifacts))]
     per_platform: list[dict[str, Any]] = []
     if len(images) == 1:
         image_desc = results[0].manifest
@@ -363,7 +364,7 @@ def write_oci_layout(layout_dir: Path, images: Sequence[OciImageSpec], *, tag: s
         entry = {**image_desc.as_json(), "annotations": {**common, ANNOTATION_REF_NAME: tag}}
         per_platform = [
             {**desc, "annotations": {**common, ANNOTATION_REF_NAME: platform_tag(tag, spec.arch)}}
-            for desc, spec in zip(manifest_descs, images)]
+            for desc, spec in zip(manifest_descs, images, strict=True)]
     index = {"schemaVersion": 2, "mediaType": MEDIA_INDEX,
              "manifests": [entry, *per_platform, *referrers]}
     index_bytes = canonical_json(index)
@@ -384,10 +385,6 @@ def platform_tag(tag: str, arch: str) -> str:
     return f"{tag}-{arch}"
 
 
-def _artifact_types(arch: str, artifacts: Sequence[OciArtifact]) -> list[str]:
-    return [a.artifact_type for a in artifacts if a.arch == arch]
-
-
 def _check_artifact_arches(images: Sequence[OciImageSpec], artifacts: Sequence[OciArtifact]) -> None:
     arches = {spec.arch for spec in images}
     for artifact in artifacts:
@@ -398,9 +395,9 @@ def _check_artifact_arches(images: Sequence[OciImageSpec], artifacts: Sequence[O
 
 
 def _write_artifacts(blobs: _BlobWriter, spec: OciImageSpec, subject: Descriptor,
-                     artifacts: Sequence[OciArtifact]) -> list[Descriptor]:
+                     artifacts: Sequence[OciArtifact]) -> list[tuple[Descriptor, OciArtifact]]:
     """Artifact manifests (image-spec 1.1 ``artifactType`` + ``subject``) for one platform."""
-    written: list[Descriptor] = []
+    written: list[tuple[Descriptor, OciArtifact]] = []
     for artifact in artifacts:
         if artifact.arch != spec.arch:
             continue
@@ -415,5 +412,5 @@ def _write_artifacts(blobs: _BlobWriter, spec: OciImageSpec, subject: Descriptor
             "subject": subject.as_json(),
             "annotations": {ANNOTATION_CREATED: rfc3339(spec.created), **artifact.annotations},
         }
-        written.append(blobs.add_bytes(canonical_json(manifest), MEDIA_MANIFEST))
+        written.append((blobs.add_bytes(canonical_json(manifest), MEDIA_MANIFEST), artifact))
     return written

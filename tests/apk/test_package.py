@@ -17,8 +17,7 @@ from composer.apk.package import (
     parse_pkginfo,
     verify_apk,
 )
-from composer.apk.repository import verify_apkindex
-from composer.apk.signing import split_gzip_members
+from composer.apk.signing import split_gzip_members, verify_apkindex
 from composer.errors import ArchiveError, VerificationError
 from composer.tree import EntryType, FileTree
 from tests.helpers.apkrepo import (

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from composer.apk.keys import PinnedKey, TrustedKeys
-from composer.apk.repository import verify_apkindex
 from composer.apk.signing import (
     GzipMemberReader,
     parse_signature_name,
     sign_sha1,
     sign_sha256,
     split_gzip_members,
+    verify_apkindex,
 )
 from composer.errors import ArchiveError, VerificationError
 from composer.tree import FileTree

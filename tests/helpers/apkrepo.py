@@ -171,7 +171,8 @@ def gzip_member(data: bytes) -> bytes:
 
 def _tar_entry(info: tarfile.TarInfo, data: bytes = b"", *, fmt: int) -> bytes:
     info.size = len(data)
-    block = info.tobuf(format=fmt, encoding="utf-8", errors="surrogateescape")
+    block = info.tobuf(format=fmt, encoding="utf-8",  # type: ignore[arg-type]
+                       errors="surrogateescape")
     padding = b"\0" * (-len(data) % 512)
     return block + data + padding
 
@@ -229,7 +230,7 @@ def build_data_tar(spec: PackageSpec) -> bytes:
         if isinstance(value, HardlinkSpec):
             link_groups.setdefault(value.target, [value.target]).append(path)
     first_of: dict[str, str] = {}
-    for target, members in link_groups.items():
+    for members in link_groups.values():
         members.sort(key=lambda p: p.encode("utf-8", "surrogateescape"))
         for member in members:
             first_of[member] = members[0]

@@ -2,7 +2,8 @@
 
 Each key lives in its own GNUPGHOME, so tests never touch the user's keyring.
 Key generation is about half a second: make keys once per session.
-Call ``stop_agent(key)`` when done to end the gpg-agent gpg starts for a home.
+gpg starts a gpg-agent per home; ``stop_agent(key)`` ends it (and removes a home that
+had to be placed in /tmp), and an atexit hook does the same for any key left open.
 
     key = make_signing_key(tmp_path)
     asc = sign_detached(key, b"data")        # armored detached signature
@@ -11,6 +12,7 @@ Call ``stop_agent(key)`` when done to end the gpg-agent gpg starts for a home.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -74,6 +76,7 @@ def make_signing_key(
     that has already expired.
     """
     homedir = _new_home(Path(tmpdir))
+    atexit.register(_stop_agent_in, homedir)
     extra = ["--faked-system-time", faked_time] if faked_time else []
     _gpg(homedir, *extra, "--quick-gen-key", name, algo, "sign", expires)
     listing = _gpg(homedir, "--with-colons", "--list-keys").decode()
@@ -138,7 +141,15 @@ def sign_detached(
 
 
 def stop_agent(key: SigningKey) -> None:
-    """End the gpg-agent that gpg started for this key's home (if any)."""
-    env = dict(os.environ, GNUPGHOME=os.fspath(key.homedir))
+    """End the gpg-agent that gpg started for this key's home; the key is unusable after."""
+    _stop_agent_in(key.homedir)
+
+
+def _stop_agent_in(homedir: Path) -> None:
+    if not homedir.is_dir():
+        return
+    env = dict(os.environ, GNUPGHOME=os.fspath(homedir))
     if shutil.which("gpgconf"):
         subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True, check=False)
+    if homedir.parent == Path("/tmp"):
+        shutil.rmtree(homedir, ignore_errors=True)

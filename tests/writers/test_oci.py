@@ -283,9 +283,9 @@ def test_sbom_artifact_refers_to_its_image(tmp_path: Path) -> None:
     assert artifact["artifactType"] == "application/spdx+json"
     assert artifact["subject"] == {"mediaType": "application/vnd.oci.image.manifest.v1+json",
                                    "digest": arm.manifest.digest, "size": arm.manifest.size}
+    empty_json = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
     assert artifact["config"] == {"mediaType": "application/vnd.oci.empty.v1+json",
-                                  "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
-                                  "size": 2}
+                                  "digest": empty_json, "size": 2}
     assert blob_path(tmp_path, artifact["layers"][0]["digest"]).read_bytes() == sbom
     verify_oci_layout(tmp_path)
     with pytest.raises(OutputError, match="artifact 'application/spdx\\+json' is for architecture 'x86'"):
@@ -360,7 +360,8 @@ def test_verifier_catches_missing_blob_and_bad_json(layout: Path) -> None:
     desc, manifest = single_manifest(layout)
     config = blob_path(layout, manifest["config"]["digest"])
     config.unlink()
-    with pytest.raises(VerificationError, match=r"blob sha256:[0-9a-f]{64} \(manifest sha256:[0-9a-f]{64} config\) is missing"):
+    missing = rf"blob {manifest['config']['digest']} \(manifest {desc['digest']} config\) is missing"
+    with pytest.raises(VerificationError, match=missing):
         verify_oci_layout(layout)
     (layout / "index.json").write_text("{not json")
     with pytest.raises(VerificationError, match="index.json is not valid JSON"):
@@ -444,8 +445,23 @@ def test_docker_archive_members_and_manifest(tmp_path: Path) -> None:
 
 
 def test_docker_archive_refuses_multi_arch_and_bad_tags() -> None:
-    with pytest.raises(NotSupportedError, match=r"holds a single platform, but the image has 2 \(x86_64, aarch64\)"):
+    two = r"holds a single platform, but the image has 2 \(x86_64, aarch64\)"
+    with pytest.raises(NotSupportedError, match=two):
         write_docker_archive([spec(golden_tree()), spec(golden_tree(), "aarch64")], io.BytesIO(),
                              tag="a:b")
     with pytest.raises(OutputError, match="tag 'alpine' must look like NAME:TAG"):
         write_docker_archive([spec(golden_tree())], io.BytesIO(), tag="alpine")
+
+
+def test_verifier_catches_truncated_zstd(tmp_path: Path) -> None:
+    write_oci_layout(tmp_path, [spec(small_tree(), compression="zstd")], tag="t")
+    _, manifest = single_manifest(tmp_path)
+    data = blob_path(tmp_path, manifest["layers"][0]["digest"]).read_bytes()[:-8]
+    digest = write_json_blob_for(tmp_path, data)
+
+    def point(m: dict[str, object]) -> None:
+        m["layers"][0].update(digest)  # type: ignore[index]
+
+    replace_manifest(tmp_path, point)
+    with pytest.raises(VerificationError, match="is a truncated zstd stream"):
+        verify_oci_layout(tmp_path)

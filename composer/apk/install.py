@@ -1,0 +1,362 @@
+"""Merge verified packages into a :class:`FileTree` the way ``apk add --no-scripts`` would.
+
+Nothing is extracted to the host. File ownership follows apk-tools 2.x
+(``apk_db_install_archive_entry``): a path owned by another package may be
+overwritten only by an upgrade of the same package, a package of the same
+origin, identical content, or a ``replaces`` relation; otherwise the install
+fails naming both packages. The database files are written as apk 2.x writes
+them, so the real ``apk`` can manage the result. Script effects are applied
+afterwards by :mod:`composer.apk.effects`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from composer.apk import db
+from composer.apk.accounts import AccountFiles
+from composer.apk.effects import ScriptContext, ScriptReport, emulate_script, finish_scripts
+from composer.apk.index import PackageInfo
+from composer.apk.package import VerifiedPackage
+from composer.errors import InstallError
+from composer.tree import Entry, EntryType, FileTree, parent_of
+
+_NAME_END = re.compile(r"[<>=~]")
+
+
+@dataclass(frozen=True)
+class PackageToInstall:
+    """A verified package and, when it came from a repository, its index record."""
+
+    package: VerifiedPackage
+    index: PackageInfo | None = None
+
+
+@dataclass
+class InstallReport:
+    """What :func:`install_packages` did, for the build manifest."""
+
+    database: list[db.InstalledPackage]
+    added: list[str] = field(default_factory=list)
+    upgraded: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed_paths: list[str] = field(default_factory=list)
+    scripts: list[ScriptReport] = field(default_factory=list)
+    effects: list[str] = field(default_factory=list)
+
+
+def _dep_name(text: str) -> str:
+    return _NAME_END.split(text.lstrip("!"), 1)[0].split("@", 1)[0]
+
+
+def _read(tree: FileTree, path: str) -> bytes | None:
+    entry = tree.get(path)
+    if entry is None or entry.type != EntryType.FILE or entry.blob is None:
+        return None
+    return entry.blob.read()
+
+
+def _same_content(a: Entry, b: Entry) -> bool:
+    return (a.type, a.target, a.blob.sha256 if a.blob else None, a.devmajor, a.devminor) == (
+        b.type, b.target, b.blob.sha256 if b.blob else None, b.devmajor, b.devminor)
+
+
+class _Installer:
+    def __init__(self, tree: FileTree, *, mtime: int) -> None:
+        self.tree = tree
+        self.mtime = mtime
+        raw = _read(tree, db.INSTALLED_PATH)
+        self.records: dict[str, db.InstalledPackage] = {
+            p.name: p for p in (db.parse_installed(raw) if raw else [])}
+        self.order: list[str] = list(self.records)
+        raw_scripts = _read(tree, db.SCRIPTS_PATH)
+        self.scripts: dict[str, list[db.ScriptFile]] = {}
+        for s in db.parse_scripts_tar(raw_scripts) if raw_scripts else []:
+            self.scripts.setdefault(s.name, []).append(s)
+        self.script_order = list(self.scripts)
+        raw_triggers = _read(tree, db.TRIGGERS_PATH)
+        by_checksum = {p.checksum: p.name for p in self.records.values()}
+        self.triggers: dict[str, tuple[str, ...]] = {}
+        for t in db.parse_triggers(raw_triggers) if raw_triggers else []:
+            if t.checksum in by_checksum:
+                self.triggers[by_checksum[t.checksum]] = t.globs
+        self.file_owner: dict[str, str] = {}
+        self.dir_owners: dict[str, list[str]] = {}
+        for record in self.records.values():
+            self._index_record(record)
+        self.touched_dirs: set[str] = set()
+        self.new_or_upgraded: list[tuple[VerifiedPackage, bool]] = []
+
+    def _index_record(self, record: db.InstalledPackage) -> None:
+        for d in record.dirs:
+            self.dir_owners.setdefault(d.path, []).append(record.name)
+        for path in record.paths():
+            self.file_owner[path] = record.name
+
+    def install(self, item: PackageToInstall, report: InstallReport) -> None:
+        pkg = item.package
+        old = self.records.get(pkg.name)
+        if old is not None and old.checksum == pkg.checksum:
+            report.unchanged.append(f"{pkg.name}-{pkg.version}")
+            return
+        scratch = FileTree(store=self.tree.store)
+        contents = pkg.load_data(scratch)
+        record = self._record_for(item)
+        dirs: dict[str, db.DbDir] = {}
+        link_ids: dict[int, int] = {}
+        new_files: set[str] = set()
+
+        def dir_record(path: str, acl: db.Acl = db.DEFAULT_DIR_ACL) -> db.DbDir:
+            found = dirs.get(path)
+            if found is None:
+                found = dirs[path] = db.DbDir(path=path, acl=acl)
+                record.dirs.append(found)
+            return found
+
+        for path in contents.paths:
+            if path == "":
+                continue
+            entry = scratch.entries[path]
+            acl = db.Acl(entry.uid, entry.gid, entry.mode, db.xattr_digest(entry.xattrs))
+            if entry.type == EntryType.DIR:
+                dir_record(path, acl)
+                self._merge_dir(pkg, entry)
+                continue
+            parent = parent_of(path)
+            keep_old = self._may_write(pkg, record, entry, path)
+            digest = contents.z_checksum(path) or ""
+            if not digest and entry.type == EntryType.FILE and entry.link_id:
+                digest = next((contents.z_checksum(p) or "" for p in contents.paths
+                               if p != path and scratch.entries[p].link_id == entry.link_id
+                               and contents.z_checksum(p)), "")
+            if keep_old:
+                continue
+            if entry.link_id:
+                new_id = link_ids.get(entry.link_id)
+                if new_id is None:
+                    new_id = link_ids[entry.link_id] = self.tree.new_link_id()
+                entry = entry.with_changes(link_id=new_id)
+            self.tree.ensure_parents(path, mtime=entry.mtime)
+            self.tree.put(entry, what=f"{pkg.label}: file")
+            dir_record(parent).files.append(
+                db.DbFile(name=path.rpartition("/")[2], acl=acl, digest=digest))
+            new_files.add(path)
+            self.file_owner[path] = pkg.name
+            self.touched_dirs.add(parent)
+        if old is not None:
+            self._remove_old(old, new_files, set(dirs), report)
+            self.order.remove(pkg.name)
+            for d in old.dirs:
+                owners = self.dir_owners.get(d.path, [])
+                if pkg.name in owners:
+                    owners.remove(pkg.name)
+            report.upgraded.append(f"{pkg.name} {old.version} -> {pkg.version}")
+        else:
+            report.added.append(f"{pkg.name}-{pkg.version}")
+        for d in record.dirs:
+            self.dir_owners.setdefault(d.path, []).append(pkg.name)
+        self.records[pkg.name] = record
+        self.order.append(pkg.name)
+        self._store_scripts(pkg)
+        if pkg.info.triggers:
+            self.triggers.pop(pkg.name, None)
+            self.triggers[pkg.name] = tuple(pkg.info.triggers)
+        else:
+            self.triggers.pop(pkg.name, None)
+        self.new_or_upgraded.append((pkg, old is not None))
+
+    def _record_for(self, item: PackageToInstall) -> db.InstalledPackage:
+        pkg, index = item.package, item.package.info
+        record = db.InstalledPackage(
+            checksum=pkg.checksum, name=pkg.name, version=pkg.version, arch=index.arch,
+            size=pkg.file_size, installed_size=index.size, description=index.pkgdesc,
+            url=index.url, license=index.license, origin=index.origin,
+            maintainer=index.maintainer, build_time=index.builddate or 0, commit=index.commit,
+            provider_priority=index.provider_priority or 0, depends=list(index.depends),
+            provides=list(index.provides), install_if=list(index.install_if),
+            replaces=list(index.replaces), replaces_priority=index.replaces_priority or 0)
+        if item.index is not None:
+            ix = item.index
+            record.depends = [d.format() for d in ix.depends]
+            record.provides = [d.format() for d in ix.provides]
+            record.install_if = [d.format() for d in ix.install_if]
+            if ix.size is not None:
+                record.size = ix.size
+            if ix.tag:
+                record.repository_tag = ix.tag
+        return record
+
+    def _merge_dir(self, pkg: VerifiedPackage, entry: Entry) -> None:
+        existing = self.tree.get(entry.path)
+        if existing is None:
+            self.tree.ensure_parents(entry.path, mtime=entry.mtime)
+            self.tree.put(entry, what=f"{pkg.label}: directory")
+        elif existing.type != EntryType.DIR:
+            owner = self.file_owner.get(entry.path)
+            whose = f" (owned by {self._label(owner)})" if owner else ""
+            raise InstallError(f"{pkg.label}: directory /{entry.path} conflicts with a "
+                               f"{existing.type.value} already in the tree{whose}")
+        elif not self.dir_owners.get(entry.path):
+            self.tree.put(existing.with_changes(mode=entry.mode, uid=entry.uid, gid=entry.gid,
+                                                xattrs=entry.xattrs))
+
+    def _label(self, name: str | None) -> str:
+        record = self.records.get(name or "")
+        return f"{record.name}-{record.version}" if record else str(name)
+
+    def _may_write(self, pkg: VerifiedPackage, record: db.InstalledPackage, entry: Entry,
+                   path: str) -> bool:
+        """Check ownership of ``path``; True means "keep the old file" (replaces priority)."""
+        existing = self.tree.get(path)
+        if existing is not None and existing.type == EntryType.DIR:
+            raise InstallError(f"{pkg.label}: {entry.type.value} /{path} conflicts with a "
+                               "directory already in the tree")
+        owner_name = self.file_owner.get(path)
+        if owner_name is None or owner_name == pkg.name:
+            return False
+        owner = self.records[owner_name]
+        same_origin = bool(owner.origin) and owner.origin == record.origin
+        new_replaces = owner.name in {_dep_name(r) for r in record.replaces}
+        old_replaces = pkg.name in {_dep_name(r) for r in owner.replaces}
+        if old_replaces and not new_replaces and owner.replaces_priority > 0:
+            return True
+        if old_replaces and new_replaces and owner.replaces_priority > record.replaces_priority:
+            return True
+        identical = existing is not None and _same_content(existing, entry)
+        if not (same_origin or new_replaces or identical):
+            raise InstallError(
+                f"{pkg.label}: file /{path} conflicts with package {self._label(owner_name)} "
+                f"(different content; {pkg.name} does not replace {owner_name})")
+        self._disown(owner, path)
+        return False
+
+    def _disown(self, owner: db.InstalledPackage, path: str) -> None:
+        directory, _, name = path.rpartition("/")
+        for d in owner.dirs:
+            if d.path == directory:
+                d.files = [f for f in d.files if f.name != name]
+
+    def _remove_old(self, old: db.InstalledPackage, new_files: set[str], new_dirs: set[str],
+                    report: InstallReport) -> None:
+        for path in old.paths():
+            if path in new_files or self.file_owner.get(path) != old.name:
+                continue
+            del self.file_owner[path]
+            entry = self.tree.get(path)
+            if entry is not None and entry.type != EntryType.DIR:
+                self.tree.remove(path)
+                report.removed_paths.append(path)
+                self.touched_dirs.add(parent_of(path))
+        stale = [d.path for d in old.dirs if d.path and d.path not in new_dirs
+                 and self.dir_owners.get(d.path) == [old.name]]
+        if not stale:
+            return
+        populated = {parent_of(p) for p in self.tree.entries}
+        for path in sorted(stale, key=lambda p: p.count("/"), reverse=True):
+            entry = self.tree.get(path)
+            if entry is not None and entry.type == EntryType.DIR and path not in populated:
+                self.tree.remove(path)
+                report.removed_paths.append(path)
+                populated = {parent_of(p) for p in self.tree.entries}
+
+    def _store_scripts(self, pkg: VerifiedPackage) -> None:
+        self.scripts.pop(pkg.name, None)
+        if pkg.name in self.script_order:
+            self.script_order.remove(pkg.name)
+        stored = [db.ScriptFile(name=pkg.name, version=pkg.version, checksum=pkg.checksum,
+                                action=s.name.lstrip("."), data=s.data,
+                                mtime=pkg.info.builddate or 0)
+                  for s in sorted(pkg.scripts, key=lambda s: db.SCRIPT_ACTIONS.index(
+                      s.name.lstrip(".")))]
+        if stored:
+            self.scripts[pkg.name] = stored
+            self.script_order.append(pkg.name)
+
+    def write_database(self, *, world: Sequence[str], repositories: Sequence[str] | None,
+                       arch: str, keys: Mapping[str, bytes]) -> list[db.InstalledPackage]:
+        ordered = [self.records[n] for n in sorted(self.records)]
+        files = {
+            db.INSTALLED_PATH: db.format_installed(ordered),
+            db.SCRIPTS_PATH: db.format_scripts_tar(
+                [s for n in self.script_order for s in self.scripts[n]]),
+            db.TRIGGERS_PATH: db.format_triggers(
+                db.TriggerLine(self.records[n].checksum, g) for n, g in self.triggers.items()),
+            db.WORLD_PATH: db.format_world(world),
+            db.ARCH_PATH: f"{arch}\n".encode(),
+        }
+        if repositories is not None:
+            files[db.REPOSITORIES_PATH] = "".join(f"{r}\n" for r in repositories).encode()
+        for name, pem in sorted(keys.items()):
+            if "/" in name or name in ("", ".", ".."):
+                raise InstallError(f"trusted key name {name!r} is not a plain file name")
+            files[f"{db.KEYS_DIR}/{name}"] = pem
+        for path, data in files.items():
+            self.tree.ensure_parents(path, mtime=self.mtime)
+            old = self.tree.get(path)
+            mode = old.mode if old is not None and old.type == EntryType.FILE else 0o644
+            self.tree.put(Entry(path=path, type=EntryType.FILE, mode=mode, mtime=self.mtime,
+                                blob=self.tree.store.from_bytes(data)))
+        if db.LOCK_PATH not in self.tree:
+            self.tree.put(Entry(path=db.LOCK_PATH, type=EntryType.FILE, mode=0o600,
+                                mtime=self.mtime, blob=self.tree.store.from_bytes(b"")))
+        return ordered
+
+    def run_effects(self, report: InstallReport, *, epoch: int) -> None:
+        ctx = ScriptContext(tree=self.tree, accounts=AccountFiles(self.tree, epoch=epoch),
+                            mtime=self.mtime)
+        for pkg, upgraded in self.new_or_upgraded:
+            for action in (("pre-upgrade", "post-upgrade") if upgraded
+                           else ("pre-install", "post-install")):
+                script = pkg.script("." + action)
+                if script is not None:
+                    report.scripts.append(emulate_script(ctx, f"{pkg.name}-{pkg.version}", action,
+                                                        script.data))
+        fired = sorted(self.touched_dirs)
+        for name in sorted(self.triggers):
+            globs = self.triggers[name]
+            matched = [f"/{d}" for d in fired
+                       if any(fnmatch.fnmatchcase(f"/{d}", g.lstrip("+")) for g in globs)]
+            body = next((s.data for s in self.scripts.get(name, []) if s.action == "trigger"),
+                        None)
+            if matched and body is not None:
+                label = f"{name}-{self.records[name].version}"
+                scripts_report = emulate_script(ctx, label, "trigger", body)
+                scripts_report.effects.insert(0, f"fired by {' '.join(matched)}")
+                report.scripts.append(scripts_report)
+        report.effects.extend(finish_scripts(
+            ctx, ca_certificates_installed="ca-certificates" in self.records))
+
+
+def install_packages(tree: FileTree, packages: Sequence[PackageToInstall | VerifiedPackage], *,
+                     world: Sequence[str], arch: str, keys: Mapping[str, bytes],
+                     repositories: Sequence[str] | None = None, epoch: int = 0,
+                     run_effects: bool = True) -> InstallReport:
+    """Install ``packages`` (in resolver order) into ``tree`` and write apk's database.
+
+    The tree's existing ``lib/apk/db`` (e.g. from a minirootfs) is read first:
+    a package whose checksum is already installed is left alone, a different
+    version is upgraded (its files missing from the new version are removed).
+    ``world`` is written as the complete ``etc/apk/world``; ``repositories``,
+    when given, replaces ``etc/apk/repositories``; ``keys`` (file name → PEM)
+    are added to ``etc/apk/keys``. ``epoch`` dates files composer writes and
+    accounts' shadow entries. Script effects run unless ``run_effects`` is False.
+    """
+    installer = _Installer(tree, mtime=epoch)
+    report = InstallReport(database=[])
+    seen: set[str] = set()
+    for item in packages:
+        if isinstance(item, VerifiedPackage):
+            item = PackageToInstall(item)
+        if item.package.name in seen:
+            raise InstallError(f"{item.package.label}: package {item.package.name} is listed "
+                               "twice in the install set")
+        seen.add(item.package.name)
+        installer.install(item, report)
+    report.database = installer.write_database(world=world, repositories=repositories,
+                                               arch=arch, keys=keys)
+    if run_effects:
+        installer.run_effects(report, epoch=epoch)
+    return report
