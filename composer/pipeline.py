@@ -29,6 +29,7 @@ from composer.manifest import (
     OutputRecord,
     format_sha256sums,
 )
+from composer.oci_support import check_image_outputs, write_image_output, write_sboms
 from composer.overlay import OverlayInput, apply_overlay
 from composer.profile.model import Base, IsoOutput, TarOutput
 from composer.sources.cache import ContentCache
@@ -72,6 +73,7 @@ def check_supported(ctx: BuildContext) -> None:
         from composer.apk_support import require_apk_engine
 
         require_apk_engine(ctx)
+    check_image_outputs(ctx)
 
 
 def open_fetcher(ctx: BuildContext) -> Fetcher:
@@ -168,12 +170,8 @@ def write_outputs(ctx: BuildContext, stage: Path, builds: list[ArchBuild],
             for build in builds:
                 records.append(write_tar_output(ctx, stage, build, output, epoch))
         else:
-            from composer.oci_support import write_image_output
-
             records.extend(write_image_output(ctx, stage, builds, output, epoch))
-    if ctx.profile.sbom and any(b.packages for b in builds):
-        from composer.oci_support import write_sboms
-
+    if ctx.profile.sbom:
         records.extend(write_sboms(ctx, stage, builds, epoch))
     paths = [r.path for r in records]
     duplicates = {p for p in paths if paths.count(p) > 1}

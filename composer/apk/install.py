@@ -4,7 +4,8 @@ Nothing is extracted to the host. File ownership follows apk-tools 2.x
 (``apk_db_install_archive_entry``): a path owned by another package may be
 overwritten only by an upgrade of the same package, a package of the same
 origin, identical content, or a ``replaces`` relation; otherwise the install
-fails naming both packages. The database files are written as apk 2.x writes
+fails naming both packages. A directory already in the tree keeps its owner and
+mode (apk only applies a package's directory mode when it creates the folder). The database files are written as apk 2.x writes
 them, so the real ``apk`` can manage the result. Script effects are applied
 afterwards by :mod:`composer.apk.effects`.
 """
@@ -103,7 +104,8 @@ class _Installer:
             report.unchanged.append(f"{pkg.name}-{pkg.version}")
             return
         scratch = FileTree(store=self.tree.store)
-        contents = pkg.load_data(scratch)
+        # apk treats any data member whose name starts with "." as control data and skips it
+        contents = pkg.load_data(scratch, accept=lambda member: not member.name.startswith("."))
         record = self._record_for(item)
         dirs: dict[str, db.DbDir] = {}
         link_ids: dict[int, int] = {}
@@ -179,12 +181,22 @@ class _Installer:
             provides=list(index.provides), install_if=list(index.install_if),
             replaces=list(index.replaces), replaces_priority=index.replaces_priority or 0)
         if item.index is not None:
+            # apk records the repository's view of a package (e.g. A:x86_64 for noarch)
             ix = item.index
+            texts = {"arch": ix.arch, "description": ix.description, "url": ix.url,
+                     "license": ix.license, "origin": ix.origin, "maintainer": ix.maintainer,
+                     "commit": ix.commit}
+            for attr, value in texts.items():
+                if value is not None:
+                    setattr(record, attr, value)
+            numbers = {"size": ix.size, "installed_size": ix.installed_size,
+                       "build_time": ix.build_time, "provider_priority": ix.provider_priority}
+            for attr, number in numbers.items():
+                if number is not None:
+                    setattr(record, attr, number)
             record.depends = [d.format() for d in ix.depends]
             record.provides = [d.format() for d in ix.provides]
             record.install_if = [d.format() for d in ix.install_if]
-            if ix.size is not None:
-                record.size = ix.size
             if ix.tag:
                 record.repository_tag = ix.tag
         return record
@@ -199,9 +211,17 @@ class _Installer:
             whose = f" (owned by {self._label(owner)})" if owner else ""
             raise InstallError(f"{pkg.label}: directory /{entry.path} conflicts with a "
                                f"{existing.type.value} already in the tree{whose}")
-        elif not self.dir_owners.get(entry.path):
-            self.tree.put(existing.with_changes(mode=entry.mode, uid=entry.uid, gid=entry.gid,
-                                                xattrs=entry.xattrs))
+
+    def initdb(self) -> None:
+        """What ``apk --initdb`` creates before the first package (device nodes left out)."""
+        if self.records or db.INSTALLED_PATH in self.tree:
+            return
+        for path, mode in (("dev", 0o755), ("etc/apk", 0o755), ("lib/apk/db", 0o755),
+                           ("proc", 0o555), ("tmp", 0o1777), ("var/cache/apk", 0o755),
+                           ("var/cache/misc", 0o755)):
+            if path not in self.tree:
+                self.tree.ensure_parents(path, mtime=self.mtime)
+                self.tree.put(Entry(path=path, type=EntryType.DIR, mode=mode, mtime=self.mtime))
 
     def _label(self, name: str | None) -> str:
         record = self.records.get(name or "")
@@ -345,6 +365,7 @@ def install_packages(tree: FileTree, packages: Sequence[PackageToInstall | Verif
     accounts' shadow entries. Script effects run unless ``run_effects`` is False.
     """
     installer = _Installer(tree, mtime=epoch)
+    installer.initdb()
     report = InstallReport(database=[])
     seen: set[str] = set()
     for item in packages:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -84,17 +85,20 @@ class Fetcher:
     sleep: Callable[[float], None] = time.sleep
     _inputs: list[FetchedInput] = field(default_factory=list, init=False, repr=False)
     _seen: set[tuple[str, str]] = field(default_factory=set, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def inputs(self) -> list[FetchedInput]:
         """Every URL fetched or served from cache, in first-use order, without duplicates."""
-        return list(self._inputs)
+        with self._lock:
+            return list(self._inputs)
 
     def _record(self, url: str, sha256: str, size: int) -> None:
         key = (url, sha256)
-        if key not in self._seen:
-            self._seen.add(key)
-            self._inputs.append(FetchedInput(url=url, sha256=sha256, size=size))
+        with self._lock:
+            if key not in self._seen:
+                self._seen.add(key)
+                self._inputs.append(FetchedInput(url=url, sha256=sha256, size=size))
 
     # -- blobs ---------------------------------------------------------------
 

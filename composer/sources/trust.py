@@ -88,7 +88,7 @@ def load_release_key(
     cert = matching[0]
     if cert.is_revoked:
         raise VerificationError(f"release key {source}: key {format_fingerprint(pin)} is revoked")
-    moment = now if now is not None else dt.datetime.now(dt.timezone.utc)
+    moment = now if now is not None else dt.datetime.now(dt.UTC)
     expiration = cert.expiration
     if expiration is not None and expiration <= moment:
         raise VerificationError(

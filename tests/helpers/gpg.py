@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+
 @dataclass(frozen=True)
 class SigningKey:
     """A gpg key: its home directory, primary fingerprint (upper hex) and public key."""

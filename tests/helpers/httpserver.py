@@ -5,6 +5,7 @@
         server.faults.reset("v3.20/x.tar.gz", times=1)         # close mid-body once
         server.faults.truncate("v3.20/x.tar.gz", times=1)      # short body, honest length
         server.faults.missing("v3.20/x.tar.gz.asc")            # 404 even if the file exists
+        server.faults.stall("v3.20/x.tar.gz", times=1, seconds=2)  # answer nothing for 2 s
         fetch(server.url + "/v3.20/x.tar.gz")
         server.count("v3.20/x.tar.gz"); server.requests_for("...")[1].headers["Range"]
 
@@ -18,6 +19,7 @@ import contextlib
 import http.server
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,6 +38,8 @@ class _PathFaults:
     reset_after: int | None = None
     truncate_times: int = 0
     truncate_to: int | None = None
+    stall_times: int = 0
+    stall_seconds: float = 0.0
     not_found: bool = False
 
 
@@ -68,6 +72,12 @@ class Faults:
             faults = self._get(path)
             faults.truncate_times, faults.truncate_to = times, to
 
+    def stall(self, path: str, *, times: int, seconds: float) -> None:
+        """Wait ``seconds`` before answering the next ``times`` requests (client timeouts)."""
+        with self._lock:
+            faults = self._get(path)
+            faults.stall_times, faults.stall_seconds = times, seconds
+
     def missing(self, path: str) -> None:
         """Answer 404 for this path from now on."""
         with self._lock:
@@ -77,14 +87,22 @@ class Faults:
         with self._lock:
             self._plan.clear()
 
+    def stall_seconds(self, path: str) -> float:
+        with self._lock:
+            faults = self._plan.get(_key(path))
+            return faults.stall_seconds if faults else 0.0
+
     def take(self, path: str) -> tuple[str, int | None]:
-        """The action for one request: ("serve"|"404"|"fail"|"reset"|"truncate", argument)."""
+        """The action for one request: ("serve"|"404"|"stall"|"fail"|"reset"|"truncate", arg)."""
         with self._lock:
             faults = self._plan.get(_key(path))
             if faults is None:
                 return "serve", None
             if faults.not_found:
                 return "404", None
+            if faults.stall_times:
+                faults.stall_times -= 1
+                return "stall", None
             if faults.fail_times:
                 faults.fail_times -= 1
                 return "fail", faults.fail_status
@@ -137,6 +155,10 @@ def _make_handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
             path = _key(self.path)
             server.log(RequestRecord(path=path, headers=dict(self.headers.items())))
             action, argument = server.faults.take(path)
+            if action == "stall":
+                time.sleep(server.faults.stall_seconds(path))
+                self.close_connection = True
+                return
             if action == "fail":
                 self._status_only(argument or 500)
                 return
@@ -200,11 +222,16 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size)
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients that hang up mid-answer are expected here (timeouts, fault tests)."""
+
+
 @contextlib.contextmanager
 def serve_directory(root: Path) -> Iterator[Server]:
     """Serve ``root`` on 127.0.0.1 (random port) for the duration of the block."""
     state = Server(url="", root=Path(root).resolve(), faults=Faults())
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(state))
+    httpd = _QuietServer(("127.0.0.1", 0), _make_handler(state))
     httpd.daemon_threads = True
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(

@@ -200,6 +200,20 @@ def test_connection_refused_is_retried_then_reported(make_fetcher: Callable[...,
     assert str(err.value) == f"blob: {url}: connection refused after 2 attempts"
 
 
+def test_read_timeout_is_retried_then_reported(
+    make_fetcher: Callable[..., Fetcher], served: Server, blob_url: str, payload: bytes
+) -> None:
+    served.faults.stall(NAME, times=1, seconds=1.0)
+    fetcher = make_fetcher(read_timeout=0.2)
+    assert fetcher.fetch_blob(blob_url, sha256=None, size=None, what="blob").read_bytes() == payload
+    served.faults.stall("slow.bin", times=10, seconds=1.0)
+    (served.root / "slow.bin").write_bytes(b"x")
+    url = served.url_for("slow.bin")
+    with pytest.raises(FetchError) as err:
+        make_fetcher(read_timeout=0.2, retries=1).fetch_blob(url, sha256=None, size=None, what="blob")
+    assert str(err.value) == f"blob: {url}: timed out after 2 attempts"
+
+
 def test_missing_local_file(make_fetcher: Callable[..., Fetcher], tmp_path: Path) -> None:
     url = (tmp_path / "nope.bin").as_uri()
     with pytest.raises(NotFoundError) as err:

@@ -9,7 +9,7 @@ import pytest
 from composer.errors import NotFoundError, VerificationError
 from composer.sources.cache import ContentCache
 from composer.sources.fetch import Fetcher
-from composer.sources.minirootfs import fetch_minirootfs, fetch_release_key
+from composer.sources.minirootfs import VerifiedMinirootfs, fetch_minirootfs, fetch_release_key
 from composer.sources.trust import ReleaseKey, format_fingerprint, load_release_key
 from tests.helpers.gpg import SigningKey, sign_detached
 from tests.helpers.httpserver import Server
@@ -23,7 +23,8 @@ def release_key(signing_key: SigningKey) -> ReleaseKey:
 
 
 def run(fetcher: Fetcher, mirror: str, key: ReleaseKey, *, release: str | None = None,
-        allow_unsigned: bool = False, log: list[str] | None = None, info: MirrorInfo):
+        allow_unsigned: bool = False, log: list[str] | None = None,
+        info: MirrorInfo) -> VerifiedMinirootfs:
     messages = log if log is not None else []
     return fetch_minirootfs(fetcher, mirror=mirror, branch=info.branch, arch=info.arch,
                             release=release, key=key, allow_unsigned=allow_unsigned,
@@ -214,7 +215,8 @@ def test_fetch_release_key_from_path_and_url(
     assert by_path.fingerprint == by_url.fingerprint == signing_key.fingerprint.lower()
     assert by_path.source == (profile_dir / "keys" / "release.asc").as_uri()
     assert by_url.source == served.url_for("release.asc")
-    with pytest.raises(NotFoundError, match=r"^release signing key: file://.*/keys/nope\.asc: file not found$"):
+    missing = r"^release signing key: file://.*/keys/nope\.asc: file not found$"
+    with pytest.raises(NotFoundError, match=missing):
         fetch_release_key(fetcher, key_ref="keys/nope.asc", base_dir=profile_dir,
                           fingerprint=signing_key.fingerprint)
 

@@ -112,8 +112,11 @@ def image(version: str, arch: str = "x86_64", flavor: str = "alpine-minirootfs")
 def test_select_newest_numerically_and_pinned() -> None:
     images = [image("3.20.9"), image("3.20.10"), image("3.20.2", arch="aarch64"),
               image("3.20.11", flavor="alpine-virt")]
-    assert select_release(images, flavor="alpine-minirootfs", arch="x86_64", version=None).version == "3.20.10"
-    assert select_release(images, flavor="alpine-minirootfs", arch="x86_64", version="3.20.9").version == "3.20.9"
+    def pick(version: str | None) -> str:
+        return select_release(images, flavor="alpine-minirootfs", arch="x86_64", version=version).version
+
+    assert pick(None) == "3.20.10"
+    assert pick("3.20.9") == "3.20.9"
 
 
 def test_select_reports_missing_flavor_and_version() -> None:
@@ -151,8 +154,10 @@ def test_checksum_file_variants(text: str) -> None:
     [
         ("", "checksum file x.sha256 has no entry for " + NAME + " (lists nothing)"),
         (f"{SHA}  other.tar.gz\n", f"checksum file x.sha256 has no entry for {NAME} (lists other.tar.gz)"),
-        ("<html>404</html>\n", "checksum file x.sha256: line '<html>404</html>' does not start with a sha256 digest"),
-        (f"{SHA}  {NAME}\n{'1' * 64}  {NAME}\n", f"checksum file x.sha256 lists {NAME} with different digests"),
+        ("<html>404</html>\n",
+         "checksum file x.sha256: line '<html>404</html>' does not start with a sha256 digest"),
+        (f"{SHA}  {NAME}\n{'1' * 64}  {NAME}\n",
+         f"checksum file x.sha256 lists {NAME} with different digests"),
     ],
 )
 def test_checksum_file_errors(text: str, message: str) -> None:

@@ -138,7 +138,7 @@ def test_expired_key_is_rejected(tmp_path: Path) -> None:
         f"release key test.asc: key {format_fingerprint(key.fingerprint)} expired on 2020-06-0"
     )
     # Before its expiry it is acceptable: expiry is judged at the given moment.
-    before = dt.datetime(2020, 3, 1, tzinfo=dt.timezone.utc)
+    before = dt.datetime(2020, 3, 1, tzinfo=dt.UTC)
     assert load_release_key(key.public_armored, fingerprint=key.fingerprint, source="k", now=before)
 
 
