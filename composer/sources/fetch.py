@@ -102,22 +102,36 @@ class Fetcher:
 
     # -- blobs ---------------------------------------------------------------
 
-    def fetch_blob(self, url: str, *, sha256: str | None, size: int | None, what: str) -> Path:
+    def fetch_blob(
+        self,
+        url: str,
+        *,
+        sha256: str | None,
+        size: int | None,
+        what: str,
+        check: Callable[[Path], None] | None = None,
+    ) -> Path:
         """Return a cached, verified file holding ``url``'s content.
 
         With ``sha256`` known, a cache hit needs no network. Without it the
-        download is stored under its computed digest.
+        download is stored under its computed digest. ``check`` (e.g. a
+        signature check) runs on the bytes before they enter the cache, and on
+        a cache hit too; whatever it raises propagates and nothing is stored.
         """
         expected = sha256.lower() if sha256 else None
         if expected is not None:
             cached = self.cache.path_for(expected)
             if cached is not None:
+                if check is not None:
+                    check(cached)
                 self._record(url, expected, cached.stat().st_size)
                 return cached
         elif self.settings.offline:
             record = self.cache.lookup_url(url)
             cached = self.cache.path_for(record.sha256) if record else None
             if record is not None and cached is not None:
+                if check is not None:
+                    check(cached)
                 self._record(url, record.sha256, record.size)
                 return cached
         if self.settings.offline and not _is_file_url(url):
@@ -134,6 +148,8 @@ class Fetcher:
                 raise VerificationError(
                     f"{what}: {url}: sha256 mismatch: expected {expected}, got {actual}"
                 )
+            if check is not None:
+                check(tmp)
             path = self.cache.install_verified(tmp, actual)
         self.cache.remember_url(
             url, actual, got, etag=meta.etag, last_modified=meta.last_modified,

@@ -2,8 +2,9 @@
 
 Trust chain: ``latest-releases.yaml`` and ``<file>.sha256`` (unsigned, must
 agree) pin the digest; the download must match it; the ``.asc`` detached
-signature must verify against the pinned release key. Only then is the path
-returned.
+signature must verify against the pinned release key. The signature is
+checked on the downloaded temp file, so a tarball that fails it never enters
+the cache.
 """
 
 from __future__ import annotations
@@ -78,10 +79,16 @@ def fetch_minirootfs(
             f"WARNING: {what} from {tarball_url} is accepted WITHOUT a signature "
             "(trust.allow_unsigned is set); only its unsigned sha256 was checked"
         )
-    path = fetcher.fetch_blob(tarball_url, sha256=sha256, size=size, what=what)
-    signed_by = None
-    if signature is not None:
-        signed_by = verify_detached(path, signature, key, what=what)
+    signers: list[str] = []
+
+    def check_signature(candidate: Path) -> None:
+        if signature is not None:
+            signers.append(verify_detached(candidate, signature, key, what=what))
+
+    path = fetcher.fetch_blob(
+        tarball_url, sha256=sha256, size=size, what=what, check=check_signature
+    )
+    signed_by = signers[-1] if signers else None
     return VerifiedMinirootfs(
         path=path,
         url=tarball_url,

@@ -237,14 +237,30 @@ def test_unsatisfiable_world_messages() -> None:
 
 
 def test_failed_alternatives_are_all_named() -> None:
-    main = repo(pkg("app", "2-r0", depends="lib=2"), pkg("app", "1-r0", depends="lib=1"),
-                pkg("lib", "2"), pkg("lib", "1"), pkg("pin", depends="lib=3"))
-    message = error("app pin", main)
-    assert message.startswith("cannot satisfy ")
+    main = repo(pkg("app", "2-r0", depends="lib=2 x"), pkg("app", "1-r0", depends="lib=1 y"),
+                pkg("lib", "2"), pkg("lib", "1"), pkg("x", depends="!z"), pkg("y", depends="!z"),
+                pkg("z"), pkg("pin", depends="lib=3"))
+    assert error("app z", main) == (
+        "cannot satisfy app (required by world); "
+        "choosing app-2-r0: cannot satisfy x (required by app-2-r0) "
+        "(x-1.0-r0 conflicts with selected z-1.0-r0 (!z)); "
+        "choosing app-1-r0: cannot satisfy y (required by app-1-r0) "
+        "(y-1.0-r0 conflicts with selected z-1.0-r0 (!z))"
+    )
+    assert error("pin", main) == (
+        "cannot satisfy pin (required by world); pin-1.0-r0 needs lib=3, but only lib-1, lib-2 provide lib"
+    )
     assert error("app lib=3", main) == (
         "cannot satisfy lib=3 (required by world); lib-2 does not satisfy lib=3 (required by world); "
         "lib-1 does not satisfy lib=3 (required by world)"
     )
+
+
+def test_a_conflicting_preferred_provider_is_passed_over() -> None:
+    main = repo(pkg("w", depends="libv"), pkg("l1", provides="libv", k=1),
+                pkg("l2", provides="libv", k=2, depends="!w"))
+    assert labels(run("w", main)) == ["l1-1.0-r0", "w-1.0-r0"]
+    assert labels(run("libv", main)) == ["l2-1.0-r0"]
 
 
 # -- properties ---------------------------------------------------------------
@@ -297,7 +313,7 @@ def _check_consistent(r: Resolution, world: list[Dependency], *, acyclic: bool =
         for dep in p.depends:
             if acyclic and dep.name in position:
                 assert position[dep.name] < position[p.name]  # acyclic: deps first
-        if p.install_if:
+        if r.reasons[p.name].startswith("installed by install_if"):
             assert all(provided(d) for d in p.install_if)
 
 

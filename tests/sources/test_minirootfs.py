@@ -107,7 +107,7 @@ def test_missing_signature_allowed_loudly(
 
 def test_signature_by_another_key_fails(
     served: Server, signing_key: SigningKey, other_key: SigningKey, release_key: ReleaseKey,
-    make_fetcher: Callable[..., Fetcher],
+    make_fetcher: Callable[..., Fetcher], cache: ContentCache,
 ) -> None:
     info = build_mirror(served.root, key=other_key)
     with pytest.raises(VerificationError) as err:
@@ -116,6 +116,8 @@ def test_signature_by_another_key_fails(
         f"minirootfs {info.filename}: signed by key {format_fingerprint(other_key.fingerprint)}, "
         f"not by the pinned release key {format_fingerprint(signing_key.fingerprint)}"
     )
+    assert cache.path_for(info.sha256) is None
+    assert list(cache.tmp_dir.iterdir()) == []
 
 
 def test_tarball_swapped_after_publication(
@@ -132,7 +134,7 @@ def test_tarball_swapped_after_publication(
 
 def test_consistent_but_resigned_tarball_needs_the_right_signature(
     served: Server, signing_key: SigningKey, release_key: ReleaseKey,
-    make_fetcher: Callable[..., Fetcher],
+    make_fetcher: Callable[..., Fetcher], cache: ContentCache,
 ) -> None:
     """A mirror that rewrites yaml + .sha256 for new bytes is caught by the .asc."""
     info = build_mirror(served.root, key=signing_key)
@@ -142,6 +144,7 @@ def test_consistent_but_resigned_tarball_needs_the_right_signature(
     (info.release_dir / f"{info.filename}.asc").write_bytes(good_asc)
     with pytest.raises(VerificationError, match=r"^minirootfs .*: bad OpenPGP signature"):
         run(make_fetcher(), served.url, release_key, info=swapped)
+    assert cache.path_for(swapped.sha256) is None
 
 
 def test_yaml_and_sha256_file_must_agree(
@@ -223,3 +226,16 @@ def test_fetch_release_key_from_path_and_url(
 
 def test_signature_fixture_helper_signs_what_it_is_given(signing_key: SigningKey) -> None:
     assert sign_detached(signing_key, b"a") != sign_detached(signing_key, b"b")
+
+
+def test_cached_tarball_is_rechecked_against_the_signature(
+    served: Server, signing_key: SigningKey, other_key: SigningKey, release_key: ReleaseKey,
+    make_fetcher: Callable[..., Fetcher],
+) -> None:
+    """A blob already in the cache is not trusted on its own: the .asc still decides."""
+    info = build_mirror(served.root, key=signing_key)
+    run(make_fetcher(), served.url, release_key, info=info)
+    (info.release_dir / f"{info.filename}.asc").write_bytes(sign_detached(other_key, info.tarball))
+    with pytest.raises(VerificationError, match="not by the pinned release key"):
+        run(make_fetcher(metadata_ttl=0), served.url, release_key, info=info)
+    assert served.count(info.relpath(info.filename)) == 1

@@ -1,0 +1,164 @@
+"""Differential test against the real apk-tools 2.14 from the Alpine 3.19.1 ISO.
+
+The same packages are installed by ``apk add --no-scripts`` and by composer;
+the two roots must hold the same files and the same database. Known,
+legitimate differences (normalised below):
+
+* apk --initdb mknods ``dev/{null,zero,random,urandom,console}``; composer makes
+  no device nodes, like Alpine's official minirootfs.
+* apk 2.14.0 stamps ``scripts.tar`` members with the current time; composer uses
+  the package build time (as apk 2.14.4 in Alpine 3.20 does), so mtimes differ.
+* busybox applet links: apk with --no-scripts makes none; composer's effect
+  pass does (compared separately with ``run_effects=False``).
+
+Then the real apk must accept composer's output: ``info``, ``audit``,
+``verify`` and ``add --simulate`` on a root extracted from composer's tar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from composer.apk import db
+from composer.apk.index import parse_apkindex
+from composer.apk.install import PackageToInstall, install_packages
+from composer.apk.keys import TrustedKeys
+from composer.apk.package import verify_apk
+from composer.tree import FileTree
+from composer.writers.tar import write_tar
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "alpine-real"
+REPO = SHARED / "iso-3.19.1-x86_64" / "apks"
+KEYS = SHARED / "apk-keys"
+WORLD = ["alpine-baselayout", "alpine-keys", "apk-tools", "busybox", "libc-utils"]
+APK_RUNTIME = ("musl-1", "apk-tools-2", "libcrypto3-", "libssl3-", "zlib-")
+EPOCH = 1700000000
+
+pytestmark = pytest.mark.skipif(
+    platform.machine() != "x86_64" or not REPO.exists() or os.geteuid() != 0,
+    reason="needs x86_64, root (apk writes owners) and ../shared/fixtures/alpine-real")
+
+
+@pytest.fixture(scope="module")
+def apk_tool(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """argv prefix running the ISO's apk-tools through its own musl loader."""
+    base = tmp_path_factory.mktemp("apk-tools")
+    for prefix in APK_RUNTIME:
+        (apk,) = sorted((REPO / "x86_64").glob(prefix + "*.apk"))
+        with tarfile.open(apk, "r:gz") as archive:
+            members = [m for m in archive if not m.name.startswith(".")]
+            archive.extractall(base, members=members, filter="tar")
+    lib = f"{base}/lib:{base}/usr/lib"
+    return [f"{base}/lib/ld-musl-x86_64.so.1", "--library-path", lib, f"{base}/sbin/apk"]
+
+
+def _run(argv: list[str]) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def apk_root(apk_tool: list[str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    root = tmp_path_factory.mktemp("apk-root")
+    out = _run([*apk_tool, "--root", str(root), "--initdb", "--arch", "x86_64", "--keys-dir",
+                str(KEYS), "--repository", str(REPO), "--repositories-file", "/dev/null",
+                "--no-scripts", "--no-cache", "add", *WORLD])
+    order = re.findall(r"Installing (\S+) \(", out)
+    assert len(order) == 15
+    return root, order
+
+
+def _composer_tree(order: list[str], *, run_effects: bool) -> FileTree:
+    keys = TrustedKeys.from_files({p.name: p.read_bytes() for p in KEYS.iterdir()})
+    with tarfile.open(REPO / "x86_64" / "APKINDEX.tar.gz") as archive:
+        member = archive.extractfile("APKINDEX")
+        assert member is not None
+        index = {p.name: p for p in parse_apkindex(member.read(), source="iso").packages}
+    items = []
+    for name in order:
+        record = index[name]
+        path = REPO / "x86_64" / record.filename
+        items.append(PackageToInstall(verify_apk(path, keys, source=str(path),
+                                                 expected_checksum=record.checksum), record))
+    tree = FileTree()
+    install_packages(tree, items, world=WORLD, arch="x86_64", keys={}, epoch=EPOCH,
+                     run_effects=run_effects)
+    return tree
+
+
+def _host_tree(root: Path) -> dict[str, tuple[object, ...]]:
+    found: dict[str, tuple[object, ...]] = {}
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            full = os.path.join(directory, name)
+            st = os.lstat(full)
+            kind = stat.S_IFMT(st.st_mode)
+            target = os.readlink(full) if stat.S_ISLNK(st.st_mode) else ""
+            digest = (hashlib.sha256(Path(full).read_bytes()).hexdigest()
+                      if stat.S_ISREG(st.st_mode) else None)
+            mode = 0o777 if stat.S_ISLNK(st.st_mode) else stat.S_IMODE(st.st_mode)
+            found[os.path.relpath(full, root)] = (kind, mode, st.st_uid, st.st_gid, target, digest)
+    return found
+
+
+def _composer_files(tree: FileTree) -> dict[str, tuple[object, ...]]:
+    return {e.path: (stat.S_IFMT(e.st_mode), e.mode, e.uid, e.gid, e.target,
+                     e.blob.sha256 if e.blob else None) for e in tree.walk() if e.path}
+
+
+def test_same_files_and_database_as_apk(apk_root: tuple[Path, list[str]]) -> None:
+    root, order = apk_root
+    tree = _composer_tree(order, run_effects=False)
+    theirs = _host_tree(root)
+    device_nodes = {p for p, v in theirs.items() if v[0] == stat.S_IFCHR}
+    assert device_nodes == {"dev/null", "dev/zero", "dev/random", "dev/urandom", "dev/console"}
+    ours = _composer_files(tree)
+    scripts = db.SCRIPTS_PATH
+    assert {p: v for p, v in ours.items() if p != scripts} == {
+        p: v for p, v in theirs.items() if p not in device_nodes and p != scripts}
+
+    for path in (db.INSTALLED_PATH, db.TRIGGERS_PATH, db.WORLD_PATH, db.ARCH_PATH):
+        assert tree.read_file(path) == (root / path).read_bytes(), path
+    their_scripts = (root / scripts).read_bytes()
+    parsed = db.parse_scripts_tar(their_scripts)
+    assert db.format_scripts_tar(parsed) == their_scripts
+    ours_scripts = db.parse_scripts_tar(tree.read_file(scripts))
+    assert [(s.member_name, s.data) for s in ours_scripts] == [
+        (s.member_name, s.data) for s in parsed]
+    restamped = [s.__class__(**{**s.__dict__, "mtime": o.mtime})
+                 for s, o in zip(parsed, ours_scripts, strict=True)]
+    assert db.format_scripts_tar(restamped) == tree.read_file(scripts)
+
+
+def test_apk_accepts_composer_output(apk_tool: list[str], apk_root: tuple[Path, list[str]],
+                                     tmp_path: Path) -> None:
+    their_root, order = apk_root
+    tree = _composer_tree(order, run_effects=True)
+    assert tree.entries["bin/ls"].target == "/bin/busybox"
+    with (tmp_path / "rootfs.tar").open("wb") as fh:
+        write_tar(tree, fh, mtime=EPOCH)
+    root = tmp_path / "root"
+    root.mkdir()
+    _run(["tar", "-xpf", str(tmp_path / "rootfs.tar"), "-C", str(root)])
+    apk = [*apk_tool, "--keys-dir", str(KEYS), "--repositories-file", "/dev/null",
+           "--repository", str(REPO), "--no-cache", "--root"]
+
+    info = _run([*apk, str(root), "info", "-v"]).split()
+    expected = [f"{p.name}-{p.version}"
+                for p in db.parse_installed(tree.read_file(db.INSTALLED_PATH))]
+    assert sorted(info) == expected and len(expected) == len(order) == 15
+    assert _run([*apk, str(root), "audit"]) == _run([*apk, str(their_root), "audit"])
+    _run([*apk, str(root), "verify"])
+    simulated = _run([*apk, str(root), "add", "--simulate", "alpine-base"])
+    assert "Installing alpine-base (3.19.1-r0)" in simulated
+    assert "OK:" in _run([*apk, str(root), "add", "--simulate", "busybox"])
