@@ -18,6 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from composer.apk_support import configure_system, install_profile_packages, require_apk_engine
 from composer.archive import load_tar
 from composer.context import BuildContext
 from composer.errors import NotSupportedError, OutputError
@@ -51,6 +52,7 @@ class ArchBuild:
     tree: FileTree
     minirootfs: VerifiedMinirootfs | None
     packages: tuple[str, ...] = ()
+    system_changes: list[str] = field(default_factory=list)
     scripts_not_run: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -70,8 +72,6 @@ def check_supported(ctx: BuildContext) -> None:
                 f"{ctx.loaded.path}: outputs: format 'iso' (variant {profile.variant}) needs the "
                 "bootable ISO writer, which this version of alpine-composer does not have yet")
     if profile.packages or profile.base == Base.PACKAGES:
-        from composer.apk_support import require_apk_engine
-
         require_apk_engine(ctx)
     check_image_outputs(ctx)
 
@@ -82,7 +82,10 @@ def open_fetcher(ctx: BuildContext) -> Fetcher:
     return Fetcher(settings, ContentCache(ctx.cache_dir))
 
 
-def fetch_trust_key(ctx: BuildContext, fetcher: Fetcher) -> ReleaseKey:
+def fetch_trust_key(ctx: BuildContext, fetcher: Fetcher) -> ReleaseKey | None:
+    """The pinned release key; not needed when the rootfs is built from packages alone."""
+    if ctx.profile.base == Base.PACKAGES:
+        return None
     trust = ctx.profile.trust
     return fetch_release_key(fetcher, key_ref=trust.key, base_dir=ctx.loaded.base_dir,
                              fingerprint=trust.fingerprint)
@@ -107,27 +110,40 @@ def load_base_tree(mini: VerifiedMinirootfs) -> FileTree:
     return tree
 
 
-def compose_arch(ctx: BuildContext, fetcher: Fetcher, key: ReleaseKey, arch: str,
+def compose_arch(ctx: BuildContext, fetcher: Fetcher, key: ReleaseKey | None, arch: str,
                  overlay_inputs: list[OverlayInput]) -> ArchBuild:
     """Fetch, verify and compose the tree for one architecture."""
     profile = ctx.profile
-    ctx.log(f"==> {profile.name} ({arch}): fetching the minirootfs")
-    mini = fetch_base(ctx, fetcher, key, arch)
-    tree = load_base_tree(mini)
-    build = ArchBuild(arch=arch, release=mini.version, tree=tree, minirootfs=mini)
+    if profile.base == Base.MINIROOTFS:
+        assert key is not None
+        ctx.log(f"==> {profile.name} ({arch}): fetching the minirootfs")
+        mini = fetch_base(ctx, fetcher, key, arch)
+        build = ArchBuild(arch=arch, release=mini.version, tree=load_base_tree(mini),
+                          minirootfs=mini)
+    else:
+        release = ctx.pinned_release.get(arch) or profile.release or profile.branch
+        build = ArchBuild(arch=arch, release=release, tree=FileTree(), minirootfs=None)
     try:
         if profile.packages:
-            from composer.apk_support import install_profile_packages
-
             install_profile_packages(ctx, fetcher, build)
+        build.system_changes = configure_system(ctx, build, system_epoch(ctx, build))
         ctx.log(f"==> {profile.name} ({arch}): applying the overlay")
-        read = apply_overlay(tree, profile.overlay, base_dir=ctx.loaded.base_dir)
+        read = apply_overlay(build.tree, profile.overlay, base_dir=ctx.loaded.base_dir)
         if not overlay_inputs:
             overlay_inputs.extend(read)
     except BaseException:
-        tree.close()
+        build.tree.close()
         raise
     return build
+
+
+def system_epoch(ctx: BuildContext, build: ArchBuild) -> int:
+    """Dates written into account files: the fixed epoch if known, else the newest input."""
+    for value in (ctx.pinned_epoch[0] if ctx.pinned_epoch else None, ctx.env_epoch,
+                  ctx.profile.source_date_epoch):
+        if value is not None:
+            return value
+    return max((e.mtime for e in build.tree.entries.values()), default=0)
 
 
 def choose_epoch(ctx: BuildContext, builds: list[ArchBuild]) -> tuple[int, str]:
@@ -223,13 +239,14 @@ def _input_kind(url: str, minirootfs_urls: set[str], key_url: str) -> str:
     return "metadata"
 
 
-def collect_inputs(ctx: BuildContext, fetcher: Fetcher, builds: list[ArchBuild], key: ReleaseKey,
+def collect_inputs(ctx: BuildContext, fetcher: Fetcher, builds: list[ArchBuild],
+                   key: ReleaseKey | None,
                    overlay_inputs: list[OverlayInput]) -> tuple[InputRecord, ...]:
     """Every fetched input (classified) plus the overlay's host files."""
     minis = {b.minirootfs.url: b for b in builds if b.minirootfs is not None}
     records: list[InputRecord] = []
     for fetched in fetcher.inputs:
-        kind = _input_kind(fetched.url, set(minis), key.source)
+        kind = _input_kind(fetched.url, set(minis), key.source if key else "")
         build = minis.get(fetched.url)
         records.append(InputRecord(
             kind=kind,
@@ -237,7 +254,7 @@ def collect_inputs(ctx: BuildContext, fetcher: Fetcher, builds: list[ArchBuild],
             sha256=fetched.sha256, size=fetched.size, url=fetched.url,
             arch=build.arch if build else None,
             signed_by=build.minirootfs.signed_by if build and build.minirootfs else None,
-            fingerprint=key.fingerprint.upper() if kind == "release-key" else None))
+            fingerprint=key.fingerprint.upper() if key and kind == "release-key" else None))
     records.extend(InputRecord(kind="overlay", name=i.path, sha256=i.sha256, size=i.size)
                    for i in overlay_inputs)
     return tuple(records)
@@ -287,6 +304,7 @@ def build(ctx: BuildContext) -> BuildResult:
                 outputs=tuple(outputs),
                 packages={b.arch: b.packages for b in builds if b.packages},
                 scripts_not_run=tuple(s for b in builds for s in b.scripts_not_run),
+                notes=tuple(f"{b.arch}: {c}" for b in builds for c in b.system_changes),
             )
             (stage / MANIFEST_NAME).write_bytes(manifest.to_json())
             (stage / SUMS_NAME).write_bytes(format_sha256sums(outputs))

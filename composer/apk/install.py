@@ -12,18 +12,21 @@ afterwards by :mod:`composer.apk.effects`.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from composer.apk import db
 from composer.apk.accounts import AccountFiles
 from composer.apk.effects import ScriptContext, ScriptReport, emulate_script, finish_scripts
 from composer.apk.index import PackageInfo
-from composer.apk.package import VerifiedPackage
+from composer.apk.package import DataContents, VerifiedPackage
 from composer.errors import InstallError
-from composer.tree import Entry, EntryType, FileTree, parent_of
+from composer.tree import BlobStore, Entry, EntryType, FileTree, parent_of
 
 _NAME_END = re.compile(r"[<>=~]")
 
@@ -97,15 +100,19 @@ class _Installer:
         for path in record.paths():
             self.file_owner[path] = record.name
 
-    def install(self, item: PackageToInstall, report: InstallReport) -> None:
+    def is_unchanged(self, pkg: VerifiedPackage) -> bool:
+        old = self.records.get(pkg.name)
+        return old is not None and old.checksum == pkg.checksum
+
+    def load(self, pkg: VerifiedPackage) -> tuple[FileTree, DataContents]:
+        """Inflate one package into a private tree sharing the blob store (thread-safe part)."""
+        return load_package_data(pkg, self.tree.store)
+
+    def install(self, item: PackageToInstall, loaded: tuple[FileTree, DataContents],
+                report: InstallReport) -> None:
         pkg = item.package
         old = self.records.get(pkg.name)
-        if old is not None and old.checksum == pkg.checksum:
-            report.unchanged.append(f"{pkg.name}-{pkg.version}")
-            return
-        scratch = FileTree(store=self.tree.store)
-        # apk treats any data member whose name starts with "." as control data and skips it
-        contents = pkg.load_data(scratch, accept=lambda member: not member.name.startswith("."))
+        scratch, contents = loaded
         record = self._record_for(item)
         dirs: dict[str, db.DbDir] = {}
         link_ids: dict[int, int] = {}
@@ -350,10 +357,27 @@ class _Installer:
             ctx, ca_certificates_installed="ca-certificates" in self.records))
 
 
+@contextlib.contextmanager
+def _locked_spills(store: BlobStore) -> Iterator[None]:
+    """Serialise the store's spill-file naming while worker threads add blobs."""
+    lock = threading.Lock()
+    original = store._spill_path
+
+    def locked() -> str:
+        with lock:
+            return original()
+
+    store._spill_path = locked  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del store._spill_path
+
+
 def install_packages(tree: FileTree, packages: Sequence[PackageToInstall | VerifiedPackage], *,
                      world: Sequence[str], arch: str, keys: Mapping[str, bytes],
                      repositories: Sequence[str] | None = None, epoch: int = 0,
-                     run_effects: bool = True) -> InstallReport:
+                     run_effects: bool = True, workers: int = 2) -> InstallReport:
     """Install ``packages`` (in resolver order) into ``tree`` and write apk's database.
 
     The tree's existing ``lib/apk/db`` (e.g. from a minirootfs) is read first:
@@ -363,19 +387,33 @@ def install_packages(tree: FileTree, packages: Sequence[PackageToInstall | Verif
     when given, replaces ``etc/apk/repositories``; ``keys`` (file name → PEM)
     are added to ``etc/apk/keys``. ``epoch`` dates files composer writes and
     accounts' shadow entries. Script effects run unless ``run_effects`` is False.
+    ``workers`` threads inflate packages; the result does not depend on it.
     """
     installer = _Installer(tree, mtime=epoch)
     installer.initdb()
     report = InstallReport(database=[])
+    items = [PackageToInstall(i) if isinstance(i, VerifiedPackage) else i for i in packages]
     seen: set[str] = set()
-    for item in packages:
-        if isinstance(item, VerifiedPackage):
-            item = PackageToInstall(item)
+    for item in items:
         if item.package.name in seen:
             raise InstallError(f"{item.package.label}: package {item.package.name} is listed "
                                "twice in the install set")
         seen.add(item.package.name)
-        installer.install(item, report)
+    # Inflating and hashing release the GIL, so packages load in parallel; merging
+    # into the tree stays sequential, in resolver order.
+    with _locked_spills(tree.store), ThreadPoolExecutor(max(1, workers)) as pool:
+        futures = {item.package.name: pool.submit(installer.load, item.package)
+                   for item in items if not installer.is_unchanged(item.package)}
+        try:
+            for item in items:
+                future = futures.get(item.package.name)
+                if future is None:
+                    report.unchanged.append(f"{item.package.name}-{item.package.version}")
+                    continue
+                installer.install(item, future.result(), report)
+        finally:
+            for future in futures.values():
+                future.cancel()
     report.database = installer.write_database(world=world, repositories=repositories,
                                                arch=arch, keys=keys)
     if run_effects:

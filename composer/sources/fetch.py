@@ -110,6 +110,7 @@ class Fetcher:
         size: int | None,
         what: str,
         check: Callable[[Path], None] | None = None,
+        max_size: int | None = None,
     ) -> Path:
         """Return a cached, verified file holding ``url``'s content.
 
@@ -117,6 +118,7 @@ class Fetcher:
         download is stored under its computed digest. ``check`` (e.g. a
         signature check) runs on the bytes before they enter the cache, and on
         a cache hit too; whatever it raises propagates and nothing is stored.
+        ``max_size`` bounds a download whose exact size is for ``check`` to judge.
         """
         expected = sha256.lower() if sha256 else None
         if expected is not None:
@@ -140,7 +142,7 @@ class Fetcher:
                 "run once without --offline to fill the cache"
             )
         with self.cache.temp_file() as tmp:
-            meta = self._download(url, tmp, what=what, size=size, max_size=None)
+            meta = self._download(url, tmp, what=what, size=size, max_size=max_size)
             actual, got = hash_file(tmp)
             if size is not None and got != size:
                 raise FetchError(f"{what}: {url}: got {got} of {size} bytes")

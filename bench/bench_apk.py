@@ -1,0 +1,190 @@
+"""Benchmark: installing packages with composer vs the real apk-tools 2.14, into a tar.
+
+Not a test. Two cases, each run 3 times, median wall time:
+
+(a) the 15-package world of the real Alpine 3.19.1 ISO repository;
+(b) a synthetic signed repository (tests/helpers/apkrepo.py) of 320 packages,
+    ~330 MB of incompressible, deterministic content.
+
+Composer runs in a child process: parse the index, resolve, verify every
+package, install into a FileTree (``base: packages``, effects included), write
+an uncompressed tar. apk-tools (from the ISO, run through its own musl loader):
+``apk add --initdb --no-scripts --no-cache`` into a folder, then ``tar -cf``.
+Peak RSS of each child comes from ``os.wait4``. Targets: ratio <= 3 on (a),
+<= 1.0 on (b), composer peak RSS <= 150 MB on (b).
+
+    .venv/bin/python bench/bench_apk.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHARED = ROOT.parent / "shared" / "fixtures" / "alpine-real"
+ISO_REPO = SHARED / "iso-3.19.1-x86_64" / "apks"
+ISO_KEYS = SHARED / "apk-keys"
+ISO_WORLD = ["alpine-baselayout", "alpine-keys", "apk-tools", "busybox", "libc-utils"]
+APK_RUNTIME = ("musl-1", "apk-tools-2", "libcrypto3-", "libssl3-", "zlib-")
+SYNTH_PACKAGES = 320
+SYNTH_FILES = 4
+SYNTH_FILE_SIZE = 256 * 1024
+RUNS = 3
+EPOCH = 1700000000
+
+
+def composer_worker(spec_path: str) -> None:
+    """Child process: index → resolve → verify → install → tar, as the pipeline does."""
+    from composer.apk.depends import parse_dependency
+    from concurrent.futures import ThreadPoolExecutor
+
+    from composer.apk.index import PackageInfo, parse_apkindex
+    from composer.apk.install import PackageToInstall, install_packages
+    from composer.apk.keys import TrustedKeys
+    from composer.apk.package import verify_apk
+    from composer.apk.resolver import RepositoryIndex, resolve
+    from composer.tree import FileTree
+    from composer.writers.tar import write_tar
+
+    spec = json.loads(Path(spec_path).read_text())
+    repo = Path(spec["repo"]) / "x86_64"
+    keys = TrustedKeys.from_files({p.name: p.read_bytes() for p in Path(spec["keys"]).iterdir()})
+    with tarfile.open(repo / "APKINDEX.tar.gz") as archive:
+        member = archive.extractfile("APKINDEX")
+        assert member is not None
+        index = parse_apkindex(member.read(), source=str(repo))
+    world = [parse_dependency(w, source="world") for w in spec["world"]]
+    plan = resolve(world, [RepositoryIndex(str(repo), None, index.packages)], arch="x86_64")
+    def verify(p: PackageInfo) -> PackageToInstall:
+        return PackageToInstall(verify_apk(repo / p.filename, keys, source=p.filename,
+                                           expected_checksum=p.checksum), p)
+
+    marks = [("start", time.perf_counter())]
+    with FileTree() as tree:
+        with ThreadPoolExecutor(2) as pool:
+            items = list(pool.map(verify, plan.packages))
+        marks.append(("verify", time.perf_counter()))
+        install_packages(tree, items, world=spec["world"], arch="x86_64", keys={}, epoch=EPOCH)
+        marks.append(("install", time.perf_counter()))
+        with open(spec["out"], "wb") as fh:
+            write_tar(tree, fh, mtime=EPOCH)
+        marks.append(("tar", time.perf_counter()))
+    marks.append(("cleanup", time.perf_counter()))
+    if os.environ.get("BENCH_APK_PHASES"):
+        print(" ".join(f"{n}={t - p:.2f}" for (_, p), (n, t) in zip(marks, marks[1:])),
+              file=sys.stderr)
+
+
+def measure(argv: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if status != 0:
+        raise SystemExit(f"{' '.join(argv[:4])}... failed: {err}")
+    return elapsed, usage.ru_maxrss
+
+
+def apk_tools(base: Path) -> list[str]:
+    for prefix in APK_RUNTIME:
+        (apk,) = sorted((ISO_REPO / "x86_64").glob(prefix + "*.apk"))
+        with tarfile.open(apk, "r:gz") as archive:
+            archive.extractall(base, members=[m for m in archive if not m.name.startswith(".")],
+                               filter="tar")
+    return [f"{base}/lib/ld-musl-x86_64.so.1", "--library-path",
+            f"{base}/lib:{base}/usr/lib", f"{base}/sbin/apk"]
+
+
+def apk_then_tar(apk: list[str], repo: Path, keys: Path, world: list[str], work: Path) -> str:
+    script = (
+        'set -e; rm -rf "$1"; mkdir "$1"; shift; root="$1"; tar_out="$2"; shift 2; '
+        '"$@" >/dev/null; tar -cf "$tar_out" -C "$root" .')
+    root, out = work / "apk-root", work / "apk.tar"
+    args = [*apk, "--root", str(root), "--initdb", "--arch", "x86_64", "--keys-dir", str(keys),
+            "--repository", str(repo), "--repositories-file", "/dev/null", "--no-scripts",
+            "--no-cache", "--quiet", "add", *world]
+    return json.dumps(["sh", "-c", script, "sh", str(root), str(root), str(out), *args])
+
+
+def run_case(label: str, repo: Path, keys: Path, world: list[str], apk: list[str],
+             work: Path) -> str:
+    spec = work / f"{label}.json"
+    spec.write_text(json.dumps({"repo": str(repo), "keys": str(keys), "world": world,
+                                "out": str(work / "composer.tar")}))
+    ours_argv = [sys.executable, __file__, "--worker", str(spec)]
+    theirs_argv = json.loads(apk_then_tar(apk, repo, keys, world, work))
+    ours, theirs, rss = [], [], []
+    for _ in range(RUNS):
+        t, r = measure(ours_argv)
+        ours.append(t)
+        rss.append(r)
+        theirs.append(measure(theirs_argv)[0])
+    o, a = statistics.median(ours), statistics.median(theirs)
+    size = (work / "composer.tar").stat().st_size / 1e6
+    return (f"| {label} | {o:.2f} s | {a:.2f} s | {o / a:.2f} | {max(rss) / 1024:.0f} MB | "
+            f"{size:.0f} MB |")
+
+
+def synthetic_repo(base: Path) -> tuple[Path, Path, list[str]]:
+    from tests.helpers.apkrepo import PackageSpec, build_repository, signing_key
+
+    key = signing_key("bench")
+    rng = random.Random(20240601)
+    specs = []
+    for i in range(SYNTH_PACKAGES):
+        files = {f"usr/share/pkg{i:03d}/data{j}.bin": rng.randbytes(SYNTH_FILE_SIZE)
+                 for j in range(SYNTH_FILES)}
+        files[f"usr/bin/pkg{i:03d}"] = b"#!/bin/sh\necho %d\n" % i
+        specs.append(PackageSpec(name=f"pkg{i:03d}", version="1.0-r0", files=files))
+    repo = build_repository(base / "repo", specs, key)
+    keys = base / "keys"
+    keys.mkdir()
+    (keys / key.name).write_bytes(key.public_pem)
+    return repo, keys, [s.name for s in specs]
+
+
+def main() -> int:
+    if platform.machine() != "x86_64" or not ISO_REPO.exists():
+        print("skipped: needs x86_64 and ../shared/fixtures/alpine-real")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="bench-apk-") as tmp:
+        work = Path(tmp)
+        apk = apk_tools(work / "apk-tools")
+        rows = ["| case | composer | apk-tools + tar | ratio | composer peak RSS | tar size |",
+                "|---|---|---|---|---|---|"]
+        rows.append(run_case("(a) ISO 3.19.1, 15 packages", ISO_REPO, ISO_KEYS, ISO_WORLD,
+                             apk, work))
+        started = time.perf_counter()
+        repo, keys, names = synthetic_repo(work / "synthetic")
+        made = time.perf_counter() - started
+        total = sum(p.stat().st_size for p in (repo / "x86_64").glob("*.apk")) / 1e6
+        rows.append(run_case(f"(b) synthetic, {len(names)} packages", repo, keys, names,
+                             apk, work))
+        shutil.rmtree(work / "apk-root", ignore_errors=True)
+    print("\n".join(rows))
+    print(f"\nmedian of {RUNS}; synthetic repository: {total:.0f} MB of .apk files, "
+          f"built in {made:.0f} s (not timed). Targets: (a) ratio <= 3, (b) ratio <= 1.0 "
+          "and peak RSS <= 150 MB.")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        composer_worker(sys.argv[2])
+        raise SystemExit(0)
+    raise SystemExit(main())
