@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from composer.apk import db
+from composer.apk.datatar import load_package_data
 from composer.apk.accounts import AccountFiles
 from composer.apk.effects import ScriptContext, ScriptReport, emulate_script, finish_scripts
 from composer.apk.index import PackageInfo
