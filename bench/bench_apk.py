@@ -141,6 +141,14 @@ def run_case(label: str, repo: Path, keys: Path, world: list[str], apk: list[str
 
 
 def synthetic_repo(base: Path) -> tuple[Path, Path, list[str]]:
+    """Built in a child so this process stays small: children forked from a big parent
+    would report the parent's memory as their own peak RSS."""
+    subprocess.run([sys.executable, __file__, "--make-repo", str(base)], check=True)
+    names = sorted(p.name.rsplit("-", 2)[0] for p in (base / "repo" / "x86_64").glob("*.apk"))
+    return base / "repo", base / "keys", names
+
+
+def make_synthetic_repo(base: Path) -> None:
     from tests.helpers.apkrepo import PackageSpec, build_repository, signing_key
 
     key = signing_key("bench")
@@ -151,11 +159,10 @@ def synthetic_repo(base: Path) -> tuple[Path, Path, list[str]]:
                  for j in range(SYNTH_FILES)}
         files[f"usr/bin/pkg{i:03d}"] = b"#!/bin/sh\necho %d\n" % i
         specs.append(PackageSpec(name=f"pkg{i:03d}", version="1.0-r0", files=files))
-    repo = build_repository(base / "repo", specs, key)
+    build_repository(base / "repo", specs, key)
     keys = base / "keys"
     keys.mkdir()
     (keys / key.name).write_bytes(key.public_pem)
-    return repo, keys, [s.name for s in specs]
 
 
 def main() -> int:
@@ -186,5 +193,8 @@ def main() -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         composer_worker(sys.argv[2])
+        raise SystemExit(0)
+    if len(sys.argv) == 3 and sys.argv[1] == "--make-repo":
+        make_synthetic_repo(Path(sys.argv[2]))
         raise SystemExit(0)
     raise SystemExit(main())

@@ -20,6 +20,7 @@ import posixpath
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
@@ -98,20 +99,28 @@ class BlobStore:
         self.in_memory_bytes = 0
         self._dir: str | None = None
         self._counter = 0
+        # Packages are loaded on worker threads; naming spill files and the memory
+        # budget are the only shared state.
+        self._lock = threading.Lock()
 
     def _spill_path(self) -> str:
-        if self._dir is None:
-            self._dir = tempfile.mkdtemp(prefix="composer-spill-")
-        self._counter += 1
-        return os.path.join(self._dir, f"{self._counter:08d}")
+        with self._lock:
+            if self._dir is None:
+                self._dir = tempfile.mkdtemp(prefix="composer-spill-")
+            self._counter += 1
+            return os.path.join(self._dir, f"{self._counter:08d}")
 
-    def _keep_in_memory(self, size: int) -> bool:
-        return size <= self.spill_threshold and self.in_memory_bytes + size <= self.memory_budget
+    def _reserve_memory(self, size: int) -> bool:
+        """Claim ``size`` bytes of the in-memory budget, or say the blob must spill."""
+        with self._lock:
+            if size <= self.spill_threshold and self.in_memory_bytes + size <= self.memory_budget:
+                self.in_memory_bytes += size
+                return True
+            return False
 
     def from_bytes(self, data: bytes) -> Blob:
         digest = hashlib.sha256(data).hexdigest()
-        if self._keep_in_memory(len(data)):
-            self.in_memory_bytes += len(data)
+        if self._reserve_memory(len(data)):
             return Blob(data=bytes(data), path=None, size=len(data), sha256=digest)
         path = self._spill_path()
         with open(path, "wb") as fh:
@@ -120,7 +129,7 @@ class BlobStore:
 
     def from_stream(self, stream: BinaryIO, size: int | None = None) -> Blob:
         """Copy a stream into a blob; ``size``, when given, must match what is read."""
-        if size is not None and self._keep_in_memory(size):
+        if size is not None and size <= self.spill_threshold:
             data = stream.read(size)
             if len(data) != size:
                 raise ArchiveError(f"content ended after {len(data)} of {size} bytes")
@@ -141,11 +150,10 @@ class BlobStore:
                 total += len(chunk)
         if size is not None and total != size:
             raise ArchiveError(f"content ended after {total} of {size} bytes")
-        if self._keep_in_memory(total):
+        if self._reserve_memory(total):
             with open(path, "rb") as fh:
                 data = fh.read()
             os.unlink(path)
-            self.in_memory_bytes += total
             return Blob(data=data, path=None, size=total, sha256=digest.hexdigest())
         return Blob(data=None, path=path, size=total, sha256=digest.hexdigest())
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from composer.apk.accounts import AccountError, AccountFiles, UserSpec
@@ -426,7 +426,3 @@ def finish_scripts(ctx: ScriptContext, *, ca_certificates_installed: bool) -> li
         done.append(f"/{CA_BUNDLE} from {count} certificates")
     return done
 
-
-def scripts_to_run(installed_before: bool) -> Sequence[str]:
-    """Which scripts apk would run for a package: install or upgrade pair."""
-    return ("pre-upgrade", "post-upgrade") if installed_before else ("pre-install", "post-install")

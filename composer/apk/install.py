@@ -12,11 +12,9 @@ afterwards by :mod:`composer.apk.effects`.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import re
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -27,7 +25,7 @@ from composer.apk.effects import ScriptContext, ScriptReport, emulate_script, fi
 from composer.apk.index import PackageInfo
 from composer.apk.package import DataContents, VerifiedPackage
 from composer.errors import InstallError
-from composer.tree import BlobStore, Entry, EntryType, FileTree, parent_of
+from composer.tree import Entry, EntryType, FileTree, parent_of
 
 _NAME_END = re.compile(r"[<>=~]")
 
@@ -358,23 +356,6 @@ class _Installer:
             ctx, ca_certificates_installed="ca-certificates" in self.records))
 
 
-@contextlib.contextmanager
-def _locked_spills(store: BlobStore) -> Iterator[None]:
-    """Serialise the store's spill-file naming while worker threads add blobs."""
-    lock = threading.Lock()
-    original = store._spill_path
-
-    def locked() -> str:
-        with lock:
-            return original()
-
-    store._spill_path = locked  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        del store._spill_path
-
-
 def install_packages(tree: FileTree, packages: Sequence[PackageToInstall | VerifiedPackage], *,
                      world: Sequence[str], arch: str, keys: Mapping[str, bytes],
                      repositories: Sequence[str] | None = None, epoch: int = 0,
@@ -402,7 +383,7 @@ def install_packages(tree: FileTree, packages: Sequence[PackageToInstall | Verif
         seen.add(item.package.name)
     # Inflating and hashing release the GIL, so packages load in parallel; merging
     # into the tree stays sequential, in resolver order.
-    with _locked_spills(tree.store), ThreadPoolExecutor(max(1, workers)) as pool:
+    with ThreadPoolExecutor(max(1, workers)) as pool:
         futures = {item.package.name: pool.submit(installer.load, item.package)
                    for item in items if not installer.is_unchanged(item.package)}
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import tarfile
 from pathlib import Path
 
@@ -230,3 +231,21 @@ def test_scripts_tar_member_order_is_install_order(tmp_path: Path) -> None:
         assert [m.name.rsplit(".", 1)[1] for m in archive] == [
             "pre-install", "post-install", "trigger"]
     assert [p.name for p in db.parse_installed(tree.read_file(db.INSTALLED_PATH))] == ["aa", "zz"]
+
+
+def test_result_is_independent_of_worker_count() -> None:
+    from composer.writers.tar import write_tar
+
+    specs = [PackageSpec(name=f"p{i}", version="1-r0",
+                         files={f"usr/share/p{i}/f": bytes([i]) * (300_000 + i),
+                                "usr/share/common": b"same"}) for i in range(6)]
+    outputs = []
+    for workers in (1, 2, 4):
+        tree = FileTree()
+        install_packages(tree, [_verified(s) for s in specs], world=["p0"], arch="x86_64",
+                         keys={}, epoch=EPOCH, workers=workers)
+        out = io.BytesIO()
+        write_tar(tree, out, mtime=EPOCH)
+        outputs.append(out.getvalue())
+        tree.close()
+    assert outputs[0] == outputs[1] == outputs[2]
