@@ -9,6 +9,7 @@ minirootfs's verified ``/etc/apk/keys`` plus the profile's ``keys:``); every
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from composer.sources.fetch import Fetcher
 
 NAMED_REPOSITORIES = ("main", "community", "testing")
+VERIFY_WORKERS = 2
 _URL = re.compile(r"^(https?|file)://")
 
 
@@ -215,8 +217,10 @@ def install_profile_packages(ctx: BuildContext, fetcher: Fetcher, build: ArchBui
     have = {r.name: r.checksum for r in records}
     wanted = [p for p in resolution.packages if have.get(p.name) != p.checksum]
     ctx.log(f"==> {profile.name} ({arch}): installing {len(wanted)} package(s)")
-    to_install = [PackageToInstall(fetch_package(fetcher, info, arch, keys), info)
-                  for info in wanted]
+    # Hashing and signature checks release the GIL: verify on both cores, keep the order.
+    with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
+        verified = list(pool.map(lambda info: fetch_package(fetcher, info, arch, keys), wanted))
+    to_install = [PackageToInstall(pkg, info) for pkg, info in zip(verified, wanted)]
     epoch = install_epoch(ctx, tree, resolution.packages)
     write_repositories = profile.repositories is not None or profile.base == Base.PACKAGES
     report = install_packages(

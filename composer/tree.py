@@ -57,16 +57,73 @@ _S_IFMT = {
 }
 
 
+class _Arena:
+    """An append-only spill file shared by many blobs, read back with ``pread``.
+
+    One file per writing thread instead of one per blob: creating and unlinking
+    thousands of small files costs more system time than the copies themselves.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.writer = open(path, "w+b")
+        self.fd = self.writer.fileno()
+        self.size = 0
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _SliceReader(io.RawIOBase):
+    """Reads ``size`` bytes at ``offset`` of a shared descriptor, without moving its position."""
+
+    def __init__(self, fd: int, offset: int, size: int) -> None:
+        self._fd = fd
+        self._pos = offset
+        self._end = offset + size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), self._end - self._pos)
+        if want <= 0:
+            return 0
+        data = os.pread(self._fd, want, self._pos)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
 class Blob:
-    """Immutable file content with its size and sha256, in memory or spilled to disk."""
+    """Immutable file content with its size and sha256: in memory, in a spill arena,
+    or a whole file on the host (``path``)."""
 
-    __slots__ = ("_data", "_path", "size", "sha256")
+    __slots__ = ("_data", "_path", "_arena", "_offset", "size", "_sha256")
 
-    def __init__(self, *, data: bytes | None, path: str | None, size: int, sha256: str) -> None:
+    def __init__(self, *, data: bytes | None, path: str | None, size: int,
+                 sha256: str | None = None, arena: _Arena | None = None, offset: int = 0) -> None:
         self._data = data
         self._path = path
+        self._arena = arena
+        self._offset = offset
         self.size = size
-        self.sha256 = sha256
+        self._sha256 = sha256
+
+    @property
+    def sha256(self) -> str:
+        """Computed on first use: most blobs are only ever copied into an output, and
+        hashing every byte of a large image just in case costs a full extra pass."""
+        if self._sha256 is None:
+            if self._data is not None:
+                self._sha256 = hashlib.sha256(self._data).hexdigest()
+            else:
+                digest = hashlib.sha256()
+                with self.open() as fh:
+                    for chunk in iter(lambda: fh.read(COPY_CHUNK), b""):
+                        digest.update(chunk)
+                self._sha256 = digest.hexdigest()
+        return self._sha256
 
     @property
     def in_memory(self) -> bool:
@@ -76,6 +133,9 @@ class Blob:
         """A fresh binary reader over the content."""
         if self._data is not None:
             return io.BytesIO(self._data)
+        if self._arena is not None:
+            return io.BufferedReader(_SliceReader(self._arena.fd, self._offset, self.size),
+                                     COPY_CHUNK)  # type: ignore[return-value]
         assert self._path is not None
         return open(self._path, "rb")
 
@@ -90,7 +150,7 @@ class Blob:
 
 
 class BlobStore:
-    """Makes :class:`Blob` objects, spilling large ones into a private temp folder."""
+    """Makes :class:`Blob` objects, spilling large ones into private arena files."""
 
     def __init__(self, *, spill_threshold: int = SPILL_FILE_THRESHOLD,
                  memory_budget: int = MEMORY_BUDGET) -> None:
@@ -98,17 +158,21 @@ class BlobStore:
         self.memory_budget = memory_budget
         self.in_memory_bytes = 0
         self._dir: str | None = None
-        self._counter = 0
-        # Packages are loaded on worker threads; naming spill files and the memory
-        # budget are the only shared state.
+        self._arenas: dict[int, _Arena] = {}
+        # Packages are loaded on worker threads: each thread appends to its own arena;
+        # creating arenas and the memory budget are the only shared state.
         self._lock = threading.Lock()
 
-    def _spill_path(self) -> str:
-        with self._lock:
-            if self._dir is None:
-                self._dir = tempfile.mkdtemp(prefix="composer-spill-")
-            self._counter += 1
-            return os.path.join(self._dir, f"{self._counter:08d}")
+    def _arena(self) -> _Arena:
+        ident = threading.get_ident()
+        arena = self._arenas.get(ident)
+        if arena is None:
+            with self._lock:
+                if self._dir is None:
+                    self._dir = tempfile.mkdtemp(prefix="composer-spill-")
+                arena = _Arena(os.path.join(self._dir, f"arena-{len(self._arenas):03d}"))
+                self._arenas[ident] = arena
+        return arena
 
     def _reserve_memory(self, size: int) -> bool:
         """Claim ``size`` bytes of the in-memory budget, or say the blob must spill."""
@@ -119,13 +183,14 @@ class BlobStore:
             return False
 
     def from_bytes(self, data: bytes) -> Blob:
-        digest = hashlib.sha256(data).hexdigest()
         if self._reserve_memory(len(data)):
-            return Blob(data=bytes(data), path=None, size=len(data), sha256=digest)
-        path = self._spill_path()
-        with open(path, "wb") as fh:
-            fh.write(data)
-        return Blob(data=None, path=path, size=len(data), sha256=digest)
+            return Blob(data=bytes(data), path=None, size=len(data))
+        arena = self._arena()
+        offset = arena.size
+        arena.writer.write(data)
+        arena.writer.flush()
+        arena.size += len(data)
+        return Blob(data=None, path=None, size=len(data), arena=arena, offset=offset)
 
     def from_stream(self, stream: BinaryIO, size: int | None = None) -> Blob:
         """Copy a stream into a blob; ``size``, when given, must match what is read."""
@@ -134,10 +199,10 @@ class BlobStore:
             if len(data) != size:
                 raise ArchiveError(f"content ended after {len(data)} of {size} bytes")
             return self.from_bytes(data)
-        path = self._spill_path()
-        digest = hashlib.sha256()
+        arena = self._arena()
+        offset = arena.size
         total = 0
-        with open(path, "wb") as fh:
+        try:
             while True:
                 want = COPY_CHUNK if size is None else min(COPY_CHUNK, size - total)
                 if want == 0:
@@ -145,22 +210,26 @@ class BlobStore:
                 chunk = stream.read(want)
                 if not chunk:
                     break
-                digest.update(chunk)
-                fh.write(chunk)
+                arena.writer.write(chunk)
                 total += len(chunk)
+            arena.writer.flush()
+        finally:
+            arena.size = offset + total
         if size is not None and total != size:
             raise ArchiveError(f"content ended after {total} of {size} bytes")
-        if self._reserve_memory(total):
-            with open(path, "rb") as fh:
-                data = fh.read()
-            os.unlink(path)
-            return Blob(data=data, path=None, size=total, sha256=digest.hexdigest())
-        return Blob(data=None, path=path, size=total, sha256=digest.hexdigest())
+        if total <= self.spill_threshold and self._reserve_memory(total):
+            data = os.pread(arena.fd, total, offset)
+            return Blob(data=data, path=None, size=total)
+        return Blob(data=None, path=None, size=total, arena=arena, offset=offset)
 
     def close(self) -> None:
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        with self._lock:
+            for arena in self._arenas.values():
+                arena.close()
+            self._arenas.clear()
+            if self._dir is not None:
+                shutil.rmtree(self._dir, ignore_errors=True)
+                self._dir = None
 
 
 @dataclass(frozen=True)

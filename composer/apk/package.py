@@ -380,13 +380,21 @@ def verify_apk(apk: ApkInput, keys: TrustedKeys, *, source: str,
         if reader.at_end():
             raise ArchiveError(f"{label}: data gzip member is missing")
         data_offset = reader.offset
-        data_size = reader.stream_member(on_raw, lambda _chunk: None, what="data")
-        if not reader.at_end():
-            raise ArchiveError(
-                f"{label}: {reader.remaining_bytes()} unexpected bytes after the data member")
+        if legacy is None:
+            # The data member is the last one and datahash pins its exact bytes, so hashing
+            # the raw tail is enough here: trailing bytes or truncation change the hash, and
+            # the inflate at install time (load_data) still rejects a corrupt stream.
+            data_size = reader.hash_rest(on_raw)
+        else:
+            data_size = reader.stream_member(on_raw, lambda _chunk: None, what="data")
+            if not reader.at_end():
+                raise ArchiveError(
+                    f"{label}: {reader.remaining_bytes()} unexpected bytes after the data member")
 
         if info.datahash is not None:
             if data_sha256.hexdigest() != info.datahash:
+                if legacy is None:
+                    _diagnose_data_member(fh, base + data_offset, label)
                 raise VerificationError(
                     f"{label}: data hash mismatch (.PKGINFO datahash {info.datahash}, "
                     f"data member sha256 {data_sha256.hexdigest()})")
@@ -405,6 +413,16 @@ def verify_apk(apk: ApkInput, keys: TrustedKeys, *, source: str,
         signature_algorithm=check.algorithm if check else None,
         file_size=data_offset + data_size, data_offset=data_offset + base, data_size=data_size,
         data_sha256=data_sha256.hexdigest(), _opener=opener)
+
+
+def _diagnose_data_member(fh: BinaryIO, offset: int, label: str) -> None:
+    """After a data hash mismatch, name a structural fault (truncation, trailing bytes) if any."""
+    fh.seek(offset)
+    reader = GzipMemberReader(fh, source=label)
+    reader.stream_member(lambda _chunk: None, lambda _chunk: None, what="data")
+    if not reader.at_end():
+        raise ArchiveError(
+            f"{label}: {reader.remaining_bytes()} unexpected bytes after the data member")
 
 
 def _split_control(files: list[TarFile], *, source: str) -> tuple[bytes, tuple[ControlScript, ...]]:

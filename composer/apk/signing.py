@@ -81,6 +81,18 @@ class GzipMemberReader:
             count += len(chunk)
         return count
 
+    def hash_rest(self, on_raw: Callable[[bytes], None]) -> int:
+        """Feed every remaining raw byte to ``on_raw`` without inflating; return the count."""
+        count = 0
+        chunk = self._pending
+        self._pending = b""
+        while chunk:
+            on_raw(chunk)
+            count += len(chunk)
+            chunk = self._stream.read(READ_CHUNK)
+        self.offset += count
+        return count
+
     def read_member(self, *, what: str, max_size: int) -> GzipMember:
         """Read one whole member; its inflated size may not exceed ``max_size``."""
         raw_parts: list[bytes] = []
