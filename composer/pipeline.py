@@ -3,6 +3,9 @@
 profile → fetch + verify inputs → compose one tree per arch → choose the epoch →
 write outputs into a staging folder → hashes + manifest → publish atomically.
 This is the only module that knows the ``out/`` layout.
+
+Stages a profile may not need (the APK engine, the image writers, OpenPGP, progress
+bars) are imported where first used, so a small build does not pay their start-up.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from composer.sources.minirootfs import VerifiedMinirootfs
+    from composer.sources.trust import ReleaseKey
 
-from composer.apk_support import configure_system, install_profile_packages, require_apk_engine
 from composer.archive import load_tar
 from composer.context import BuildContext
 from composer.errors import NotSupportedError, OutputError
@@ -30,13 +34,10 @@ from composer.manifest import (
     OutputRecord,
     format_sha256sums,
 )
-from composer.oci_support import check_image_outputs, write_image_output, write_sboms
 from composer.overlay import OverlayInput, apply_overlay
 from composer.profile.model import Base, IsoOutput, TarOutput
 from composer.sources.cache import ContentCache
 from composer.sources.fetch import Fetcher, FetchSettings
-from composer.sources.minirootfs import VerifiedMinirootfs, fetch_minirootfs, fetch_release_key
-from composer.sources.trust import ReleaseKey
 from composer.tree import FileTree
 from composer.writers.compress import Compression, open_compressor
 from composer.writers.stream import HashingWriter
@@ -72,7 +73,11 @@ def check_supported(ctx: BuildContext) -> None:
                 f"{ctx.loaded.path}: outputs: format 'iso' (variant {profile.variant}) needs the "
                 "bootable ISO writer, which this version of alpine-composer does not have yet")
     if profile.packages or profile.base == Base.PACKAGES:
+        from composer.apk_support import require_apk_engine
+
         require_apk_engine(ctx)
+    from composer.oci_support import check_image_outputs
+
     check_image_outputs(ctx)
 
 
@@ -86,6 +91,8 @@ def fetch_trust_key(ctx: BuildContext, fetcher: Fetcher) -> ReleaseKey | None:
     """The pinned release key; not needed when the rootfs is built from packages alone."""
     if ctx.profile.base == Base.PACKAGES:
         return None
+    from composer.sources.minirootfs import fetch_release_key
+
     trust = ctx.profile.trust
     return fetch_release_key(fetcher, key_ref=trust.key, base_dir=ctx.loaded.base_dir,
                              fingerprint=trust.fingerprint)
@@ -94,6 +101,8 @@ def fetch_trust_key(ctx: BuildContext, fetcher: Fetcher) -> ReleaseKey | None:
 def fetch_base(ctx: BuildContext, fetcher: Fetcher, key: ReleaseKey, arch: str) -> VerifiedMinirootfs:
     profile = ctx.profile
     release = ctx.pinned_release.get(arch) or profile.release
+    from composer.sources.minirootfs import fetch_minirootfs
+
     return fetch_minirootfs(fetcher, mirror=profile.mirror, branch=profile.branch, arch=arch,
                             release=release, key=key, allow_unsigned=profile.trust.allow_unsigned,
                             log=ctx.log)
@@ -125,8 +134,13 @@ def compose_arch(ctx: BuildContext, fetcher: Fetcher, key: ReleaseKey | None, ar
         build = ArchBuild(arch=arch, release=release, tree=FileTree(), minirootfs=None)
     try:
         if profile.packages:
+            from composer.apk_support import install_profile_packages
+
             install_profile_packages(ctx, fetcher, build)
-        build.system_changes = configure_system(ctx, build, system_epoch(ctx, build))
+        if profile.accounts.groups or profile.accounts.users or profile.services:
+            from composer.apk_support import configure_system
+
+            build.system_changes = configure_system(ctx, build, system_epoch(ctx, build))
         ctx.log(f"==> {profile.name} ({arch}): applying the overlay")
         read = apply_overlay(build.tree, profile.overlay, base_dir=ctx.loaded.base_dir)
         if not overlay_inputs:
@@ -162,18 +176,28 @@ def output_file_name(ctx: BuildContext, build: ArchBuild, suffix: str) -> str:
     return f"{ctx.profile.name}-{build.release}-{build.arch}{suffix}"
 
 
+@contextmanager
+def progress_bar(ctx: BuildContext, total: int, desc: str) -> Iterator[Any]:
+    """A per-entry callback that drives a tqdm bar on a terminal, and does nothing elsewhere."""
+    if not ctx.progress:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="entry", desc=desc, leave=False) as bar:
+        yield lambda _entry: bar.update()
+
+
 def write_tar_output(ctx: BuildContext, stage: Path, build: ArchBuild, output: TarOutput,
                      epoch: int) -> OutputRecord:
     compression = Compression(output.compression.value)
     name = output_file_name(ctx, build, ".tar" + compression.suffix)
     ctx.log(f"==> writing {name}")
-    entries = len(build.tree)
-    with open(stage / name, "wb") as fh, tqdm(total=entries, unit="entry", desc=name,
-                                             disable=not ctx.progress, leave=False) as bar:
+    with open(stage / name, "wb") as fh, progress_bar(ctx, len(build.tree), name) as bar:
         hashed = HashingWriter(fh)
         with open_compressor(hashed, compression) as comp:  # type: ignore[arg-type]
             write_tar(build.tree, comp, mtime=epoch, style=ROOTFS_STYLE,  # type: ignore[arg-type]
-                      on_entry=lambda _e: bar.update())
+                      on_entry=bar)
     return OutputRecord(path=name, sha256=hashed.hexdigest, size=hashed.size, format="tar",
                         arch=build.arch)
 
@@ -186,8 +210,12 @@ def write_outputs(ctx: BuildContext, stage: Path, builds: list[ArchBuild],
             for build in builds:
                 records.append(write_tar_output(ctx, stage, build, output, epoch))
         else:
+            from composer.oci_support import write_image_output
+
             records.extend(write_image_output(ctx, stage, builds, output, epoch))
     if ctx.profile.sbom:
+        from composer.oci_support import write_sboms
+
         records.extend(write_sboms(ctx, stage, builds, epoch))
     paths = [r.path for r in records]
     duplicates = {p for p in paths if paths.count(p) > 1}

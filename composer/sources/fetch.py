@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import requests
 
 from composer.errors import FetchError, NotFoundError, OfflineError, VerificationError
 from composer.sources.cache import ContentCache, hash_file
@@ -80,7 +83,7 @@ class Fetcher:
 
     settings: FetchSettings
     cache: ContentCache
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session | None = None
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     _inputs: list[FetchedInput] = field(default_factory=list, init=False, repr=False)
@@ -259,6 +262,12 @@ class Fetcher:
             if conditional.last_modified:
                 headers["If-Modified-Since"] = conditional.last_modified
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
+        # requests is imported on the first HTTP request only: file:// mirrors and warm
+        # caches never pay for it.
+        import requests
+
+        if self.session is None:
+            self.session = requests.Session()
         try:
             response = self.session.get(url, headers=headers, stream=True, timeout=timeout)
         except requests.Timeout as exc:
@@ -308,6 +317,8 @@ class Fetcher:
         total: int | None,
         limit: int | None,
     ) -> None:
+        import requests
+
         bar = self._progress_bar(what, total, dest.stat().st_size if mode == "ab" else 0)
         try:
             with open(dest, mode) as out:
