@@ -77,8 +77,25 @@ def annotations_for(ctx: BuildContext, builds: Sequence[ArchBuild], epoch: int) 
                              source=config.source, base_name=base_name, base_digest=base_digest)
 
 
+def _blob_roles(result: OciResult) -> dict[str, tuple[str, str | None]]:
+    """digest → (format naming the blob's role, arch) for the manifest's output list."""
+    roles: dict[str, tuple[str, str | None]] = {}
+    if result.image.media_type.endswith("index.v1+json"):
+        roles[result.image.digest] = ("oci-image-index", None)
+    for image in result.images:
+        roles[image.manifest.digest] = ("oci-image-manifest", image.arch)
+        roles[image.config.digest] = ("oci-image-config", image.arch)
+        for layer in image.layers:
+            roles[layer.descriptor.digest] = ("oci-layer", image.arch)
+        for artifact in image.artifacts:
+            roles[artifact.digest] = ("oci-artifact", image.arch)
+    return roles
+
+
 def _records_for_layout(stage: Path, layout: Path, result: OciResult) -> list[OutputRecord]:
-    """One record per file of the layout; index.json carries the image digest users pin."""
+    """One record per file of the layout, each blob named by its role; index.json carries
+    the digest users pin (``image@sha256:…``)."""
+    roles = _blob_roles(result)
     records = []
     for path in sorted(p for p in layout.rglob("*") if p.is_file()):
         rel = path.relative_to(stage).as_posix()
@@ -87,12 +104,17 @@ def _records_for_layout(stage: Path, layout: Path, result: OciResult) -> list[Ou
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 hashed.write(chunk)
         digest: str | None = None
+        fmt, arch = "oci", None
         if path.name == "index.json":
             digest = result.image.digest
+            fmt = "oci-index-json"
         elif path.parent.name == "sha256":
             digest = "sha256:" + path.name
+            fmt, arch = roles.get(digest, ("oci-blob", None))
+        elif path.name == "oci-layout":
+            fmt = "oci-layout"
         records.append(OutputRecord(path=rel, sha256=hashed.hexdigest, size=hashed.size,
-                                    format="oci", digest=digest))
+                                    format=fmt, arch=arch, digest=digest))
     return records
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -83,6 +84,14 @@ def test_oci_outputs_load_in_real_tools(tmp_path: Path, mirror: MirrorInfo,
     assert info["Digest"] == image_digest
     blobs = {o["path"] for o in manifest["outputs"] if o["path"].startswith("oci/blobs/")}
     assert blobs == {f"oci/blobs/sha256/{p.name}" for p in (layout / "blobs" / "sha256").iterdir()}
+    roles = {o["format"]: o for o in manifest["outputs"] if o["path"].startswith("oci/blobs/")}
+    assert sorted(roles) == ["oci-image-config", "oci-image-manifest", "oci-layer"]
+    assert roles["oci-image-manifest"]["digest"] == image_digest  # one platform: the manifest
+    assert index_record["format"] == "oci-index-json"
+    config_digest = "sha256:" + hashlib.sha256(
+        (layout / "blobs" / "sha256" / roles["oci-image-config"]["digest"][7:]).read_bytes()
+    ).hexdigest()
+    assert config_digest == roles["oci-image-config"]["digest"]
     assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=folder).returncode == 0
     assert run_cli("verify", folder).returncode == 0
 
@@ -144,6 +153,13 @@ def test_multi_arch_index(tmp_path: Path, signing_key: SigningKey) -> None:
     result = run_cli("build", profile, "--output-dir", out, "--cache-dir", tmp_path / "c")
     assert result.returncode == 0, result.stderr
     layout = out / "multi" / "oci"
+    manifest = json.loads((out / "multi" / "manifest.json").read_text())
+    formats = [o["format"] for o in manifest["outputs"]]
+    assert formats.count("oci-image-manifest") == 2 and formats.count("oci-image-index") == 1
+    index_json = next(o for o in manifest["outputs"] if o["path"] == "multi/oci/index.json"
+                      or o["path"] == "oci/index.json")
+    index_blob = next(o for o in manifest["outputs"] if o["format"] == "oci-image-index")
+    assert index_json["digest"] == index_blob["digest"]
     for arch, expected in (("amd64", "amd64"), ("arm64", "arm64")):
         shown = tool("skopeo", "--override-arch", arch, "inspect", f"oci:{layout}:edge")
         assert shown.returncode == 0, shown.stderr
@@ -186,3 +202,18 @@ def test_real_minirootfs_oci_matches_alpine(tmp_path: Path, signing_key: Signing
                 assert os.readlink(path) == member.linkname
             elif member.isfile():
                 assert path.read_bytes() == tf.extractfile(member).read(), name
+
+
+def test_podman_loads_the_oci_archive(tmp_path: Path, mirror: MirrorInfo,
+                                      signing_key: SigningKey) -> None:
+    """Interop only: podman cannot run containers in this sandbox, but it can load images."""
+    need("podman")
+    profile = oci_profile(tmp_path, mirror, signing_key)
+    out = tmp_path / "out"
+    assert run_cli("build", profile, "--output-dir", out, "--cache-dir", tmp_path / "c").returncode == 0
+    loaded = tool("podman", "load", "-i", out / "img" / "img-3.20.3.oci.tar")
+    if loaded.returncode != 0 and ("cgroup" in loaded.stderr or "rlimit" in loaded.stderr
+                                   or "namespace" in loaded.stderr):
+        pytest.skip(f"podman cannot work in this sandbox: {loaded.stderr.splitlines()[0]}")
+    assert loaded.returncode == 0, loaded.stderr
+    assert "Loaded image" in loaded.stdout + loaded.stderr
