@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -227,3 +228,63 @@ def test_packages_only_bootstrap_from_real_repository(tmp_path: Path) -> None:
     again = run_cli("build", profile, "--output-dir", tmp_path / "out2", "--cache-dir", tmp_path / "c")
     assert again.returncode == 0
     assert tar.read_bytes() == (tmp_path / "out2" / "boot" / tar.name).read_bytes()
+
+
+EVIL = PackageSpec(name="hello", version="2.1-r3", files={"usr/bin/hello": b"hi"})
+
+
+def _hand_built_repository(root: Path, built: list, key, *,  # type: ignore[no-untyped-def]
+                           corrupt_index: bool = False,
+                           bodies: dict[str, bytes] | None = None) -> Path:
+    from tests.helpers.apkrepo import build_index, format_index_text
+
+    arch_dir = root / "x86_64"
+    arch_dir.mkdir(parents=True)
+    for pkg in built:
+        (arch_dir / pkg.spec.file_name).write_bytes((bodies or {}).get(pkg.spec.name, pkg.data))
+    (arch_dir / "APKINDEX.tar.gz").write_bytes(
+        build_index(format_index_text(built), key, corrupt_signature=corrupt_index))
+    return root
+
+
+@pytest.mark.parametrize(("case", "code", "expected"), [
+    ("bad-index-signature", 4, "bad signature by composer-test-main.rsa.pub"),
+    ("datahash", 4, "hello-2.1-r3 (file://"),
+    ("other-key", 4, "hello-2.1-r3"),
+    ("truncated", 4, "bytes, but the index says"),
+    ("dotdot", 5, "data: member '../evil' contains '..'"),
+    ("absolute", 5, "data: member '/etc/passwd' is absolute"),
+    ("symlink-escape", 5, "data: symlink 'usr/lib/x' -> '../../../../etc/shadow' escapes the root"),
+])
+def test_hostile_packages(tmp_path: Path, mirror: MirrorInfo, signing_key: SigningKey,
+                          case: str, code: int, expected: str) -> None:
+    from tests.helpers.apkrepo import build_package
+
+    key = apk_signing_key()
+    spec, options, bodies = EVIL, {}, None
+    if case == "datahash":
+        options = {"datahash": "ab" * 32}
+    elif case == "dotdot":
+        spec = PackageSpec(name="hello", version="2.1-r3", files={"../evil": b"x"})
+    elif case == "absolute":
+        spec = PackageSpec(name="hello", version="2.1-r3", files={"/etc/passwd": b"r::0:0::/:/\n"})
+    elif case == "symlink-escape":
+        spec = PackageSpec(name="hello", version="2.1-r3",
+                           files={"usr/lib/x": SymlinkSpec("../../../../etc/shadow")})
+    built = build_package(spec, apk_signing_key("stranger") if case == "other-key" else key,
+                          **options)  # type: ignore[arg-type]
+    if case == "truncated":
+        bodies = {"hello": built.data[:-100]}
+    repo = _hand_built_repository(tmp_path / "repo", [built], key,
+                                  corrupt_index=case == "bad-index-signature", bodies=bodies)
+    profile = repo_profile(tmp_path, mirror, signing_key, repo.resolve().as_uri(), ["hello"])
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    result = run_cli("build", profile, "--output-dir", out, "--cache-dir", cache, *FAST)
+    assert result.returncode == code, result.stderr
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith("alpine-composer: error: ") and expected in line, line
+    assert not out.exists() or list(out.iterdir()) == []
+    package_file = repo / "x86_64" / spec.file_name
+    digest = hashlib.sha256(package_file.read_bytes()).hexdigest()
+    if case != "bad-index-signature" and code == 4:
+        assert not (cache / "blobs" / "sha256" / digest).exists()  # never cached unverified

@@ -107,11 +107,19 @@ class _DigestingStore(BlobStore):
         """Blobs belong to ``inner``; nothing to clean here."""
 
 
+def is_control_name(name: str) -> bool:
+    """Top-level dotfiles (``.PKGINFO``, ``.SIGN.*``, scripts) are apk control data, not files.
+
+    Anything else that starts with a dot, such as ``../x`` or ``./x``, is a path and goes
+    through the usual safety checks.
+    """
+    return name.startswith(".") and "/" not in name and name not in (".", "..")
+
+
 def load_package_data(pkg: VerifiedPackage, store: BlobStore) -> tuple[FileTree, DataContents]:
     """The package's files in a new tree whose blobs live in ``store``.
 
-    Members whose name starts with "." are skipped, as apk treats them as
-    control data.
+    Top-level dotfiles are skipped as apk control data (see :func:`is_control_name`).
     """
     where = f"{pkg.label}: data"
     digesting = _DigestingStore(store)
@@ -120,7 +128,7 @@ def load_package_data(pkg: VerifiedPackage, store: BlobStore) -> tuple[FileTree,
     hardlinks: set[str] = set()
 
     def accept(member: tarfile.TarInfo) -> bool:
-        if member.name.startswith("."):
+        if is_control_name(member.name):
             return False
         path = normalize_path(member.name, what=f"{where}: member")
         if member.islnk():
