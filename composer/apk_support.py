@@ -9,8 +9,8 @@ minirootfs's verified ``/etc/apk/keys`` plus the profile's ``keys:``); every
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,7 +106,8 @@ def repository_branch(profile: Profile, release: str | None) -> str:
     return profile.branch
 
 
-def trusted_keys(ctx: BuildContext, fetcher: Fetcher, tree: FileTree) -> tuple[TrustedKeys, dict[str, bytes]]:
+def trusted_keys(ctx: BuildContext, fetcher: Fetcher,
+                 tree: FileTree) -> tuple[TrustedKeys, dict[str, bytes]]:
     """Keys from the verified base tree plus the profile's own (sha256-pinned when given)."""
     profile = ctx.profile
     keys = TrustedKeys.from_tree(tree, "etc/apk/keys", source="minirootfs") \
@@ -220,7 +221,7 @@ def install_profile_packages(ctx: BuildContext, fetcher: Fetcher, build: ArchBui
     # Hashing and signature checks release the GIL: verify on both cores, keep the order.
     with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
         verified = list(pool.map(lambda info: fetch_package(fetcher, info, arch, keys), wanted))
-    to_install = [PackageToInstall(pkg, info) for pkg, info in zip(verified, wanted)]
+    to_install = [PackageToInstall(pkg, info) for pkg, info in zip(verified, wanted, strict=True)]
     epoch = install_epoch(ctx, tree, resolution.packages)
     write_repositories = profile.repositories is not None or profile.base == Base.PACKAGES
     report = install_packages(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tarfile
 from collections.abc import Callable
+from dataclasses import replace
 from typing import BinaryIO
 
 from composer.errors import ArchiveError
@@ -107,14 +108,8 @@ def _entry_from_member(member: tarfile.TarInfo, archive: tarfile.TarFile, tree: 
                        seen: dict[str, Entry], link_ids: dict[str, int],
                        source: str) -> Entry | None:
     path = normalize_path(member.name, what=f"{source}: member")
-    common = {
-        "path": path,
-        "mode": member.mode & 0o7777,
-        "uid": member.uid,
-        "gid": member.gid,
-        "mtime": int(member.mtime),
-        "xattrs": xattrs_of(member),
-    }
+    base = Entry(path=path, type=EntryType.FILE, mode=member.mode & 0o7777, uid=member.uid,
+                 gid=member.gid, mtime=int(member.mtime), xattrs=xattrs_of(member))
     if member.type == tarfile.LNKTYPE:
         target_path = normalize_path(member.linkname, what=f"{source}: hard link target")
         target = seen.get(target_path)
@@ -130,7 +125,7 @@ def _entry_from_member(member: tarfile.TarInfo, archive: tarfile.TarFile, tree: 
             tree.entries[target_path] = updated
             seen[target_path] = updated
         link_ids[path] = link_id
-        return Entry(type=EntryType.FILE, blob=target.blob, link_id=link_id, **common)
+        return replace(base, blob=target.blob, link_id=link_id)
     kind = _TYPES.get(member.type)
     if kind is None:
         raise ArchiveError(f"{source}: member {member.name!r} has unsupported tar type {member.type!r}")
@@ -139,11 +134,10 @@ def _entry_from_member(member: tarfile.TarInfo, archive: tarfile.TarFile, tree: 
     if kind == EntryType.FILE:
         fh = archive.extractfile(member)
         assert fh is not None
-        blob = tree.store.from_stream(fh, member.size)  # type: ignore[arg-type]
-        return Entry(type=kind, blob=blob, **common)
+        return replace(base, blob=tree.store.from_stream(fh, member.size))  # type: ignore[arg-type]
     if kind == EntryType.SYMLINK:
         check_symlink_target(path, member.linkname, source=source)
-        return Entry(type=kind, target=member.linkname, **common)
+        return replace(base, type=kind, target=member.linkname)
     if kind in (EntryType.CHAR, EntryType.BLOCK):
-        return Entry(type=kind, devmajor=member.devmajor, devminor=member.devminor, **common)
-    return Entry(type=kind, **common)
+        return replace(base, type=kind, devmajor=member.devmajor, devminor=member.devminor)
+    return replace(base, type=kind)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,8 @@ def _open_decompressed(path: Path) -> BinaryIO:
     if path.name.endswith(".zst"):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(fh, closefd=True)  # type: ignore[return-value]
+        reader: BinaryIO = zstandard.ZstdDecompressor().stream_reader(fh, closefd=True)
+        return reader
     return fh
 
 
@@ -31,7 +31,7 @@ def _members(path: Path) -> Iterator[tuple[tarfile.TarInfo, str]]:
                 fh = archive.extractfile(member)
                 assert fh is not None
                 h = hashlib.sha256()
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                while chunk := fh.read(1 << 20):
                     h.update(chunk)
                 digest = h.hexdigest()
             yield member, digest
@@ -85,7 +85,7 @@ def _first_byte_difference(expected: Path, actual: Path) -> str:
             ca = fa.read(1 << 16)
             cb = fb.read(1 << 16)
             if ca != cb:
-                for i, (x, y) in enumerate(zip(ca, cb)):
+                for i, (x, y) in enumerate(zip(ca, cb, strict=False)):
                     if x != y:
                         return f"byte {offset + i}: 0x{x:02x} != 0x{y:02x}"
                 return f"sizes differ at byte {offset + min(len(ca), len(cb))}"

@@ -48,10 +48,10 @@ def apply_overlay(tree: FileTree, overlay: Overlay, *, base_dir: Path) -> list[O
             raise ProfileError(f"overlay.remove: {image_path} does not exist in the image")
     for folder in overlay.tree:
         inputs.extend(_copy_tree(tree, base_dir, folder))
-    for spec in overlay.directories:
-        path = _tree_path(spec.path)
-        _put(tree, Entry(path=path, type=EntryType.DIR, mode=spec.mode, uid=spec.uid,
-                         gid=spec.gid), f"overlay.directories {spec.path}")
+    for directory in overlay.directories:
+        path = _tree_path(directory.path)
+        _put(tree, Entry(path=path, type=EntryType.DIR, mode=directory.mode, uid=directory.uid,
+                         gid=directory.gid), f"overlay.directories {directory.path}")
     for spec in overlay.files:
         path = _tree_path(spec.path)
         if spec.content is not None:

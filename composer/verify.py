@@ -55,7 +55,9 @@ def verify_outputs(target: Path) -> VerifyReport:
         raise VerificationError(f"{sums_path}: missing; not an alpine-composer output folder") from None
     manifest = _read_manifest(folder)
     outputs = manifest.get("outputs", [])
-    recorded = {o["path"]: o for o in outputs if isinstance(o, dict)}  # type: ignore[union-attr]
+    if not isinstance(outputs, list):
+        raise VerificationError(f"{folder / MANIFEST_NAME}: 'outputs' is not a list")
+    recorded = {o["path"]: o for o in outputs if isinstance(o, dict)}
     if set(recorded) != set(sums):
         extra = sorted(set(recorded) ^ set(sums))
         raise VerificationError(f"{folder}: SHA256SUMS and manifest.json disagree about {extra[0]}")

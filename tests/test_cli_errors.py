@@ -80,7 +80,7 @@ def test_signature_by_another_key(tmp_path: Path, mirror: MirrorInfo, signing_ke
     assert code == 4
     line = error_line(err)
     assert mirror.filename in line
-    assert f"not by the pinned release key" in line
+    assert "not by the pinned release key" in line
     assert_nothing_written(out, cache, mirror.tarball)
 
 

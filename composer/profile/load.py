@@ -183,8 +183,6 @@ def _model_in(annotation: Any) -> Any:
         found = _model_in(arg)
         if found is not None:
             return found
-    for meta in getattr(annotation, "__metadata__", ()) or ():
-        del meta
     origin = getattr(annotation, "__origin__", None)
     if origin is not None and origin is not annotation:
         return _model_in(origin)
@@ -196,7 +194,7 @@ def _loc_text(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in ("function-after[_image_path(), str]",) or str(part).startswith(("function-", "tagged-union")):
+        elif str(part).startswith(("function-", "tagged-union")):
             continue
         else:
             text += ("." if text else "") + str(part)

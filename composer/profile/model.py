@@ -10,7 +10,15 @@ import enum
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 ALPINE_RELEASE_FINGERPRINT = "0482D84022F52DF1C4E7CD43293ACD0907D9495A"
 ALPINE_RELEASE_KEY_URL = "https://alpinelinux.org/keys/ncopa.asc"

@@ -158,7 +158,7 @@ class ZstdWriter(CompressedWriter):
         return int(self._writer.write(data))
 
     def close(self) -> None:
-        self._writer.close()
+        self._writer.close()  # type: ignore[no-untyped-call]
 
 
 class XzWriter(CompressedWriter):

@@ -39,7 +39,7 @@ def members(relative: str) -> tuple[bytes, str]:
         return index.read(), description.read().decode()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(relative: str) -> ApkIndex:
     text, description = members(relative)
     return parse_apkindex(text, source=relative, description=description, repository=relative)
