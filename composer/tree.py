@@ -135,7 +135,7 @@ class Blob:
             return io.BytesIO(self._data)
         if self._arena is not None:
             return io.BufferedReader(_SliceReader(self._arena.fd, self._offset, self.size),
-                                     COPY_CHUNK)  # type: ignore[return-value]
+                                     COPY_CHUNK)
         assert self._path is not None
         return open(self._path, "rb")
 

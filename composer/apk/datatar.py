@@ -150,7 +150,7 @@ def load_package_data(pkg: VerifiedPackage, store: BlobStore) -> tuple[FileTree,
     raw = pkg.open_data_raw()
     try:
         reader = _InflatingReader(raw, where=where)
-        added = load_tar(io.BufferedReader(reader, CHUNK), scratch,  # type: ignore[arg-type]
+        added = load_tar(io.BufferedReader(reader, CHUNK), scratch,
                          source=where, accept=accept)
         reader.drain()
     finally:

@@ -148,7 +148,7 @@ class InstalledPackage:
 
     def paths(self) -> list[str]:
         """Every file path (not directories) the package owns, in database order."""
-        out = []
+        out: list[str] = []
         for d in self.dirs:
             prefix = d.path + "/" if d.path else ""
             out.extend(prefix + f.name for f in d.files)

@@ -5,7 +5,8 @@ Nothing is extracted to the host. File ownership follows apk-tools 2.x
 overwritten only by an upgrade of the same package, a package of the same
 origin, identical content, or a ``replaces`` relation; otherwise the install
 fails naming both packages. A directory already in the tree keeps its owner and
-mode (apk only applies a package's directory mode when it creates the folder). The database files are written as apk 2.x writes
+mode (apk only applies a package's directory mode when it creates the folder). The
+database files are written as apk 2.x writes
 them, so the real ``apk`` can manage the result. Script effects are applied
 afterwards by :mod:`composer.apk.effects`.
 """
@@ -19,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from composer.apk import db
-from composer.apk.datatar import load_package_data
 from composer.apk.accounts import AccountFiles
+from composer.apk.datatar import load_package_data
 from composer.apk.effects import ScriptContext, ScriptReport, emulate_script, finish_scripts
 from composer.apk.index import PackageInfo
 from composer.apk.package import DataContents, VerifiedPackage

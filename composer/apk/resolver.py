@@ -325,7 +325,7 @@ class _Resolver:
     def _options(self, state: _State, need: _Need) -> tuple[list[_Cand], list[str]]:
         """Viable candidates for ``need`` in preference order, and why the others were rejected."""
         if need.cand is not None:
-            entries = [(need.cand, need.cand.pkg.version)]
+            entries: list[tuple[_Cand, str | None]] = [(need.cand, need.cand.pkg.version)]
         else:
             entries = self.providers.get(need.dep.name, [])
         viable: list[_Cand] = []
@@ -438,7 +438,8 @@ class _Resolver:
         for name in state.providers:
             for cand in self.iif_by_name.get(name, ()):
                 if (cand.rank not in state.iif_rejected and cand.name not in state.selected
-                        and cand.broken is None and all(self._iif_met(state, a) for a in cand.pkg.install_if)):
+                        and cand.broken is None
+                        and all(self._iif_met(state, a) for a in cand.pkg.install_if)):
                     seen[cand.rank] = cand
         best: dict[str, _Cand] = {}
         for cand in sorted(seen.values(), key=lambda c: c.rank):
