@@ -19,6 +19,7 @@ from typing import Any
 
 from composer import __version__
 from composer.errors import ComposerError, UsageError
+from composer.manifest import OutputRecord
 
 EXIT_INTERRUPTED = 130
 
@@ -104,9 +105,21 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.buffer.write(result.manifest.to_json())
     else:
-        for output in sorted(result.outputs, key=lambda o: o.path):
-            print(f"sha256:{output.sha256}  {result.output_dir / output.path}")
+        for digest, path in artifact_lines(result.outputs):
+            print(f"{digest}  {result.output_dir / path}")
     return 0
+
+
+def artifact_lines(outputs: Sequence[OutputRecord]) -> list[tuple[str, str]]:
+    """One (digest, path) per artifact: files by their sha256, an OCI layout folder once,
+    by the image digest users pin (``image@sha256:…``)."""
+    lines = []
+    for output in sorted(outputs, key=lambda o: o.path):
+        if output.format == "oci-index-json" and output.digest:
+            lines.append((output.digest, output.path.rsplit("/", 1)[0]))
+        elif "/" not in output.path:
+            lines.append((f"sha256:{output.sha256}", output.path))
+    return lines
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:

@@ -63,6 +63,9 @@ def test_oci_outputs_load_in_real_tools(tmp_path: Path, mirror: MirrorInfo,
     assert result.returncode == 0, result.stderr
     folder = out / "img"
     layout = folder / "oci"
+    printed = [line.split("  ", 1)[1] for line in result.stdout.splitlines()]
+    assert printed == [str(folder / n) for n in (
+        "img-3.20.3-x86_64.docker.tar", "img-3.20.3-x86_64.tar.gz", "img-3.20.3.oci.tar", "oci")]
 
     inspect = tool("skopeo", "inspect", f"oci:{layout}:3.20-rl")
     assert inspect.returncode == 0, inspect.stderr
@@ -82,6 +85,7 @@ def test_oci_outputs_load_in_real_tools(tmp_path: Path, mirror: MirrorInfo,
     index_record = next(o for o in manifest["outputs"] if o["path"] == "oci/index.json")
     image_digest = index_record["digest"]
     assert info["Digest"] == image_digest
+    assert f"{image_digest}  {layout}" in result.stdout.splitlines()
     blobs = {o["path"] for o in manifest["outputs"] if o["path"].startswith("oci/blobs/")}
     assert blobs == {f"oci/blobs/sha256/{p.name}" for p in (layout / "blobs" / "sha256").iterdir()}
     roles = {o["format"]: o for o in manifest["outputs"] if o["path"].startswith("oci/blobs/")}
