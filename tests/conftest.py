@@ -28,6 +28,21 @@ def require_shared() -> Path:
     return FIXTURES
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_tempdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Temporary files of in-process code (spill arenas of trees a test never closes) go
+    under pytest's own temporary folder, not the machine's /tmp."""
+    import tempfile
+
+    folder = tmp_path_factory.mktemp("tempfiles")
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = previous
+
+
 @pytest.fixture(scope="session")
 def signing_key(tmp_path_factory: pytest.TempPathFactory) -> SigningKey:
     require_gpg()
