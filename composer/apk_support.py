@@ -9,7 +9,7 @@ minirootfs's verified ``/etc/apk/keys`` plus the profile's ``keys:``); every
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -160,12 +160,20 @@ def installed_as_index(tree: FileTree) -> tuple[list[db.InstalledPackage], list[
     return records, list(infos)
 
 
-def fetch_package(fetcher: Fetcher, info: PackageInfo, arch: str,
-                  keys: TrustedKeys) -> VerifiedPackage:
-    """Download (or reuse from the cache) one .apk, verified before it is stored."""
+def fetch_package(fetcher: Fetcher, info: PackageInfo, arch: str, keys: TrustedKeys, *,
+                  reuse_cache: bool = True) -> VerifiedPackage:
+    """Download (or reuse from the cache) one .apk, verified before it is stored.
+
+    A download is verified in full before it enters the cache. A cached copy's data
+    member is not hashed here (``data_checked`` is False): the installer hashes those
+    bytes while it loads them and compares them to the signed ``datahash`` before any
+    file is used, so each byte is read and hashed once. ``reuse_cache=False`` fetches
+    again, for when a cached copy turned out to be damaged.
+    """
     url = f"{info.repository}/{arch}/{info.filename}"
     source = f"{info.repository}"
     verified: dict[str, VerifiedPackage] = {}
+    cached: Path | None = None
 
     def check(path: Path) -> None:
         size = path.stat().st_size
@@ -173,12 +181,14 @@ def fetch_package(fetcher: Fetcher, info: PackageInfo, arch: str,
             raise VerificationError(f"package {info.label} ({source}): {size} bytes, but the "
                                     f"index says {info.size}")
         verified["pkg"] = verify_apk(path, keys, source=source, expected_checksum=info.checksum,
-                                     package=info.label)
+                                     package=info.label, hash_data=path != cached)
 
     what = f"package {info.label}"
-    record = fetcher.cache.lookup_url(url)
+    record = fetcher.cache.lookup_url(url) if reuse_cache else None
     final: Path | None = None
-    if record is not None and fetcher.cache.path_for(record.sha256) is not None:
+    if record is not None:
+        cached = fetcher.cache.path_for(record.sha256)
+    if record is not None and cached is not None:
         try:
             final = fetcher.fetch_blob(url, sha256=record.sha256, size=None, what=what,
                                        check=check)
@@ -186,11 +196,21 @@ def fetch_package(fetcher: Fetcher, info: PackageInfo, arch: str,
             if fetcher.settings.offline:
                 raise
     if final is None:
+        cached = None
         final = fetcher.fetch_blob(url, sha256=None, size=None, what=what, check=check,
                                    max_size=info.size)
-    # The check ran on the download's temporary file; read the data from its cache entry
-    # (load_data re-hashes it against the verified data hash).
+    # The check ran on the download's temporary file, or on the cached copy; read the
+    # data from the cache entry (the loader hashes it against the signed data hash).
     return replace(verified["pkg"], _opener=lambda: open(final, "rb"))
+
+
+def _refetcher(fetcher: Fetcher, info: PackageInfo, arch: str,
+               keys: TrustedKeys) -> Callable[[], VerifiedPackage] | None:
+    """Fetch again, verified in full, when a cached copy fails its data hash at load time
+    (offline there is nothing else to fetch from)."""
+    if fetcher.settings.offline:
+        return None
+    return lambda: fetch_package(fetcher, info, arch, keys, reuse_cache=False)
 
 
 def _script_reports(report: Any) -> list[dict[str, Any]]:
@@ -218,15 +238,23 @@ def install_profile_packages(ctx: BuildContext, fetcher: Fetcher, build: ArchBui
     have = {r.name: r.checksum for r in records}
     wanted = [p for p in resolution.packages if have.get(p.name) != p.checksum]
     ctx.log(f"==> {profile.name} ({arch}): installing {len(wanted)} package(s)")
-    # Hashing and signature checks release the GIL: verify on both cores, keep the order.
-    with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
-        verified = list(pool.map(lambda info: fetch_package(fetcher, info, arch, keys), wanted))
-    to_install = [PackageToInstall(pkg, info) for pkg, info in zip(verified, wanted, strict=True)]
     epoch = install_epoch(ctx, tree, resolution.packages)
     write_repositories = profile.repositories is not None or profile.base == Base.PACKAGES
-    report = install_packages(
-        tree, to_install, world=[d.format() for d in world], arch=arch, keys=key_files,
-        repositories=[s.line for s in sources] if write_repositories else None, epoch=epoch)
+    # Verify on both cores, in order; each package starts loading as soon as it is
+    # verified, while later ones are still being checked.
+    with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
+        verifying = [pool.submit(fetch_package, fetcher, info, arch, keys) for info in wanted]
+        try:
+            to_install = (PackageToInstall(job.result(), info,
+                                           refetch=_refetcher(fetcher, info, arch, keys))
+                          for job, info in zip(verifying, wanted, strict=True))
+            report = install_packages(
+                tree, to_install, world=[d.format() for d in world], arch=arch,
+                keys=key_files, epoch=epoch,
+                repositories=[s.line for s in sources] if write_repositories else None)
+        finally:
+            for job in verifying:
+                job.cancel()
     build.packages = tuple(f"{p.name}-{p.version}" for p in report.database)
     build.scripts_not_run.extend(_script_reports(report))
     if profile.base == Base.PACKAGES:

@@ -62,18 +62,21 @@ def check_symlink_target(path: str, target: str, *, source: str) -> None:
         raise ArchiveError(f"{source}: symlink {path!r} -> {target!r} escapes the root")
 
 
-def load_tar(stream: BinaryIO, tree: FileTree, *, source: str,
+def load_tar(stream: BinaryIO | tarfile.TarFile, tree: FileTree, *, source: str,
              accept: MemberFilter | None = None, uid_gid_from_names: bool = False) -> list[str]:
     """Merge every member of a tar stream into ``tree``; return the paths added, in archive order.
 
-    ``accept`` may skip members (for example an APK's ``.PKGINFO``). Later members
-    of the same archive may not contradict earlier ones.
+    ``stream`` may also be a :class:`tarfile.TarFile` already open for one sequential
+    pass (a caller with its own way of reading contents). ``accept`` may skip members
+    (for example an APK's ``.PKGINFO``). Later members of the same archive may not
+    contradict earlier ones.
     """
     added: list[str] = []
     seen: dict[str, Entry] = {}
     link_ids: dict[str, int] = {}
     try:
-        archive = open_tar_stream(stream, source=source)
+        archive = stream if isinstance(stream, tarfile.TarFile) \
+            else open_tar_stream(stream, source=source)
         with archive:
             for member in archive:
                 if accept is not None and not accept(member):

@@ -288,3 +288,42 @@ def test_hostile_packages(tmp_path: Path, mirror: MirrorInfo, signing_key: Signi
     digest = hashlib.sha256(package_file.read_bytes()).hexdigest()
     if case != "bad-index-signature" and code == 4:
         assert not (cache / "blobs" / "sha256" / digest).exists()  # never cached unverified
+
+
+@pytest.mark.parametrize("how", ["mtime", "deflate"])
+def test_damaged_cached_package_is_fetched_again(
+        tmp_path: Path, mirror: MirrorInfo, signing_key: SigningKey, how: str) -> None:
+    from composer.apk.package import verify_apk
+
+    key = apk_signing_key()
+    repo = build_repository(tmp_path / "repo", HELLO, key)
+    with serve_directory(repo) as server:
+        profile = repo_profile(tmp_path, mirror, signing_key, server.url, ["hello"])
+        cache = tmp_path / "cache"
+        first = run_cli("build", profile, "--output-dir", tmp_path / "out", "--cache-dir", cache)
+        assert first.returncode == 0, first.stderr
+        hello = (repo / "x86_64" / "hello-2.1-r3.apk").read_bytes()
+        blob = cache / "blobs" / "sha256" / hashlib.sha256(hello).hexdigest()
+        start = verify_apk(hello, key.trusted(), source="repo").data_offset
+        damaged = bytearray(hello)
+        if how == "mtime":
+            damaged[start + 4] ^= 1  # still inflates: only the data hash can tell
+        else:
+            damaged[start + 12:start + 40] = bytes(28)
+        blob.chmod(0o644)
+        blob.write_bytes(bytes(damaged))
+
+        offline = run_cli("build", profile, "--offline", "--output-dir", tmp_path / "off",
+                          "--cache-dir", cache)
+        assert offline.returncode == 4, offline.stderr
+        assert "package hello-2.1-r3 (" in offline.stderr
+        assert "data hash mismatch (.PKGINFO datahash" in offline.stderr
+        assert not (tmp_path / "off").exists() or list((tmp_path / "off").iterdir()) == []
+
+        fetched = server.count("x86_64/hello-2.1-r3.apk")
+        again = run_cli("build", profile, "--output-dir", tmp_path / "out2", "--cache-dir", cache)
+        assert again.returncode == 0, again.stderr
+        assert server.count("x86_64/hello-2.1-r3.apk") == fetched + 1
+    assert blob.read_bytes() == hello  # the cache holds the good copy again
+    tar = "pk/pk-3.20.3-x86_64.tar"
+    assert (tmp_path / "out" / tar).read_bytes() == (tmp_path / "out2" / tar).read_bytes()

@@ -70,3 +70,46 @@ def test_entry_st_mode_combines_type_and_permissions() -> None:
     tree = FileTree()
     entry = tree.add_file("f", b"", mode=0o4755)
     assert entry.st_mode == 0o104755 and entry.type == EntryType.FILE
+
+
+class _Trickle(io.RawIOBase):
+    """Hands out at most ``step`` bytes per read, as a chunked reader may."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data = memoryview(data)
+        self._step = step
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        want = self._step if size < 0 else min(size, self._step)
+        piece, self._data = self._data[:want], self._data[want:]
+        return bytes(piece)
+
+
+@pytest.mark.parametrize("size", [1, 1000, 64 * 1024, 300 * 1024])
+def test_short_reads_still_fill_the_blob(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    store = BlobStore(spill_threshold=128 * 1024)
+    try:
+        blob = store.from_stream(_Trickle(data, 4097), size)  # type: ignore[arg-type]
+        assert blob.read() == data
+        assert blob.in_memory == (size <= 128 * 1024)
+        with pytest.raises(ArchiveError, match=f"content ended after {size} of {size + 1}"):
+            store.from_stream(_Trickle(data, 4097), size + 1)  # type: ignore[arg-type]
+    finally:
+        store.close()
+
+
+def test_chunks_cover_the_content_wherever_it_lives() -> None:
+    store = BlobStore(spill_threshold=16, memory_budget=64)
+    try:
+        small = store.from_bytes(b"small")
+        big = store.from_bytes(bytes(range(256)) * 40)
+        assert (small.in_memory, big.in_memory) == (True, False)
+        assert list(small.chunks()) == [b"small"]
+        assert [len(c) for c in big.chunks(4000)] == [4000, 4000, 2240]
+        assert b"".join(big.chunks(4000)) == bytes(range(256)) * 40
+    finally:
+        store.close()

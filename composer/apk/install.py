@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 
 from composer.apk import db
 from composer.apk.accounts import AccountFiles
@@ -25,7 +25,7 @@ from composer.apk.datatar import load_package_data
 from composer.apk.effects import ScriptContext, ScriptReport, emulate_script, finish_scripts
 from composer.apk.index import PackageInfo
 from composer.apk.package import DataContents, VerifiedPackage
-from composer.errors import InstallError
+from composer.errors import InstallError, VerificationError
 from composer.tree import Entry, EntryType, FileTree, parent_of
 
 _NAME_END = re.compile(r"[<>=~]")
@@ -37,6 +37,9 @@ class PackageToInstall:
 
     package: VerifiedPackage
     index: PackageInfo | None = None
+    refetch: Callable[[], VerifiedPackage] | None = field(default=None, compare=False)
+    """Gets the package again, verified in full, if its data fails the hash check at load
+    time (a damaged cached copy); None: such a failure is final."""
 
 
 @dataclass
@@ -104,9 +107,22 @@ class _Installer:
         old = self.records.get(pkg.name)
         return old is not None and old.checksum == pkg.checksum
 
-    def load(self, pkg: VerifiedPackage) -> tuple[FileTree, DataContents]:
-        """Inflate one package into a private tree sharing the blob store (thread-safe part)."""
-        return load_package_data(pkg, self.tree.store)
+    def load(self, item: PackageToInstall) -> tuple[PackageToInstall, FileTree, DataContents]:
+        """Inflate one package into a private tree sharing the blob store (thread-safe part).
+
+        Nothing reaches the real tree before the data matched its signed hash; a package
+        that fails that check is fetched again once when the item says how.
+        """
+        try:
+            return (item, *load_package_data(item.package, self.tree.store))
+        except VerificationError:
+            if item.refetch is None or item.package.data_checked:
+                raise
+        again = item.refetch()
+        if again.checksum != item.package.checksum:
+            raise VerificationError(f"{again.label}: fetched again, but the package changed")
+        item = replace(item, package=again, refetch=None)
+        return (item, *load_package_data(item.package, self.tree.store))
 
     def install(self, item: PackageToInstall, loaded: tuple[FileTree, DataContents],
                 report: InstallReport) -> None:
@@ -357,7 +373,7 @@ class _Installer:
             ctx, ca_certificates_installed="ca-certificates" in self.records))
 
 
-def install_packages(tree: FileTree, packages: Sequence[PackageToInstall | VerifiedPackage], *,
+def install_packages(tree: FileTree, packages: Iterable[PackageToInstall | VerifiedPackage], *,
                      world: Sequence[str], arch: str, keys: Mapping[str, bytes],
                      repositories: Sequence[str] | None = None, epoch: int = 0,
                      run_effects: bool = True, workers: int = 2) -> InstallReport:
@@ -371,29 +387,36 @@ def install_packages(tree: FileTree, packages: Sequence[PackageToInstall | Verif
     are added to ``etc/apk/keys``. ``epoch`` dates files composer writes and
     accounts' shadow entries. Script effects run unless ``run_effects`` is False.
     ``workers`` threads inflate packages; the result does not depend on it.
+    ``packages`` may be a generator that verifies as it goes: each package starts
+    loading when it is yielded, and nothing is merged before the last one was.
     """
     installer = _Installer(tree, mtime=epoch)
     installer.initdb()
     report = InstallReport(database=[])
-    items = [PackageToInstall(i) if isinstance(i, VerifiedPackage) else i for i in packages]
+    items: list[PackageToInstall] = []
     seen: set[str] = set()
-    for item in items:
-        if item.package.name in seen:
-            raise InstallError(f"{item.package.label}: package {item.package.name} is listed "
-                               "twice in the install set")
-        seen.add(item.package.name)
-    # Inflating and hashing release the GIL, so packages load in parallel; merging
-    # into the tree stays sequential, in resolver order.
+    futures: dict[str, Future[tuple[PackageToInstall, FileTree, DataContents]]] = {}
+    # Inflating and hashing release the GIL, so packages load in parallel, each as soon
+    # as it arrives (``packages`` may still be verifying the later ones); merging into
+    # the tree starts once all have arrived, sequentially, in resolver order.
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        futures = {item.package.name: pool.submit(installer.load, item.package)
-                   for item in items if not installer.is_unchanged(item.package)}
         try:
+            for given in packages:
+                item = PackageToInstall(given) if isinstance(given, VerifiedPackage) else given
+                if item.package.name in seen:
+                    raise InstallError(f"{item.package.label}: package {item.package.name} is "
+                                       "listed twice in the install set")
+                seen.add(item.package.name)
+                items.append(item)
+                if not installer.is_unchanged(item.package):
+                    futures[item.package.name] = pool.submit(installer.load, item)
             for item in items:
                 future = futures.get(item.package.name)
                 if future is None:
                     report.unchanged.append(f"{item.package.name}-{item.package.version}")
                     continue
-                installer.install(item, future.result(), report)
+                loaded_item, scratch, contents = future.result()
+                installer.install(loaded_item, (scratch, contents), report)
         finally:
             for future in futures.values():
                 future.cancel()

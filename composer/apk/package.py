@@ -4,9 +4,10 @@ A package is three gzip members: signature, control (``.PKGINFO`` + scripts)
 and data (the file tree). :func:`verify_apk` walks the file once with bounded
 memory: it keeps the small signature and control members, streams the data
 member through SHA-256 for ``datahash``, and records where the data member
-sits. The installer then loads the data into a :class:`~composer.tree.FileTree`
-with :meth:`VerifiedPackage.load_data`, which re-hashes the bytes it reads so
-a file changed after verification is never trusted.
+sits. :func:`composer.apk.datatar.load_package_data` then loads the data into a
+:class:`~composer.tree.FileTree`, re-hashing the bytes it reads so a file changed
+after verification is never trusted; for a cached copy the data hash may be left
+to that pass alone (``hash_data=False``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ import gzip
 import hashlib
 import io
 import os
-import tarfile
-import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 from composer.apk.keys import TrustedKeys
@@ -34,12 +33,9 @@ from composer.apk.signing import (
     signature_entries,
     verify_signature,
 )
-from composer.archive import MemberFilter, load_tar
 from composer.errors import ArchiveError, VerificationError
-from composer.tree import EntryType, FileTree, normalize_path
 
 MAX_CONTROL_MEMBER = 16 * 1024 * 1024
-COPY_CHUNK = 1024 * 1024
 
 SCRIPT_NAMES = (".pre-install", ".post-install", ".pre-upgrade", ".post-upgrade",
                 ".pre-deinstall", ".post-deinstall", ".trigger")
@@ -174,21 +170,13 @@ def parse_checksum(value: str, *, source: str) -> tuple[str, bytes]:
 # --- the verified package ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ControlScript:
-    """An install script from the control member, with its tar metadata."""
-
-    name: str
-    data: bytes
-    mode: int
-    uid: int
-    gid: int
-    mtime: int
+ControlScript = TarFile
+"""An install script from the control member (name without ``./``), with its tar metadata."""
 
 
 @dataclass(frozen=True)
 class DataContents:
-    """What :meth:`VerifiedPackage.load_data` put into the tree.
+    """What :func:`composer.apk.datatar.load_package_data` put into the tree.
 
     ``sha1`` holds the raw SHA-1 digest apk records as the installed-db ``Z:``
     line: of the content for regular files, of the target for symlinks. Hard
@@ -221,6 +209,9 @@ class VerifiedPackage:
     data_size: int
     data_sha256: str
     _opener: Callable[[], BinaryIO] = field(repr=False, compare=False)
+    data_checked: bool = True
+    """False when :func:`verify_apk` left the data hash to the loader (``hash_data=False``):
+    ``data_sha256`` is then the signed ``datahash`` the data must still be shown to match."""
 
     @property
     def name(self) -> str:
@@ -243,76 +234,8 @@ class VerifiedPackage:
         return _SliceReader(fh, self.data_size)  # type: ignore[return-value]
 
     def open_data(self) -> BinaryIO:
-        """The data member inflated: a plain tar stream (not re-hashed; prefer load_data)."""
+        """The data member inflated: a plain tar stream (not re-hashed; prefer load_package_data)."""
         return gzip.GzipFile(fileobj=self.open_data_raw(), mode="rb")  # type: ignore[return-value]
-
-    def load_data(self, tree: FileTree, *, accept: MemberFilter | None = None,
-                  uid_gid_from_names: bool = False) -> DataContents:
-        """Load the data tar into ``tree`` and collect the per-file SHA-1 digests.
-
-        The raw bytes are hashed again while read and must still match ``datahash``;
-        each ``APK-TOOLS.checksum.SHA1`` record must match the loaded content.
-        """
-        pax_sha1: dict[str, bytes] = {}
-        hardlinks: set[str] = set()
-        where = f"{self.label}: data"
-
-        def record(member: tarfile.TarInfo) -> bool:
-            if accept is not None and not accept(member):
-                return False
-            path = normalize_path(member.name, what=f"{where}: member")
-            if member.islnk():
-                hardlinks.add(path)
-                return True
-            hardlinks.discard(path)
-            value = member.pax_headers.get(PAX_SHA1)
-            if value is not None:
-                try:
-                    digest = bytes.fromhex(value)
-                except ValueError:
-                    digest = b""
-                if len(digest) != 20:
-                    raise ArchiveError(f"{where}: member {member.name!r} has a malformed "
-                                       f"{PAX_SHA1} record {value!r}")
-                pax_sha1[path] = digest
-            return True
-
-        raw = self.open_data_raw()
-        hashing = _HashingReader(raw)
-        try:
-            inflated = gzip.GzipFile(fileobj=hashing, mode="rb")
-            try:
-                added = load_tar(inflated, tree, source=where,  # type: ignore[arg-type]
-                                 accept=record, uid_gid_from_names=uid_gid_from_names)
-                while inflated.read(COPY_CHUNK):
-                    pass
-            except (OSError, EOFError, zlib.error) as exc:
-                raise ArchiveError(f"{where}: damaged gzip stream ({exc})") from exc
-            while hashing.read(COPY_CHUNK):
-                pass
-        finally:
-            raw.close()
-        if hashing.sha256.hexdigest() != self.data_sha256:
-            raise VerificationError(f"{where} changed after it was verified")
-
-        sha1: dict[str, bytes] = {}
-        for path in added:
-            entry = tree.get(path)
-            if entry is None or path in hardlinks:
-                continue
-            if entry.type == EntryType.SYMLINK:
-                actual = hashlib.sha1(entry.target.encode("utf-8", "surrogateescape")).digest()
-            elif entry.type == EntryType.FILE and entry.blob is not None:
-                actual = _sha1_of(entry.blob.open())
-            else:
-                continue
-            expected = pax_sha1.get(path)
-            if expected is not None and expected != actual:
-                raise VerificationError(
-                    f"{where}: {path} does not match its {PAX_SHA1} record "
-                    f"({expected.hex()} recorded, {actual.hex()} found)")
-            sha1[path] = actual
-        return DataContents(paths=tuple(added), sha1=sha1)
 
 
 # --- verification --------------------------------------------------------------------
@@ -320,7 +243,7 @@ class VerifiedPackage:
 
 def verify_apk(apk: ApkInput, keys: TrustedKeys, *, source: str,
                expected_checksum: str | None = None, package: str | None = None,
-               require_signature: bool = True) -> VerifiedPackage:
+               require_signature: bool = True, hash_data: bool = True) -> VerifiedPackage:
     """Verify a ``.apk`` (path, bytes or seekable stream) and describe its contents.
 
     ``expected_checksum`` is the index ``C:`` value; ``package`` (``NAME-VER`` from the
@@ -328,6 +251,12 @@ def verify_apk(apk: ApkInput, keys: TrustedKeys, *, source: str,
     ``require_signature=False`` an unsigned package or one signed by an unknown key is
     accepted (trust then comes from the index checksum alone), but a bad signature by a
     trusted key is still an error.
+
+    ``hash_data=False`` skips hashing the data member of a package whose signed
+    ``.PKGINFO`` carries a ``datahash``: for a cached copy that is about to be loaded
+    anyway, where :func:`composer.apk.datatar.load_package_data` hashes the same bytes
+    and compares them to ``datahash`` before any file is used (``data_checked`` is then
+    False). A package without ``datahash`` is always hashed in full here.
     """
     opener, base = _opener_for(apk)
     label = f"package {package} ({source})" if package else f"package {source}"
@@ -380,10 +309,14 @@ def verify_apk(apk: ApkInput, keys: TrustedKeys, *, source: str,
         if reader.at_end():
             raise ArchiveError(f"{label}: data gzip member is missing")
         data_offset = reader.offset
-        if legacy is None:
+        data_checked = True
+        if legacy is None and not hash_data:
+            data_size = reader.skip_rest()
+            data_checked = False
+        elif legacy is None:
             # The data member is the last one and datahash pins its exact bytes, so hashing
             # the raw tail is enough here: trailing bytes or truncation change the hash, and
-            # the inflate at install time (load_data) still rejects a corrupt stream.
+            # the inflate at install time (load_package_data) still rejects a corrupt stream.
             data_size = reader.hash_rest(on_raw)
         else:
             data_size = reader.stream_member(on_raw, lambda _chunk: None, what="data")
@@ -392,7 +325,7 @@ def verify_apk(apk: ApkInput, keys: TrustedKeys, *, source: str,
                     f"{label}: {reader.remaining_bytes()} unexpected bytes after the data member")
 
         if info.datahash is not None:
-            if data_sha256.hexdigest() != info.datahash:
+            if data_checked and data_sha256.hexdigest() != info.datahash:
                 if legacy is None:
                     _diagnose_data_member(fh, base + data_offset, label)
                 raise VerificationError(
@@ -412,7 +345,8 @@ def verify_apk(apk: ApkInput, keys: TrustedKeys, *, source: str,
         signer=check.signer if check else None,
         signature_algorithm=check.algorithm if check else None,
         file_size=data_offset + data_size, data_offset=data_offset + base, data_size=data_size,
-        data_sha256=data_sha256.hexdigest(), _opener=opener)
+        data_sha256=data_sha256.hexdigest() if data_checked else str(info.datahash),
+        _opener=opener, data_checked=data_checked)
 
 
 def _diagnose_data_member(fh: BinaryIO, offset: int, label: str) -> None:
@@ -439,8 +373,7 @@ def _split_control(files: list[TarFile], *, source: str) -> tuple[bytes, tuple[C
         elif name in SCRIPT_NAMES:
             if any(s.name == name for s in scripts):
                 raise ArchiveError(f"{source}: control member holds {name} twice")
-            scripts.append(ControlScript(name=name, data=f.data, mode=f.mode, uid=f.uid,
-                                         gid=f.gid, mtime=f.mtime))
+            scripts.append(replace(f, name=name))
         elif not name.startswith(".") or "/" in name:
             raise ArchiveError(f"{source}: control member holds {f.name!r}, which is not a "
                                "control file")
@@ -510,42 +443,15 @@ class _SliceReader(io.RawIOBase):
         self._left -= len(data)
         return data
 
-    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        size = min(len(buffer), self._left)
+        if not size:
+            return 0
+        count = self._stream.readinto(memoryview(buffer)[:size])  # type: ignore[attr-defined]
+        self._left -= count
+        return int(count)
 
     def close(self) -> None:
         if not self.closed:
             self._stream.close()
         super().close()
-
-
-class _HashingReader(io.RawIOBase):
-    """Passes reads through while computing the sha256 of everything read."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        super().__init__()
-        self._stream = stream
-        self.sha256 = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self.sha256.update(data)
-        return data
-
-    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-
-def _sha1_of(stream: BinaryIO) -> bytes:
-    digest = hashlib.sha1()
-    with stream:
-        while chunk := stream.read(COPY_CHUNK):
-            digest.update(chunk)
-    return digest.digest()

@@ -26,6 +26,8 @@ from composer.apk.keys import TrustedKeys
 from composer.errors import ArchiveError, VerificationError
 
 READ_CHUNK = 1024 * 1024
+SMALL_READ = 64 * 1024
+"""Read step for the small leading members: a package's first read need not pull in its data."""
 OUTPUT_STEP = 4 * 1024 * 1024
 MAX_SIGNATURE_SIZE = 65536
 SIGN_PREFIX = ".SIGN."
@@ -67,7 +69,7 @@ class GzipMemberReader:
 
     def _fill(self) -> bytes:
         if not self._pending:
-            self._pending = self._stream.read(READ_CHUNK)
+            self._pending = self._stream.read(SMALL_READ)
         return self._pending
 
     def at_end(self) -> bool:
@@ -93,6 +95,15 @@ class GzipMemberReader:
         self.offset += count
         return count
 
+    def skip_rest(self) -> int:
+        """Count the remaining raw bytes without reading them (the stream must be seekable)."""
+        count = len(self._pending)
+        self._pending = b""
+        here = self._stream.tell()
+        count += self._stream.seek(0, 2) - here
+        self.offset += count
+        return count
+
     def read_member(self, *, what: str, max_size: int) -> GzipMember:
         """Read one whole member; its inflated size may not exceed ``max_size``."""
         raw_parts: list[bytes] = []
@@ -108,7 +119,8 @@ class GzipMemberReader:
                     f"{self.source}: {what} gzip member inflates to more than {max_size} bytes")
             out_parts.append(chunk)
 
-        self._inflate(raw_parts.append, take_output, what=what, limit=max_size + 1)
+        self._inflate(raw_parts.append, take_output, what=what, limit=max_size + 1,
+                      read_size=SMALL_READ)
         return GzipMember(offset=start, raw=b"".join(raw_parts), content=b"".join(out_parts))
 
     def stream_member(self, on_raw: Callable[[bytes], None], on_output: Callable[[bytes], None],
@@ -118,18 +130,18 @@ class GzipMemberReader:
         Returns the member's raw size.
         """
         start = self.offset
-        self._inflate(on_raw, on_output, what=what, limit=OUTPUT_STEP)
+        self._inflate(on_raw, on_output, what=what, limit=OUTPUT_STEP, read_size=READ_CHUNK)
         return self.offset - start
 
     def _inflate(self, on_raw: Callable[[bytes], None], on_output: Callable[[bytes], None], *,
-                 what: str, limit: int) -> None:
+                 what: str, limit: int, read_size: int) -> None:
         decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
         pending = self._fill()
         if not pending:
             raise ArchiveError(f"{self.source}: {what} gzip member is missing (file ends early)")
         while True:
             if not pending:
-                pending = self._stream.read(READ_CHUNK)
+                pending = self._stream.read(read_size)
                 if not pending:
                     out = decomp.flush() if not decomp.eof else b""
                     if out:

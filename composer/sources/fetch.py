@@ -101,6 +101,13 @@ class Fetcher:
                 self._seen.add(key)
                 self._inputs.append(FetchedInput(url=url, sha256=sha256, size=size))
 
+    def _remember(self, url: str, sha256: str, size: int, *, etag: str | None,
+                  last_modified: str | None) -> None:
+        """Note a fresh download (or a revalidated copy) in the cache and in this build's inputs."""
+        self.cache.remember_url(url, sha256, size, etag=etag, last_modified=last_modified,
+                                fetched_at=self.clock())
+        self._record(url, sha256, size)
+
     # -- blobs ---------------------------------------------------------------
 
     def fetch_blob(
@@ -154,11 +161,7 @@ class Fetcher:
             if check is not None:
                 check(tmp)
             path = self.cache.install_verified(tmp, actual)
-        self.cache.remember_url(
-            url, actual, got, etag=meta.etag, last_modified=meta.last_modified,
-            fetched_at=self.clock(),
-        )
-        self._record(url, actual, got)
+        self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified)
         return path
 
     # -- metadata ------------------------------------------------------------
@@ -190,20 +193,13 @@ class Fetcher:
                 url, tmp, what=what, size=None, max_size=max_size, conditional=conditional
             )
             if meta.not_modified and record is not None and cached is not None:
-                self.cache.remember_url(
-                    url, record.sha256, record.size, etag=record.etag,
-                    last_modified=record.last_modified, fetched_at=self.clock(),
-                )
-                self._record(url, record.sha256, record.size)
+                self._remember(url, record.sha256, record.size, etag=record.etag,
+                               last_modified=record.last_modified)
                 return cached.read_bytes()
             data = tmp.read_bytes()
             actual, got = hash_file(tmp)
             self.cache.install_verified(tmp, actual)
-        self.cache.remember_url(
-            url, actual, got, etag=meta.etag, last_modified=meta.last_modified,
-            fetched_at=self.clock(),
-        )
-        self._record(url, actual, got)
+        self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified)
         return data
 
     # -- transport -----------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from composer.tree import COPY_CHUNK, Entry, EntryType, FileTree
+from composer.tree import Entry, EntryType, FileTree
 
 BLOCK = 512
 RECORD = 10240
@@ -117,13 +117,13 @@ def _copy_blob(entry: Entry, out: BinaryIO) -> int:
     assert entry.blob is not None
     size = entry.blob.size
     copied = 0
-    with entry.blob.open() as fh:
-        while copied < size:
-            chunk = fh.read(min(COPY_CHUNK, size - copied))
-            if not chunk:
-                raise OSError(f"content of {entry.path!r} shrank while writing")
-            out.write(chunk)
-            copied += len(chunk)
+    for chunk in entry.blob.chunks():
+        copied += len(chunk)
+        if copied > size:
+            raise OSError(f"content of {entry.path!r} grew while writing")
+        out.write(chunk)
+    if copied != size:
+        raise OSError(f"content of {entry.path!r} shrank while writing")
     pad = (BLOCK - size % BLOCK) % BLOCK
     if pad:
         out.write(b"\0" * pad)

@@ -1,14 +1,16 @@
-"""verify_apk / load_data on real Alpine packages and on hostile synthetic ones."""
+"""verify_apk / load_package_data on real Alpine packages and on hostile synthetic ones."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import re
+import tarfile
 from pathlib import Path
 
 import pytest
 
+from composer.apk.datatar import load_package_data
 from composer.apk.keys import TrustedKeys
 from composer.apk.package import (
     VerifiedPackage,
@@ -86,9 +88,12 @@ def test_real_iso_package_verifies(name_version: str, alpine_keys: TrustedKeys,
     assert pkg.control_member == members[-2]
     assert pkg.data_offset == len(members[0]) + len(members[1])
     assert pkg.data_size == len(members[2]) and pkg.file_size == path.stat().st_size
-    with FileTree() as tree:
-        contents = pkg.load_data(tree)
-        assert contents.paths
+    with FileTree() as owner:
+        tree, contents = load_package_data(pkg, owner.store)
+        with pkg.open_data() as raw, tarfile.open(fileobj=raw, mode="r|") as archive:
+            names = [m.name.rstrip("/") for m in archive
+                     if not (m.name.startswith(".") and "/" not in m.name)]
+        assert sorted(contents.paths) == sorted(names)
         for p, digest in contents.sha1.items():
             entry = tree.get(p)
             assert entry is not None
@@ -109,8 +114,8 @@ def test_real_busybox_details(alpine_keys: TrustedKeys) -> None:
     assert pkg.info.triggers  # busybox watches directories with its .trigger
     assert "cmd:busybox=1.36.1-r15" in pkg.info.provides
     assert pkg.info.depends == ("so:libc.musl-x86_64.so.1",)
-    with FileTree() as tree:
-        contents = pkg.load_data(tree)
+    with FileTree() as owner:
+        tree, contents = load_package_data(pkg, owner.store)
         entry = tree.get("bin/busybox")
         assert entry is not None and entry.type == EntryType.FILE and entry.mode == 0o755
         assert contents.z_checksum("bin/busybox") == (
@@ -128,8 +133,8 @@ def test_real_aarch64_baselayout(alpine_keys: TrustedKeys) -> None:
     assert pkg.info.depends == ("alpine-baselayout-data=3.2.0-r23", "/bin/sh",
                                 "so:libc.musl-aarch64.so.1")
     assert pkg.info.license == "GPL-2.0-only"
-    with FileTree() as tree:
-        contents = pkg.load_data(tree)
+    with FileTree() as owner:
+        tree, contents = load_package_data(pkg, owner.store)
         root_crontab = tree.get("etc/crontabs/root")
         assert root_crontab is not None and root_crontab.mode == 0o600
         assert contents.sha1["etc/crontabs/root"].hex() == (
@@ -153,9 +158,9 @@ def test_real_package_from_bytes_and_stream_match_path(alpine_keys: TrustedKeys)
     assert from_path.data_offset == from_bytes.data_offset
     assert from_stream.data_offset == from_path.data_offset + 6
     with FileTree() as a, FileTree() as b:
-        from_path.load_data(a)
-        from_stream.load_data(b)
-        assert a.read_file("lib/libz.so.1.3.1") == b.read_file("lib/libz.so.1.3.1")
+        loaded_a, _ = load_package_data(from_path, a.store)
+        loaded_b, _ = load_package_data(from_stream, b.store)
+        assert loaded_a.read_file("lib/libz.so.1.3.1") == loaded_b.read_file("lib/libz.so.1.3.1")
     assert not stream.closed
     with from_stream.open_data() as tar_stream:
         assert len(tar_stream.read()) % 10240 == 0
@@ -221,8 +226,8 @@ def test_synthetic_package_round_trip() -> None:
     assert [(s.name, s.data, s.mode) for s in pkg.scripts] == [
         (".pre-install", b"#!/bin/sh\nexit 0\n", 0o755), (".trigger", b"#!/bin/sh\n", 0o755)]
     assert pkg.signer == key.name
-    with FileTree() as tree:
-        contents = pkg.load_data(tree)
+    with FileTree() as owner:
+        tree, contents = load_package_data(pkg, owner.store)
         assert contents.paths == ("etc", "etc/hello.conf", "usr", "usr/bin", "usr/bin/hello",
                                   "usr/bin/hey", "usr/bin/hi")
         assert set(contents.sha1) == {"etc/hello.conf", "usr/bin/hello", "usr/bin/hi"}
@@ -336,8 +341,8 @@ def test_expected_package_name_is_checked() -> None:
 def _load(built_data: bytes) -> None:
     key = signing_key()
     pkg = verify_apk(built_data, key.trusted(), source="repo")
-    with FileTree() as tree:
-        pkg.load_data(tree)
+    with FileTree() as owner:
+        load_package_data(pkg, owner.store)
 
 
 @pytest.mark.parametrize(("files", "message"), [
@@ -380,8 +385,8 @@ def test_file_changed_after_verification(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[pkg.data_offset + 4] ^= 1  # gzip MTIME: inflates fine, hashes differently
     path.write_bytes(bytes(data))
-    with FileTree() as tree, pytest.raises(VerificationError) as err:
-        pkg.load_data(tree)
+    with FileTree() as owner, pytest.raises(VerificationError) as err:
+        load_package_data(pkg, owner.store)
     assert str(err.value) == "package hello-1.0-r0 (repo): data changed after it was verified"
 
 
