@@ -1,6 +1,6 @@
 """Benchmark: installing packages with composer vs the real apk-tools 2.14, into a tar.
 
-Not a test. Two cases, each run 3 times, median wall time:
+Not a test. Two cases, each run 5 times, median wall time:
 
 (a) the 15-package world of the real Alpine 3.19.1 ISO repository;
 (b) a synthetic signed repository (tests/helpers/apkrepo.py) of 320 packages,
@@ -9,7 +9,9 @@ Not a test. Two cases, each run 3 times, median wall time:
 Composer is the real command, ``alpine-composer build`` of a ``base: packages``
 profile with a warm cache (index signature, resolve, verify every package,
 install into a FileTree with script effects, uncompressed tar, SHA256SUMS,
-manifest), process start-up included. apk-tools (from the ISO, run through its own musl loader):
+manifest), process start-up included; for (a) also ``pipeline.build()`` repeated in one
+warm process, which is the engine's own time without the fixed ~0.3 s of interpreter
+start-up and imports. apk-tools (from the ISO, run through its own musl loader):
 ``apk add --initdb --no-scripts --no-cache`` into a folder, then ``tar -cf``.
 Peak RSS of each child comes from ``os.wait4``. Targets: ratio <= 3 on (a),
 <= 1.0 on (b), composer peak RSS <= 150 MB on (b).
@@ -43,7 +45,7 @@ APK_RUNTIME = ("musl-1", "apk-tools-2", "libcrypto3-", "libssl3-", "zlib-")
 SYNTH_PACKAGES = 320
 SYNTH_FILES = 4
 SYNTH_FILE_SIZE = 256 * 1024
-RUNS = 3
+RUNS = 5
 EPOCH = 1700000000
 
 
@@ -81,7 +83,7 @@ def apk_then_tar(apk: list[str], repo: Path, keys: Path, world: list[str], work:
 
 
 def run_case(label: str, repo: Path, keys: Path, world: list[str], apk: list[str],
-             work: Path) -> str:
+             work: Path, *, engine: bool = False) -> list[str]:
     """Ours is the product: ``alpine-composer build`` of a ``base: packages`` profile
     (warm cache, as apk reads the repository folder directly), writing an uncompressed tar."""
     profile = work / f"{label[:12].replace(' ', '-').replace('(', '').replace(')', '')}.json"
@@ -104,8 +106,39 @@ def run_case(label: str, repo: Path, keys: Path, world: list[str], apk: list[str
         theirs.append(measure(theirs_argv)[0])
     o, a = statistics.median(ours), statistics.median(theirs)
     size = sum(p.stat().st_size for p in (out / "bench").glob("*.tar")) / 1e6
-    return (f"| {label} | {o:.2f} s | {a:.2f} s | {o / a:.2f} | {max(rss) / 1024:.0f} MB | "
-            f"{size:.0f} MB |")
+    rows = [f"| {label}, `alpine-composer build` | {o:.2f} s | {a:.2f} s | {o / a:.2f} | "
+            f"{max(rss) / 1024:.0f} MB | {size:.0f} MB |"]
+    if engine:
+        e = in_process(profile, work)
+        rows.append(f"| {label}, `build()` in a warm process | {e:.2f} s | {a:.2f} s | "
+                    f"{e / a:.2f} | | |")
+    return rows
+
+
+def in_process(profile: Path, work: Path) -> float:
+    """Median seconds of ``pipeline.build()`` called in one warm process (the engine alone,
+    without interpreter start-up and imports), measured in a child so this process stays small."""
+    result = subprocess.run([sys.executable, __file__, "--in-process", str(profile), str(work)],
+                            check=True, capture_output=True, text=True)
+    return float(result.stdout)
+
+
+def time_build_in_process(profile: Path, work: Path) -> float:
+    from composer.context import BuildContext
+    from composer.pipeline import build
+    from composer.profile import load_profile
+
+    ctx = BuildContext.from_environment(load_profile(profile), env={},
+                                        output_dir=work / "out-inproc",
+                                        cache_dir=work / "cache", progress=False,
+                                        log=lambda _m: None)
+    build(ctx)
+    times = []
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        build(ctx)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def synthetic_repo(base: Path) -> tuple[Path, Path, list[str]]:
@@ -137,19 +170,23 @@ def main() -> int:
     if platform.machine() != "x86_64" or not ISO_REPO.exists():
         print("skipped: needs x86_64 and ../shared/fixtures/alpine-real")
         return 0
+    # An installed package has its bytecode compiled; an editable checkout run with
+    # PYTHONDONTWRITEBYTECODE would otherwise compile every module on every start.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "composer")],
+                   check=True, stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory(prefix="bench-apk-") as tmp:
         work = Path(tmp)
         apk = apk_tools(work / "apk-tools")
         rows = ["| case | composer | apk-tools + tar | ratio | composer peak RSS | tar size |",
                 "|---|---|---|---|---|---|"]
-        rows.append(run_case("(a) ISO 3.19.1, 15 packages", ISO_REPO, ISO_KEYS, ISO_WORLD,
-                             apk, work))
+        rows += run_case("(a) ISO 3.19.1, 15 packages", ISO_REPO, ISO_KEYS, ISO_WORLD,
+                         apk, work, engine=True)
         started = time.perf_counter()
         repo, keys, names = synthetic_repo(work / "synthetic")
         made = time.perf_counter() - started
         total = sum(p.stat().st_size for p in (repo / "x86_64").glob("*.apk")) / 1e6
-        rows.append(run_case(f"(b) synthetic, {len(names)} packages", repo, keys, names,
-                             apk, work))
+        rows += run_case(f"(b) synthetic, {len(names)} packages", repo, keys, names,
+                         apk, work)
         shutil.rmtree(work / "apk-root", ignore_errors=True)
     print("\n".join(rows))
     print(f"\nmedian of {RUNS}; synthetic repository: {total:.0f} MB of .apk files, "
@@ -159,6 +196,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--in-process":
+        print(time_build_in_process(Path(sys.argv[2]), Path(sys.argv[3])))
+        raise SystemExit(0)
     if len(sys.argv) == 3 and sys.argv[1] == "--make-repo":
         make_synthetic_repo(Path(sys.argv[2]))
         raise SystemExit(0)

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -252,3 +253,13 @@ def test_version_schema_and_usage(tmp_path: Path) -> None:
     usage = run_cli("frobnicate")
     assert usage.returncode == 2 and usage.stderr.startswith("alpine-composer: error: ")
     assert run_cli("verify", tmp_path / "nope").returncode == 2
+
+
+def test_console_script_matches_python_m(tmp_path: Path) -> None:
+    script = Path(sys.executable).with_name("alpine-composer")
+    if not script.exists():
+        pytest.skip(f"the console script is not installed next to {sys.executable}")
+    same = subprocess.run([script, "version"], capture_output=True, text=True)
+    assert (same.returncode, same.stdout) == (0, run_cli("version").stdout)
+    bad = subprocess.run([script, "verify", tmp_path / "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("alpine-composer: error: ")

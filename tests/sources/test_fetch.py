@@ -319,3 +319,26 @@ def test_progress_bar_goes_to_stderr(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "blob" in captured.err
+
+
+def test_local_metadata_is_read_every_time_and_recorded_when_it_changes(
+    make_fetcher: Callable[..., Fetcher], cache: ContentCache, tmp_path: Path
+) -> None:
+    key = tmp_path / "key.rsa.pub"
+    key.write_bytes(b"one")
+    url = key.as_uri()
+    fetcher = make_fetcher()
+    clock = [1000.0]
+    fetcher.clock = lambda: clock[0]
+    assert fetcher.fetch_metadata(url, what="key") == b"one"
+    first = cache.lookup_url(url)
+    assert first is not None and (first.sha256, first.fetched_at) == (sha(b"one"), 1000.0)
+    clock[0] = 2000.0
+    assert fetcher.fetch_metadata(url, what="key") == b"one"
+    assert cache.lookup_url(url) == first  # same bytes: the record is left as it was
+    key.write_bytes(b"two")
+    assert fetcher.fetch_metadata(url, what="key") == b"two"
+    changed = cache.lookup_url(url)
+    assert changed is not None and (changed.sha256, changed.fetched_at) == (sha(b"two"), 2000.0)
+    assert make_fetcher(offline=True).fetch_metadata(url, what="key") == b"two"
+    no_leftovers(cache)
