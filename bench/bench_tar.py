@@ -2,7 +2,7 @@
 
 Not a test. Ours: ``pipeline.build()`` in-process from a warm cache (signature check,
 tar load, overlay, deterministic tar + parallel gzip, SHA256SUMS, manifest), median of
-5 after one warm-up run. Baseline, measured in the same run over the same tree
+5 after one warm-up run, taking turns with the baseline. Baseline, over the same tree
 extracted on disk: ``tar --sort=name --mtime=@N --owner=0 --group=0 --numeric-owner
 -cf - DIR | gzip -n -6``. Also shows the whole CLI (process start included).
 
@@ -34,14 +34,18 @@ MINIROOTFS = (ROOT.parent / "shared" / "fixtures" / "alpine-real" / "minirootfs"
 RUNS = 5
 
 
-def median_time(action, runs: int = RUNS) -> float:  # type: ignore[no-untyped-def]
-    action()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
+def median_times(*actions, runs: int = RUNS) -> list[float]:  # type: ignore[no-untyped-def]
+    """Median wall time of each action after one warm-up each; the actions take turns in
+    every round, so a machine that speeds up or slows down mid-run skews none of them."""
+    for action in actions:
         action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: list[list[float]] = [[] for _ in actions]
+    for _ in range(runs):
+        for action, seen in zip(actions, times, strict=True):
+            start = time.perf_counter()
+            action()
+            seen.append(time.perf_counter() - start)
+    return [statistics.median(seen) for seen in times]
 
 
 def main() -> int:
@@ -58,15 +62,12 @@ def main() -> int:
         ctx = BuildContext.from_environment(loaded, env={}, output_dir=work / "out",
                                             cache_dir=work / "cache", progress=False,
                                             log=lambda _m: None)
-        ours = median_time(lambda: build(ctx))
-
         rootfs = work / "rootfs"
         rootfs.mkdir()
         subprocess.run(["tar", "-xzf", MINIROOTFS, "--numeric-owner", "-C", rootfs], check=True)
         epoch = 1725622445
         pipeline = (f"tar --sort=name --mtime=@{epoch} --owner=0 --group=0 --numeric-owner "
                     f"-C {rootfs} -cf - . | gzip -n -6 > /dev/null")
-        baseline = median_time(lambda: subprocess.run(["bash", "-c", pipeline], check=True))
 
         # Compiled bytecode, as an installed package has it (see bench_apk.py).
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "composer")],
@@ -74,8 +75,10 @@ def main() -> int:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         cli = [sys.executable, "-m", "composer", "build", str(profile), "--output-dir",
                str(work / "out-cli"), "--cache-dir", str(work / "cache")]
-        whole = median_time(lambda: subprocess.run(cli, check=True, env=env,
-                                                   capture_output=True), runs=3)
+        ours, baseline, whole = median_times(
+            lambda: build(ctx),
+            lambda: subprocess.run(["bash", "-c", pipeline], check=True),
+            lambda: subprocess.run(cli, check=True, env=env, capture_output=True))
     print("| job | alpine-composer | baseline | ratio |")
     print("| --- | --- | --- | --- |")
     print(f"| 3.20.3 minirootfs → tar.gz, warm cache (build()) | {ours:.3f} s | "
