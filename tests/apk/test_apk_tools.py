@@ -162,3 +162,40 @@ def test_apk_accepts_composer_output(apk_tool: list[str], apk_root: tuple[Path, 
     simulated = _run([*apk, str(root), "add", "--simulate", "alpine-base"])
     assert "Installing alpine-base (3.19.1-r0)" in simulated
     assert "OK:" in _run([*apk, str(root), "add", "--simulate", "busybox"])
+
+
+def test_dependency_cycle_installs_in_apks_order(apk_tool: list[str], tmp_path: Path) -> None:
+    """A cycle (a → b → c → a) is legal in apk: both tools install all three, in one order."""
+    import json
+
+    from tests.conftest import run_cli
+    from tests.helpers.apkrepo import PackageSpec, build_repository, signing_key
+
+    key = signing_key()
+    specs = [PackageSpec(name, "1.0-r0", depends=(after,), files={f"usr/share/{name}": b"x"})
+             for name, after in (("a", "b"), ("b", "c"), ("c", "a"))]
+    repo = build_repository(tmp_path / "repo", specs, key)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / key.name).write_bytes(key.public_pem)
+    out = _run([*apk_tool, "--root", str(tmp_path / "apk-root"), "--initdb", "--arch", "x86_64",
+                "--keys-dir", str(keys), "--repository", str(repo), "--repositories-file",
+                "/dev/null", "--no-scripts", "--no-cache", "add", "a"])
+    assert re.findall(r"Installing (\S+) \(", out) == ["c", "b", "a"]
+
+    profile = tmp_path / "cycle.json"
+    profile.write_text(json.dumps({
+        "name": "cycle", "base": "packages", "branch": "edge", "packages": ["a"],
+        "repositories": [repo.resolve().as_uri()], "keys": [str(keys / key.name)],
+        "sbom": False, "outputs": [{"format": "tar", "compression": "none"}]}))
+    result = run_cli("build", profile, "--output-dir", tmp_path / "out", "--cache-dir",
+                     tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "out" / "cycle" / "manifest.json").read_text())
+    assert sorted(manifest["packages"]["x86_64"]) == ["a-1.0-r0", "b-1.0-r0", "c-1.0-r0"]
+    with tarfile.open(tmp_path / "out" / "cycle" / "cycle-edge-x86_64.tar") as archive:
+        installed = archive.extractfile("./lib/apk/db/installed")
+        assert installed is not None
+        ours = re.findall(r"^P:(\S+)$", installed.read().decode(), flags=re.M)
+    theirs = (tmp_path / "apk-root" / "lib" / "apk" / "db" / "installed").read_text()
+    assert ours == re.findall(r"^P:(\S+)$", theirs, flags=re.M) and len(ours) == 3
