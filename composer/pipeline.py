@@ -76,9 +76,10 @@ def check_supported(ctx: BuildContext) -> None:
         from composer.apk_support import require_apk_engine
 
         require_apk_engine(ctx)
-    from composer.oci_support import check_image_outputs
+    if any(not isinstance(output, TarOutput) for output in profile.outputs):
+        from composer.oci_support import check_image_outputs
 
-    check_image_outputs(ctx)
+        check_image_outputs(ctx)
 
 
 def open_fetcher(ctx: BuildContext) -> Fetcher:

@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,7 +354,7 @@ class Fetcher:
         parts = urllib.parse.urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise FetchError(f"{what}: {url}: file:// URLs must name a local path")
-        path = Path(urllib.request.url2pathname(parts.path))
+        path = Path(urllib.parse.unquote(parts.path))  # url2pathname, on POSIX
         try:
             with open(path, "rb") as src, open(dest, "wb") as out:
                 copied = 0
