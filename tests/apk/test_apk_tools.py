@@ -199,3 +199,50 @@ def test_dependency_cycle_installs_in_apks_order(apk_tool: list[str], tmp_path: 
         ours = re.findall(r"^P:(\S+)$", installed.read().decode(), flags=re.M)
     theirs = (tmp_path / "apk-root" / "lib" / "apk" / "db" / "installed").read_text()
     assert ours == re.findall(r"^P:(\S+)$", theirs, flags=re.M) and len(ours) == 3
+
+
+def test_owners_modes_and_xattrs_recorded_as_apk_records_them(apk_tool: list[str],
+                                                              tmp_path: Path) -> None:
+    """``a:``/``M:`` lines (owner, mode, xattr digest) byte for byte as real apk writes them."""
+    from tests.helpers.apkrepo import (
+        DirSpec,
+        FileSpec,
+        PackageSpec,
+        SymlinkSpec,
+        build_repository,
+        signing_key,
+    )
+
+    key = signing_key()
+    xattrs = (("user.foo", b"bar"), ("user.a", b"1"))
+    spec = PackageSpec("meta", "1.0-r0", files={
+        "usr/bin/ping": FileSpec(b"\x7fELF ping", mode=0o4711, gid=42, xattrs=xattrs),
+        "var/lib/meta": DirSpec(mode=0o750, gid=42),
+        "etc/meta.conf": FileSpec(b"x=1\n", mode=0o600, uid=100),
+        "usr/bin/pong": SymlinkSpec("ping")})
+    repo = build_repository(tmp_path / "repo", [spec], key)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / key.name).write_bytes(key.public_pem)
+    root = tmp_path / "apk-root"
+    _run([*apk_tool, "--root", str(root), "--initdb", "--arch", "x86_64", "--keys-dir",
+          str(keys), "--repository", str(repo), "--repositories-file", "/dev/null",
+          "--no-scripts", "--no-cache", "add", "meta"])
+    try:
+        on_disk = {name: os.getxattr(root / "usr/bin/ping", name)
+                   for name in os.listxattr(root / "usr/bin/ping")}
+    except OSError as exc:
+        pytest.skip(f"this filesystem keeps no user xattrs ({exc})")
+    assert on_disk == dict(xattrs)
+
+    (apk_file,) = (repo / "x86_64").glob("meta-*.apk")
+    package = verify_apk(apk_file, TrustedKeys.from_files({key.name: key.public_pem}),
+                         source="repo")
+    with FileTree() as tree:
+        install_packages(tree, [package], world=["meta"], arch="x86_64", keys={}, epoch=EPOCH,
+                         run_effects=False)
+        ours = tree.read_file(db.INSTALLED_PATH).decode()
+        assert tree.entries["usr/bin/ping"].xattrs == tuple(sorted(xattrs))
+    theirs = (root / db.INSTALLED_PATH).read_text()
+    assert "a:0:42:4711:Q1" in theirs and "M:0:42:750" in theirs
+    assert ours == theirs
