@@ -63,7 +63,7 @@ def check_symlink_target(path: str, target: str, *, source: str) -> None:
 
 
 def load_tar(stream: BinaryIO | tarfile.TarFile, tree: FileTree, *, source: str,
-             accept: MemberFilter | None = None, uid_gid_from_names: bool = False) -> list[str]:
+             accept: MemberFilter | None = None) -> list[str]:
     """Merge every member of a tar stream into ``tree``; return the paths added, in archive order.
 
     ``stream`` may also be a :class:`tarfile.TarFile` already open for one sequential

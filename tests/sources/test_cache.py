@@ -124,4 +124,3 @@ def test_concurrent_writers_do_not_corrupt_the_cache(tmp_path: Path) -> None:
     assert list(cache.tmp_dir.iterdir()) == []
     record = cache.lookup_url("http://example.org/shared")
     assert record is not None and cache.path_for(record.sha256) is not None
-
