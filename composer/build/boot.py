@@ -1,0 +1,253 @@
+"""The boot stage: a composed tree and ISO settings → a plain :class:`IsoSpec` to master.
+
+What boots is the composed tree itself: the whole rootfs becomes the initramfs (cpio
+newc, gzip with the fixed settings), and the kernel runs the image's own
+``/sbin/init`` (busybox init reading ``/etc/inittab``) as PID 1, as Alpine does.
+
+BIOS: ISOLINUX from the image's ``syslinux`` package, reading ``/boot/syslinux/syslinux.cfg``
+on the ISO. UEFI: a unified kernel image (kernel, initramfs and command line in one
+PE file on ``gummiboot``'s EFI stub) as ``EFI/BOOT/BOOT<ARCH>.EFI`` in a FAT image.
+The UKI needs no loader configuration and no ISO 9660 driver, and the same stub
+exists for x86_64 and aarch64 (Alpine has no syslinux for aarch64).
+:data:`EfiLoader.SYSLINUX` (syslinux.efi + ldlinux.e64 with the kernel and
+initramfs beside them in the FAT image) is the other route, for x86_64 only.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import io
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from composer.errors import InstallError, ProfileError
+from composer.tree import Entry, EntryType, FileTree, resolve_symlink_target, sort_key
+from composer.writers.compress import ParallelGzipWriter
+from composer.writers.cpio import write_cpio
+from composer.writers.fat import FatFile, fat_image
+from composer.writers.iso import IsoFile, IsoSpec, check_volume_id
+from composer.writers.uki import build_uki, stub_arch
+
+
+class Firmware(enum.StrEnum):
+    """The firmware an ISO can boot from."""
+
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
+class EfiLoader(enum.StrEnum):
+    """How UEFI firmware gets from the FAT image to the kernel."""
+
+    UKI = "uki"
+    SYSLINUX = "syslinux"
+
+
+SYSLINUX = "usr/share/syslinux"
+BIOS_FILES = ("isolinux.bin", "ldlinux.c32")
+SYSLINUX_EFI_FILES = ("efi64/syslinux.efi", "efi64/ldlinux.e64")
+EFI_STUBS = {"x86_64": "usr/lib/gummiboot/linuxx64.efi.stub",
+             "aarch64": "usr/lib/gummiboot/linuxaa64.efi.stub"}
+EFI_BOOT_FILES = {"x86_64": "BOOTX64.EFI", "aarch64": "BOOTAA64.EFI"}
+BIOS_ARCHES = ("x86_64", "x86")
+ISO_BOOT = "boot"
+ISO_SYSLINUX = "boot/syslinux"
+EFI_IMAGE = "boot/efi.img"
+BOOT_CATALOG = "boot/syslinux/boot.cat"
+CONSOLE = (5, 1)
+
+
+@dataclass(frozen=True)
+class BootSettings:
+    """An ISO output as the profile resolved it (defaults already filled in)."""
+
+    arch: str
+    kernel: str
+    firmware: tuple[Firmware, ...]
+    cmdline: str
+    label: str
+    timeout: int = 1
+    efi_loader: EfiLoader = EfiLoader.UKI
+    release: str = ""
+    variant: str = ""
+
+
+def default_label(variant: str, release: str, arch: str) -> str:
+    """Alpine's volume id, ``alpine-<variant> <release> <arch>``, cut to the allowed length."""
+    return f"alpine-{variant} {release} {arch}"[:32].rstrip()
+
+
+def check_settings(settings: BootSettings, *, where: str) -> None:
+    """Refuse settings no tree can satisfy (before anything is downloaded): exit 2."""
+    problem = check_volume_id(settings.label)
+    if problem is not None:
+        raise ProfileError(f"{where}: label {settings.label!r} {problem}")
+    if not settings.firmware:
+        raise ProfileError(f"{where}: boot: name at least one of bios, uefi")
+    if Firmware.BIOS in settings.firmware and settings.arch not in BIOS_ARCHES:
+        raise ProfileError(f"{where}: boot: bios is not possible on {settings.arch} "
+                           "(BIOS boot exists on x86 only); use boot: [uefi]")
+    if Firmware.UEFI in settings.firmware:
+        supported = EFI_STUBS if settings.efi_loader == EfiLoader.UKI else {"x86_64": ""}
+        if settings.arch not in supported:
+            raise ProfileError(f"{where}: boot: uefi has no {settings.efi_loader} loader for "
+                               f"{settings.arch} (available for {', '.join(sorted(supported))})")
+    if settings.timeout < 0:
+        raise ProfileError(f"{where}: timeout must be 0 or more seconds")
+    if not settings.kernel or "/" in settings.kernel:
+        raise ProfileError(f"{where}: kernel {settings.kernel!r} is not a kernel flavor name")
+
+
+def kernel_path(settings: BootSettings) -> str:
+    return f"boot/vmlinuz-{settings.kernel}"
+
+
+def _needed_files(settings: BootSettings) -> list[tuple[str, str]]:
+    """(path in the tree, package that ships it) for every file the boot chain reads."""
+    needed = [(kernel_path(settings), f"linux-{settings.kernel}")]
+    if Firmware.BIOS in settings.firmware:
+        needed += [(f"{SYSLINUX}/{name}", "syslinux") for name in BIOS_FILES]
+    if Firmware.UEFI in settings.firmware:
+        if settings.efi_loader == EfiLoader.UKI:
+            needed.append((EFI_STUBS[settings.arch], "gummiboot"))
+        else:
+            needed += [(f"{SYSLINUX}/{name}", "syslinux") for name in SYSLINUX_EFI_FILES]
+    return needed
+
+
+def _resolve(tree: FileTree, path: str) -> Entry | None:
+    """The regular file at ``path``, following symlinks inside the tree."""
+    for _ in range(40):
+        entry = tree.get(path)
+        if entry is None or entry.type != EntryType.SYMLINK:
+            return entry if entry is not None and entry.type == EntryType.FILE else None
+        target = resolve_symlink_target(path, entry.target)
+        if target is None:
+            return None
+        path = target
+    return None
+
+
+def check_tree(tree: FileTree, settings: BootSettings) -> None:
+    """Refuse a composed tree that lacks a file the boot chain needs: exit 6, naming them
+    and the package to add."""
+    missing: dict[str, list[str]] = {}
+    for path, package in _needed_files(settings):
+        if _resolve(tree, path) is None:
+            missing.setdefault(package, []).append("/" + path)
+    if missing:
+        parts = [f"{', '.join(paths)} (add package {package})"
+                 for package, paths in sorted(missing.items())]
+        raise InstallError(f"ISO boot files missing from the image: {'; '.join(parts)}")
+    if Firmware.UEFI in settings.firmware and settings.efi_loader == EfiLoader.UKI:
+        stub_path = EFI_STUBS[settings.arch]
+        stub = _read(tree, stub_path)
+        try:
+            arch = stub_arch(stub, source="/" + stub_path)
+        except Exception as exc:
+            raise InstallError(str(exc)) from exc
+        if arch != settings.arch:
+            raise InstallError(f"/{stub_path} is an EFI stub for {arch}, not {settings.arch}")
+
+
+def _read(tree: FileTree, path: str) -> bytes:
+    entry = _resolve(tree, path)
+    assert entry is not None and entry.blob is not None
+    return entry.blob.read()
+
+
+def initramfs_entries(tree: FileTree) -> list[Entry]:
+    """The tree's entries plus what the kernel needs to start its init from a cpio:
+    ``dev/console`` (stdio of PID 1) and ``/init`` pointing at ``/sbin/init``."""
+    extra: list[Entry] = []
+    if "dev" not in tree:
+        extra.append(Entry(path="dev", type=EntryType.DIR, mode=0o755))
+    if "dev/console" not in tree:
+        extra.append(Entry(path="dev/console", type=EntryType.CHAR, mode=0o600,
+                           devmajor=CONSOLE[0], devminor=CONSOLE[1]))
+    if "init" not in tree:
+        extra.append(Entry(path="init", type=EntryType.SYMLINK, mode=0o777, target="/sbin/init"))
+    return sorted([*tree.walk(), *extra], key=lambda e: sort_key(e.path))
+
+
+def make_initramfs(tree: FileTree, *, epoch: int, workers: int | None = None) -> bytes:
+    """The whole tree as a gzip-compressed newc cpio with fixed settings."""
+    buffer = io.BytesIO()
+    gz = ParallelGzipWriter(buffer, workers=workers)
+    with gz:
+        write_cpio(initramfs_entries(tree), gz, mtime=epoch)
+    return buffer.getvalue()
+
+
+def syslinux_config(settings: BootSettings, *, kernel: str, initrd: str) -> bytes:
+    """An ISOLINUX/SYSLINUX configuration in Alpine's shape, on the serial port as well."""
+    # SYSLINUX counts TIMEOUT in tenths of a second; PROMPT 0 boots the default at once.
+    prompt = "PROMPT 1\nTIMEOUT {}\n".format(settings.timeout * 10) if settings.timeout \
+        else "PROMPT 0\n"
+    append = f"\tAPPEND {settings.cmdline}\n" if settings.cmdline else ""
+    return (f"SERIAL 0 115200\n{prompt}DEFAULT {settings.kernel}\n\n"
+            f"LABEL {settings.kernel}\n\tMENU LABEL Linux {settings.kernel}\n"
+            f"\tKERNEL {kernel}\n\tINITRD {initrd}\n{append}").encode()
+
+
+def _os_release(tree: FileTree) -> bytes:
+    entry = _resolve(tree, "etc/os-release") or _resolve(tree, "usr/lib/os-release")
+    return entry.blob.read() if entry is not None and entry.blob is not None else b""
+
+
+def _efi_files(tree: FileTree, settings: BootSettings, kernel: bytes,
+               initramfs: bytes) -> list[FatFile]:
+    boot_file = "EFI/BOOT/" + EFI_BOOT_FILES[settings.arch]
+    if settings.efi_loader == EfiLoader.UKI:
+        stub_path = EFI_STUBS[settings.arch]
+        sections = [(".osrel", _os_release(tree)), (".cmdline", settings.cmdline.encode()),
+                    (".linux", kernel), (".initrd", initramfs)]
+        uki = build_uki(_read(tree, stub_path), [s for s in sections if s[1]],
+                        source="/" + stub_path)
+        return [FatFile(boot_file, uki)]
+    loader, core = (_read(tree, f"{SYSLINUX}/{name}") for name in SYSLINUX_EFI_FILES)
+    config = syslinux_config(settings, kernel="/VMLINUZ", initrd="/INITRD")
+    return [FatFile(boot_file, loader), FatFile("EFI/BOOT/LDLINUX.E64", core),
+            FatFile("EFI/BOOT/SYSLINUX.CFG", config), FatFile("VMLINUZ", kernel),
+            FatFile("INITRD", initramfs)]
+
+
+def _release_line(settings: BootSettings, epoch: int) -> bytes:
+    stamp = time.strftime("%y%m%d", time.gmtime(epoch))
+    return f"alpine-{settings.variant}-{settings.release} {stamp}\n".encode()
+
+
+def boot_media(tree: FileTree, settings: BootSettings, *, epoch: int,
+               workers: int | None = None) -> IsoSpec:
+    """Everything the ISO holds, for :func:`composer.writers.iso.write_iso`."""
+    check_tree(tree, settings)
+    kernel = _read(tree, kernel_path(settings))
+    initramfs = make_initramfs(tree, epoch=epoch, workers=workers)
+    boot_kernel = f"{ISO_BOOT}/vmlinuz-{settings.kernel}"
+    boot_initrd = f"{ISO_BOOT}/initramfs-{settings.kernel}"
+    files = [IsoFile(boot_kernel, kernel), IsoFile(boot_initrd, initramfs)]
+    if settings.release:
+        files.append(IsoFile(".alpine-release", _release_line(settings, epoch)))
+    bios_boot = efi_image = None
+    if Firmware.BIOS in settings.firmware:
+        for name in BIOS_FILES:
+            files.append(IsoFile(f"{ISO_SYSLINUX}/{name}", _read(tree, f"{SYSLINUX}/{name}")))
+        config = syslinux_config(settings, kernel="/" + boot_kernel, initrd="/" + boot_initrd)
+        files.append(IsoFile(f"{ISO_SYSLINUX}/syslinux.cfg", config))
+        bios_boot = f"{ISO_SYSLINUX}/isolinux.bin"
+    if Firmware.UEFI in settings.firmware:
+        fat_files = _efi_files(tree, settings, kernel, initramfs)
+        serial = int.from_bytes(_digest(fat_files, epoch)[:4], "little")
+        files.append(IsoFile(EFI_IMAGE, fat_image(fat_files, serial=serial, mtime=epoch)))
+        efi_image = EFI_IMAGE
+    return IsoSpec(volume_id=settings.label, files=tuple(files), epoch=epoch,
+                   bios_boot=bios_boot, efi_image=efi_image, boot_catalog=BOOT_CATALOG)
+
+
+def _digest(files: Sequence[FatFile], epoch: int) -> bytes:
+    digest = hashlib.sha256(b"%d" % epoch)
+    for file in files:
+        digest.update(file.path.encode() + b"\0" + hashlib.sha256(file.data).digest())
+    return digest.digest()
