@@ -1,0 +1,69 @@
+"""A composed system to boot: the real 3.20.3 minirootfs plus test-signed boot packages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from composer.apk import db
+from composer.apk.install import install_packages
+from composer.apk.package import VerifiedPackage, verify_apk
+from composer.archive import load_tar
+from composer.tree import FileTree
+from tests.conftest import require_shared
+from tests.helpers.apkrepo import PackageSpec, build_apk, signing_key
+from tests.helpers.bootpkgs import (
+    Unavailable,
+    debian_kernel,
+    gummiboot_package,
+    kernel_package,
+    marker_inittab,
+    syslinux_package,
+)
+
+EPOCH = 1725622440
+KEY = signing_key()
+
+
+@pytest.fixture(scope="session")
+def boot_packages(request: pytest.FixtureRequest) -> dict[str, PackageSpec]:
+    """linux-virt, linux-lts, syslinux and gummiboot wrapping Debian's binaries."""
+    try:
+        kernel = debian_kernel(request.config.cache.mkdir("debian-kernel"))
+        specs = [kernel_package(kernel, "virt"), kernel_package(kernel, "lts"),
+                 syslinux_package(), gummiboot_package()]
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    return {spec.name: spec for spec in specs}
+
+
+@pytest.fixture(scope="session")
+def verified_boot_packages(boot_packages: dict[str, PackageSpec]) -> dict[str, VerifiedPackage]:
+    return {name: verify_apk(build_apk(spec, KEY), KEY.trusted(), source=spec.file_name)
+            for name, spec in boot_packages.items()}
+
+
+ComposeTree = Callable[..., FileTree]
+
+
+@pytest.fixture(scope="session")
+def compose_tree(verified_boot_packages: dict[str, VerifiedPackage]) -> ComposeTree:
+    """Make a composed tree: minirootfs + the named boot packages + a marker inittab."""
+    fixtures = require_shared()
+    minirootfs = fixtures / "minirootfs" / "alpine-minirootfs-3.20.3-x86_64.tar.gz"
+
+    def compose(packages: Sequence[str] = ("linux-virt", "syslinux", "gummiboot"),
+                inittab: bytes | None = None) -> FileTree:
+        tree = FileTree()
+        with minirootfs.open("rb") as fh:
+            load_tar(fh, tree, source=minirootfs.name)
+        world = db.parse_world(tree.read_file(db.WORLD_PATH)) + list(packages)
+        install_packages(tree, [verified_boot_packages[name] for name in packages],
+                         world=world, arch="x86_64", keys={KEY.name: KEY.public_pem},
+                         epoch=EPOCH)
+        tree.add_file("etc/inittab", inittab if inittab is not None else marker_inittab(),
+                      mtime=EPOCH)
+        return tree
+
+    return compose

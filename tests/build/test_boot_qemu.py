@@ -1,0 +1,63 @@
+"""The composed system boots in real qemu, four ways, to a marker its own init prints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from composer.build.boot import BootSettings, Firmware, boot_media
+from composer.writers.iso import ELTORITO_MAX_SECTORS, write_iso
+from tests.build.conftest import EPOCH, ComposeTree
+from tests.helpers.bootpkgs import BOOT_MARKER
+from tests.helpers.qemu import boot, missing_tools
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = BootSettings(arch="x86_64", kernel="virt", firmware=(Firmware.BIOS, Firmware.UEFI),
+                        cmdline="console=ttyS0,115200 panic=-1 quiet",
+                        label="alpine-virt 3.20.3 x86_64", timeout=0, release="3.20.3",
+                        variant="virt")
+MODES = [("bios", "cd"), ("bios", "disk"), ("uefi", "cd"), ("uefi", "disk")]
+
+
+@pytest.fixture(scope="module")
+def virt_iso(tmp_path_factory: pytest.TempPathFactory, compose_tree: ComposeTree) -> Path:
+    path = tmp_path_factory.mktemp("iso") / "virt.iso"
+    with compose_tree() as tree, path.open("wb") as out:
+        write_iso(boot_media(tree, SETTINGS, epoch=EPOCH), out)
+    return path
+
+
+@pytest.mark.parametrize(("firmware", "medium"), MODES, ids=[f"{f}-{m}" for f, m in MODES])
+def test_iso_boots_to_the_images_own_init(virt_iso: Path, firmware: str, medium: str) -> None:
+    reason = missing_tools(firmware)
+    if reason:
+        pytest.skip(reason)
+    result = boot(virt_iso, firmware=firmware, medium=medium,
+                  marker=f"{BOOT_MARKER}-{firmware.upper()}", timeout=150)
+    # The marker names the firmware the kernel saw, so a BIOS fallback cannot pass for UEFI.
+    other = "BIOS" if firmware == "uefi" else "UEFI"
+    assert f"{BOOT_MARKER}-{other}" not in result.output
+    print(f"{firmware}/{medium}: {result.seconds:.1f} s")
+
+
+def test_efi_image_beyond_32_mib_boots_from_cd_and_disk(compose_tree: ComposeTree,
+                                                        tmp_path: Path) -> None:
+    """An EFI image too large for the 16-bit El Torito count still boots both ways."""
+    reason = missing_tools("uefi")
+    if reason:
+        pytest.skip(reason)
+    settings = BootSettings(**{**SETTINGS.__dict__, "firmware": (Firmware.BIOS, Firmware.UEFI)})
+    path = tmp_path / "big.iso"
+    with compose_tree() as tree:
+        # Incompressible ballast makes the initramfs, and so the UKI, larger than 32 MiB.
+        tree.add_file("usr/share/ballast", os.urandom(24 * 1024 * 1024))
+        spec = boot_media(tree, settings, epoch=EPOCH)
+        with path.open("wb") as out:
+            write_iso(spec, out)
+    efi = next(f for f in spec.files if f.path == spec.efi_image)
+    assert len(efi.data) // 512 > ELTORITO_MAX_SECTORS
+    for medium in ("cd", "disk"):
+        boot(path, firmware="uefi", medium=medium, marker=f"{BOOT_MARKER}-UEFI", timeout=200)

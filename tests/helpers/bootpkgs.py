@@ -1,0 +1,131 @@
+"""Test-signed APKs with Alpine's names and paths around Debian's boot binaries.
+
+Alpine's ``linux-virt``/``linux-lts``, ``syslinux`` and ``gummiboot`` cannot be
+downloaded here, so the tests wrap the same kinds of files from Debian: a cloud
+kernel (``apt-get download linux-image-*-cloud-amd64-unsigned``, unpacked with
+``dpkg-deb``, no install hooks), ISOLINUX/SYSLINUX from ``isolinux``,
+``syslinux-common`` and ``syslinux-efi``, and the UKI stub from ``systemd-boot-efi``.
+Nothing Debian ships is committed: the kernel is fetched at test time into a cache
+folder, the rest is read from the installed Debian packages.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.helpers.apkrepo import FileSpec, PackageSpec
+
+KERNEL_PACKAGE = re.compile(r"^linux-image-(\d+\.\d+\.\d+-\d+)-cloud-amd64-unsigned$")
+
+# Debian path → path in Alpine's package, and the Debian package that ships it.
+SYSLINUX_FILES = {
+    "/usr/lib/ISOLINUX/isolinux.bin": ("usr/share/syslinux/isolinux.bin", "isolinux"),
+    "/usr/lib/syslinux/modules/bios/ldlinux.c32": ("usr/share/syslinux/ldlinux.c32",
+                                                   "syslinux-common"),
+    "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi": ("usr/share/syslinux/efi64/syslinux.efi",
+                                                 "syslinux-efi"),
+    "/usr/lib/syslinux/modules/efi64/ldlinux.e64": ("usr/share/syslinux/efi64/ldlinux.e64",
+                                                    "syslinux-common"),
+}
+STUB_FILE = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+STUB_PATH = "usr/lib/gummiboot/linuxx64.efi.stub"
+BOOT_MARKER = "COMPOSER-BOOT-OK"
+
+
+class Unavailable(Exception):
+    """A Debian package or tool the boot fixtures need is absent (the message says which)."""
+
+
+@dataclass(frozen=True)
+class DebianKernel:
+    version: str
+    vmlinuz: bytes
+
+
+def _newest_kernel_package() -> str:
+    if shutil.which("apt-cache") is None or shutil.which("apt-get") is None:
+        raise Unavailable("apt-get is not available to download a Debian kernel")
+    found = subprocess.run(["apt-cache", "search", "--names-only",
+                            r"^linux-image-.*-cloud-amd64-unsigned$"],
+                           capture_output=True, text=True, check=False).stdout
+    names = [line.split(" - ")[0] for line in found.splitlines()]
+    versions = [(tuple(int(x) for x in re.split(r"[.-]", m.group(1))), name)
+                for name in names if (m := KERNEL_PACKAGE.match(name))]
+    if not versions:
+        raise Unavailable("no linux-image-*-cloud-amd64-unsigned package is known to apt "
+                          "(run apt-get update)")
+    return max(versions)[1]
+
+
+def debian_kernel(cache: Path) -> DebianKernel:
+    """Debian's cloud kernel, downloaded into ``cache`` once and reused from there."""
+    cache.mkdir(parents=True, exist_ok=True)
+    debs = sorted(cache.glob("linux-image-*-cloud-amd64-unsigned_*.deb"))
+    if not debs:
+        name = _newest_kernel_package()
+        result = subprocess.run(["apt-get", "download", name], cwd=cache, capture_output=True,
+                                text=True, check=False)
+        debs = sorted(cache.glob("linux-image-*-cloud-amd64-unsigned_*.deb"))
+        if result.returncode != 0 or not debs:
+            raise Unavailable(f"apt-get download {name} failed: {result.stderr.strip()[-300:]}")
+    deb = debs[-1]
+    if shutil.which("dpkg-deb") is None:
+        raise Unavailable("dpkg-deb is not installed")
+    fsys = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True,
+                          check=True).stdout
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(fsys)) as archive:
+        for member in archive:
+            name = member.name.removeprefix("./")
+            if name.startswith("boot/vmlinuz-") and member.isfile():
+                handle = archive.extractfile(member)
+                assert handle is not None
+                return DebianKernel(version=name.removeprefix("boot/vmlinuz-"),
+                                    vmlinuz=handle.read())
+    raise Unavailable(f"{deb.name} holds no boot/vmlinuz-*")
+
+
+def _host_file(path: str, package: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise Unavailable(f"{path} is missing (apt-get install {package})") from None
+
+
+def kernel_package(kernel: DebianKernel, flavor: str = "virt") -> PackageSpec:
+    """``linux-<flavor>``: the kernel at /boot/vmlinuz-<flavor>, and a modules folder where
+    Alpine's kernel packages put theirs."""
+    return PackageSpec(name=f"linux-{flavor}", version="6.1.0-r0",
+                       description=f"Linux kernel ({flavor}; Debian's cloud kernel for tests)",
+                       license="GPL-2.0-only",
+                       files={f"boot/vmlinuz-{flavor}": FileSpec(kernel.vmlinuz, mode=0o644),
+                              f"lib/modules/{kernel.version}/modules.order": b""})
+
+
+def syslinux_package() -> PackageSpec:
+    files = {dest: FileSpec(_host_file(src, package))
+             for src, (dest, package) in SYSLINUX_FILES.items()}
+    return PackageSpec(name="syslinux", version="6.04_pre1-r15", license="GPL-2.0-or-later",
+                       description="Boot loaders (Debian's build for tests)", files=files)
+
+
+def gummiboot_package() -> PackageSpec:
+    return PackageSpec(name="gummiboot", version="48.1-r6", license="LGPL-2.1-or-later",
+                       description="EFI stub (systemd-boot's, for tests)",
+                       files={STUB_PATH: FileSpec(_host_file(STUB_FILE, "systemd-boot-efi"))})
+
+
+def marker_inittab(marker: str = BOOT_MARKER) -> bytes:
+    """An inittab whose first lines print ``<marker>-BIOS`` or ``<marker>-UEFI`` (the
+    firmware the kernel was started by) on the console, then power off."""
+    return (
+        "::sysinit:/bin/mount -t sysfs sysfs /sys\n"
+        f"::sysinit:/bin/sh -c 'if [ -d /sys/firmware/efi ]; then echo {marker}-UEFI; "
+        f"else echo {marker}-BIOS; fi'\n"
+        "::sysinit:/sbin/poweroff -f\n").encode()
