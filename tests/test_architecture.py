@@ -65,3 +65,9 @@ def test_modules_stay_small() -> None:
     large = {name: n for name, path in modules()
              if (n := len(path.read_text().splitlines())) > 650}
     assert large == {}, f"split these by responsibility: {large}"
+
+
+def test_only_the_iso_writer_imports_pycdlib() -> None:
+    users = [name for name, path in modules()
+             if any(i == "pycdlib" or i.startswith("pycdlib.") for i in imports_of(path))]
+    assert users == ["composer.writers.iso"]

@@ -184,7 +184,7 @@ def make_initramfs(tree: FileTree, *, epoch: int, workers: int | None = None) ->
 def syslinux_config(settings: BootSettings, *, kernel: str, initrd: str) -> bytes:
     """An ISOLINUX/SYSLINUX configuration in Alpine's shape, on the serial port as well."""
     # SYSLINUX counts TIMEOUT in tenths of a second; PROMPT 0 boots the default at once.
-    prompt = "PROMPT 1\nTIMEOUT {}\n".format(settings.timeout * 10) if settings.timeout \
+    prompt = f"PROMPT 1\nTIMEOUT {settings.timeout * 10}\n" if settings.timeout \
         else "PROMPT 0\n"
     append = f"\tAPPEND {settings.cmdline}\n" if settings.cmdline else ""
     return (f"SERIAL 0 115200\n{prompt}DEFAULT {settings.kernel}\n\n"

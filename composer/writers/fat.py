@@ -74,6 +74,8 @@ def _tree(files: Sequence[FatFile]) -> _Dir:
         parts = [p for p in file.path.split("/") if p]
         if not parts:
             raise OutputError(f"EFI image: empty path {file.path!r}")
+        for part in parts:
+            _short_name(part, file.path)
         node = root
         for part in parts[:-1]:
             key = part.upper()

@@ -112,16 +112,14 @@ def pinned(epoch: int, seed: bytes) -> Iterator[None]:
     chance = types.SimpleNamespace(uuid4=uuid4, UUID=uuid.UUID)
     rng = types.SimpleNamespace(getrandbits=getrandbits)
     with _PIN_LOCK:
+        stand_ins = [(module, "time", clock) for module in CLOCK_MODULES] + [
+            (module, name, value) for module in RANDOM_MODULES
+            for name, value in (("uuid", chance), ("random", rng))]
         saved: list[tuple[Any, str, Any]] = []
         try:
-            for module in CLOCK_MODULES:
-                saved.append((module, "time", module.time))
-                module.time = clock
-            for module in RANDOM_MODULES:
-                saved.append((module, "uuid", module.uuid))
-                saved.append((module, "random", module.random))
-                module.uuid = chance
-                module.random = rng
+            for module, name, value in stand_ins:
+                saved.append((module, name, getattr(module, name)))
+                setattr(module, name, value)
             yield
         finally:
             for module, name, value in reversed(saved):

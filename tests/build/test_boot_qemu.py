@@ -61,3 +61,11 @@ def test_efi_image_beyond_32_mib_boots_from_cd_and_disk(compose_tree: ComposeTre
     assert len(efi.data) // 512 > ELTORITO_MAX_SECTORS
     for medium in ("cd", "disk"):
         boot(path, firmware="uefi", medium=medium, marker=f"{BOOT_MARKER}-UEFI", timeout=200)
+
+
+def test_two_builds_of_the_composed_system_are_identical(compose_tree: ComposeTree,
+                                                         virt_iso: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again.iso"
+    with compose_tree() as tree, again.open("wb") as out:
+        write_iso(boot_media(tree, SETTINGS, epoch=EPOCH, workers=1), out)
+    assert again.read_bytes() == virt_iso.read_bytes()
