@@ -17,10 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-QEMU_X86 = "qemu-system-x86_64"
-OVMF_CANDIDATES = ("/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd")
-FIRMWARES = ("bios", "uefi")
-MEDIA = ("cd", "disk")
+from composer.vm import QEMU, QEMU_PACKAGE, UEFI_PACKAGE, VmSettings, firmware_file, qemu_command
+
 FATAL = ("Kernel panic", "Boot failed: could not read the boot disk",
          "No bootable device", "isolinux.bin missing or corrupt")
 
@@ -35,42 +33,19 @@ class BootResult:
     seconds: float
 
 
-def ovmf_path() -> str | None:
-    return next((p for p in OVMF_CANDIDATES if os.path.exists(p)), None)
-
-
-def missing_tools(firmware: str = "bios") -> str | None:
+def missing_tools(firmware: str = "bios", arch: str = "x86_64") -> str | None:
     """Why a boot cannot run here (a skip reason), or None."""
-    if shutil.which(QEMU_X86) is None:
-        return f"{QEMU_X86} is not installed (apt-get install qemu-system-x86)"
-    if firmware == "uefi" and ovmf_path() is None:
-        return "OVMF firmware is not installed (apt-get install ovmf)"
+    if shutil.which(QEMU[arch]) is None:
+        return f"{QEMU[arch]} is not installed (apt-get install {QEMU_PACKAGE[arch]})"
+    if firmware == "uefi" and firmware_file(arch) is None:
+        return f"UEFI firmware is not installed (apt-get install {UEFI_PACKAGE[arch]})"
     return None
-
-
-def qemu_command(image: Path, *, firmware: str, medium: str, memory: int = 512) -> list[str]:
-    """The qemu command line for one boot mode (no KVM: it does not work on CI machines)."""
-    if firmware not in FIRMWARES or medium not in MEDIA:
-        raise ValueError(f"unknown boot mode {firmware}/{medium}")
-    command = [QEMU_X86, "-m", str(memory), "-nographic", "-no-reboot", "-smp", "1"]
-    if firmware == "uefi":
-        ovmf = ovmf_path()
-        assert ovmf is not None
-        command += ["-bios", ovmf]
-    if medium == "cd":
-        command += ["-cdrom", os.fspath(image), "-boot", "d"]
-    elif firmware == "uefi":
-        command += ["-drive", f"file={os.fspath(image)},format=raw,if=virtio,readonly=on"]
-    else:
-        # IDE disks cannot be read-only: a snapshot keeps the image unchanged instead.
-        command += ["-drive", f"file={os.fspath(image)},format=raw,media=disk,snapshot=on"]
-    return command
 
 
 def boot(image: Path, *, firmware: str, medium: str, marker: str,
          timeout: float = 120.0) -> BootResult:
     """Boot ``image`` until ``marker`` appears and qemu exits; raise BootFailure otherwise."""
-    command = qemu_command(image, firmware=firmware, medium=medium)
+    command = qemu_command(image, VmSettings(firmware=firmware, medium=medium, memory_mb=512))
     start = time.monotonic()
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
