@@ -129,3 +129,26 @@ def marker_inittab(marker: str = BOOT_MARKER) -> bytes:
         f"::sysinit:/bin/sh -c 'if [ -d /sys/firmware/efi ]; then echo {marker}-UEFI; "
         f"else echo {marker}-BIOS; fi'\n"
         "::sysinit:/sbin/poweroff -f\n").encode()
+
+
+OPENRC_SERVICES = ("devfs", "dmesg", "mdev", "hwdrivers", "hostname", "modules")
+
+
+def base_packages() -> list[PackageSpec]:
+    """``alpine-base`` and a stand-in ``openrc`` with the init scripts the virt and standard
+    presets enable (the real ones are not in the test repository)."""
+    scripts = {f"etc/init.d/{name}": FileSpec(b"#!/sbin/openrc-run\n", mode=0o755)
+               for name in OPENRC_SERVICES}
+    openrc = PackageSpec(name="openrc", version="0.54-r1", license="BSD-2-Clause",
+                         description="OpenRC stand-in for tests",
+                         files={**scripts, "sbin/openrc": FileSpec(b"#!/bin/sh\nexit 0\n",
+                                                                   mode=0o755)})
+    base = PackageSpec(name="alpine-base", version="3.20.3-r0", depends=("openrc",),
+                       description="Meta package for minimal alpine base")
+    return [base, openrc]
+
+
+def boot_repository_packages(kernel: DebianKernel) -> list[PackageSpec]:
+    """Everything the shipped virt and standard profiles install, test-signed."""
+    return [*base_packages(), kernel_package(kernel, "virt"), kernel_package(kernel, "lts"),
+            syslinux_package(), gummiboot_package()]
