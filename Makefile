@@ -21,7 +21,7 @@ build: install
 	$(BIN)/alpine-composer build $(PROFILE) --output-dir $(OUTPUT_DIR) $(MIRROR_FLAG)
 
 verify: install
-	$(BIN)/alpine-composer verify $(OUTPUT_DIR)/$$($(BIN)/python -c "import sys; from composer.profile import load_profile; print(load_profile(sys.argv[1]).profile.name)" $(PROFILE))
+	$(BIN)/alpine-composer verify $(PROFILE) --output-dir $(OUTPUT_DIR)
 
 rebuild: install
 	$(BIN)/alpine-composer verify --rebuild $(PROFILE) --output-dir $(OUTPUT_DIR) $(MIRROR_FLAG)

@@ -25,7 +25,7 @@ from composer.apk.keys import TrustedKeys, parse_public_key
 from composer.apk.package import VerifiedPackage, verify_apk
 from composer.apk.resolver import RepositoryIndex, resolve
 from composer.apk.signing import verify_apkindex
-from composer.errors import InstallError, ProfileError, VerificationError
+from composer.errors import InstallError, OfflineError, ProfileError, VerificationError
 from composer.profile.model import Base, PinnedKey, Profile
 from composer.tree import EntryType, FileTree
 
@@ -191,10 +191,12 @@ def fetch_package(fetcher: Fetcher, info: PackageInfo, arch: str, keys: TrustedK
     if record is not None and cached is not None:
         try:
             final = fetcher.fetch_blob(url, sha256=record.sha256, size=None, what=what,
-                                       check=check)
-        except VerificationError:
+                                       check=check, rehash=False)
+        except VerificationError as exc:
             if fetcher.settings.offline:
-                raise
+                raise OfflineError(
+                    f"{what}: the cache file {cached} is damaged ({exc}); remove it and run once "
+                    "without --offline to fetch it again") from exc
     if final is None:
         cached = None
         final = fetcher.fetch_blob(url, sha256=None, size=None, what=what, check=check,

@@ -54,6 +54,7 @@ class BuildContext:
     env_epoch: int | None = None
     retries: int = 4
     retry_delay: float = 0.5
+    timeout: float = 10.0
     pinned_release: dict[str, str] = field(default_factory=dict)
     pinned_epoch: tuple[int, str] | None = None
     log: Callable[[str], None] = _stderr_log
@@ -63,7 +64,7 @@ class BuildContext:
     def from_environment(cls, loaded: LoadedProfile, *, env: Mapping[str, str],
                          output_dir: Path | None, cache_dir: Path | None, offline: bool = False,
                          refresh: bool = False, progress: bool | None = None,
-                         retries: int = 4, retry_delay: float = 0.5,
+                         retries: int = 4, retry_delay: float = 0.5, timeout: float = 10.0,
                          log: Callable[[str], None] = _stderr_log) -> BuildContext:
         return cls(
             loaded=loaded,
@@ -73,6 +74,7 @@ class BuildContext:
             refresh=refresh,
             retries=retries,
             retry_delay=retry_delay,
+            timeout=timeout,
             progress=sys.stderr.isatty() if progress is None else progress,
             env_epoch=parse_source_date_epoch(env.get("SOURCE_DATE_EPOCH")),
             log=log,

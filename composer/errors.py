@@ -79,6 +79,12 @@ class OutputError(ComposerError):
     exit_code = 1
 
 
+class CacheError(ComposerError):
+    """The download cache cannot be created, written or read (permissions, disk full)."""
+
+    exit_code = 1
+
+
 class NotFoundError(FetchError):
     """The server (or file:// path) says the requested file does not exist.
 

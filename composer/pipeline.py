@@ -84,7 +84,8 @@ def check_supported(ctx: BuildContext) -> None:
 
 def open_fetcher(ctx: BuildContext) -> Fetcher:
     settings = FetchSettings(offline=ctx.offline, progress=ctx.progress, retries=ctx.retries,
-                             backoff=ctx.retry_delay)
+                             backoff=ctx.retry_delay, connect_timeout=ctx.timeout,
+                             read_timeout=ctx.timeout, log=ctx.log)
     return Fetcher(settings, ContentCache(ctx.cache_dir))
 
 
