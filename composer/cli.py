@@ -65,6 +65,9 @@ def _build_flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     parser.add_argument("--retry-delay", type=float, metavar="SECONDS",
                         help=f"first wait between attempts, doubled each time (default "
                         f"{DEFAULT_RETRY_DELAY})", **default(DEFAULT_RETRY_DELAY))
+    parser.add_argument("--allow-host-paths", action="store_true",
+                        help="let overlay sources and trees come from outside the profile's folder",
+                        **default(False))
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help=f"give up on a connection that sends nothing for this long (default "
                         f"{DEFAULT_TIMEOUT:g})", **default(DEFAULT_TIMEOUT))
@@ -134,7 +137,8 @@ def _context(args: argparse.Namespace, profile_path: Path):  # type: ignore[no-u
     return BuildContext.from_environment(loaded, env=os.environ, output_dir=args.output_dir,
                                          cache_dir=args.cache_dir, offline=args.offline,
                                          retries=args.retries, retry_delay=args.retry_delay,
-                                         timeout=args.timeout)
+                                         timeout=args.timeout,
+                                         allow_host_paths=args.allow_host_paths)
 
 
 def _print_json(value: Any) -> None:

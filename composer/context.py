@@ -55,6 +55,7 @@ class BuildContext:
     retries: int = 4
     retry_delay: float = 0.5
     timeout: float = 10.0
+    allow_host_paths: bool = False
     pinned_release: dict[str, str] = field(default_factory=dict)
     pinned_epoch: tuple[int, str] | None = None
     log: Callable[[str], None] = _stderr_log
@@ -65,6 +66,7 @@ class BuildContext:
                          output_dir: Path | None, cache_dir: Path | None, offline: bool = False,
                          refresh: bool = False, progress: bool | None = None,
                          retries: int = 4, retry_delay: float = 0.5, timeout: float = 10.0,
+                         allow_host_paths: bool = False,
                          log: Callable[[str], None] = _stderr_log) -> BuildContext:
         return cls(
             loaded=loaded,
@@ -75,6 +77,7 @@ class BuildContext:
             retries=retries,
             retry_delay=retry_delay,
             timeout=timeout,
+            allow_host_paths=allow_host_paths,
             progress=sys.stderr.isatty() if progress is None else progress,
             env_epoch=parse_source_date_epoch(env.get("SOURCE_DATE_EPOCH")),
             log=log,

@@ -144,7 +144,9 @@ def compose_arch(ctx: BuildContext, fetcher: Fetcher, key: ReleaseKey | None, ar
 
             build.system_changes = configure_system(ctx, build, system_epoch(ctx, build))
         ctx.log(f"==> {profile.name} ({arch}): applying the overlay")
-        read = apply_overlay(build.tree, profile.overlay, base_dir=ctx.loaded.base_dir)
+        roots = None if ctx.allow_host_paths else [f.parent for f in ctx.loaded.files]
+        read = apply_overlay(build.tree, profile.overlay, base_dir=ctx.loaded.base_dir,
+                             allowed_roots=roots)
         if not overlay_inputs:
             overlay_inputs.extend(read)
     except BaseException:

@@ -287,3 +287,23 @@ def test_cache_folder_that_cannot_be_made_is_one_line(tmp_path: Path, workdir: P
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == (
         f"alpine-composer: error: cache folder {blocker / 'cache'}: cannot create: Not a directory")
+
+
+def test_host_files_outside_the_profile_need_the_opt_in(tmp_path: Path, workdir: Path,
+                                                        mirror: MirrorInfo,
+                                                        signing_key: SigningKey) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("hunter2\n")
+    profile = write_profile(workdir, mirror_url=mirror.file_url, key=signing_key,
+                            overlay={"files": [{"path": "/etc/leak", "source": str(secret)}]})
+    out = tmp_path / "out"
+    refused = run_cli("build", profile, "--output-dir", out, "--cache-dir", tmp_path / "cache")
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1] == (
+        f"alpine-composer: error: overlay.files /etc/leak: source: {secret} leads outside the "
+        f"profile's folder (to {secret}); keep overlay sources beside the profile, or build with "
+        "--allow-host-paths")
+    assert not (out / "test").exists()
+    allowed = run_cli("build", profile, "--allow-host-paths", "--output-dir", out, "--cache-dir",
+                      tmp_path / "cache")
+    assert allowed.returncode == 0, allowed.stderr
