@@ -100,7 +100,7 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from composer.pipeline import build
+    from composer.build.pipeline import build
 
     result = build(_context(args, args.profile))
     if args.json:
@@ -124,9 +124,9 @@ def artifact_lines(outputs: Sequence[OutputRecord]) -> list[tuple[str, str]]:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from composer.pipeline import fetch_inputs
+    from composer.build.pipeline import fetch
 
-    inputs = fetch_inputs(_context(args, args.profile))
+    inputs = fetch(_context(args, args.profile))
     if args.json:
         _print_json([{k: v for k, v in vars(i).items() if v is not None} for i in inputs])
     else:
@@ -186,8 +186,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         message = exc.message.splitlines()[0] if exc.message else type(exc).__name__
         print(f"alpine-composer: error: {message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("alpine-composer: interrupted", file=sys.stderr)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from composer.hashing import hash_stream
 
 _FIELDS = ("type", "mode", "uid", "gid", "uname", "gname", "mtime", "linkname", "size",
            "devmajor", "devminor")
@@ -30,10 +31,7 @@ def _members(path: Path) -> Iterator[tuple[tarfile.TarInfo, str]]:
             if member.isfile():
                 fh = archive.extractfile(member)
                 assert fh is not None
-                h = hashlib.sha256()
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
-                digest = h.hexdigest()
+                digest, _ = hash_stream(fh)
             yield member, digest
 
 

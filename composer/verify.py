@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -12,6 +11,7 @@ from pathlib import Path
 from composer.context import BuildContext
 from composer.diff import first_difference
 from composer.errors import UsageError, VerificationError
+from composer.hashing import hash_file
 from composer.manifest import MANIFEST_NAME, SUMS_NAME, parse_sha256sums
 
 
@@ -19,14 +19,6 @@ from composer.manifest import MANIFEST_NAME, SUMS_NAME, parse_sha256sums
 class VerifyReport:
     folder: Path
     checked: tuple[str, ...]
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_manifest(folder: Path) -> dict[str, object]:
@@ -68,7 +60,7 @@ def verify_outputs(target: Path) -> VerifyReport:
         path = folder / name
         if not path.is_file():
             raise VerificationError(f"{path}: listed in SHA256SUMS but missing")
-        actual = _sha256_file(path)
+        actual, _ = hash_file(path)
         if actual != sums[name] or actual != recorded[name]["sha256"]:
             raise VerificationError(
                 f"{path}: sha256 {actual} does not match the recorded {sums[name]}")
@@ -85,7 +77,7 @@ def verify_outputs(target: Path) -> VerifyReport:
 
 def rebuild_and_compare(ctx: BuildContext) -> VerifyReport:
     """Build again into a temporary folder with the recorded release and timestamp; compare bytes."""
-    from composer.pipeline import build
+    from composer.build.pipeline import build
 
     published = ctx.output_dir / ctx.profile.name
     manifest = _read_manifest(published)

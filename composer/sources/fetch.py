@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     import requests
 
 from composer.errors import FetchError, NotFoundError, OfflineError, VerificationError
-from composer.sources.cache import ContentCache, hash_file
+from composer.hashing import hash_file
+from composer.sources.cache import ContentCache
 
 _CHUNK = 64 * 1024
 METADATA_MAX_SIZE = 64 * 1024 * 1024
@@ -43,11 +44,12 @@ class FetchSettings:
 
 @dataclass(frozen=True)
 class FetchedInput:
-    """One input of the build, for the manifest."""
+    """One input of the build, for the manifest; ``role`` is what the caller fetched it as."""
 
     url: str
     sha256: str
     size: int
+    role: str = "metadata"
 
 
 @dataclass(frozen=True)
@@ -93,19 +95,19 @@ class Fetcher:
         with self._lock:
             return list(self._inputs)
 
-    def _record(self, url: str, sha256: str, size: int) -> None:
+    def _record(self, url: str, sha256: str, size: int, role: str) -> None:
         key = (url, sha256)
         with self._lock:
             if key not in self._seen:
                 self._seen.add(key)
-                self._inputs.append(FetchedInput(url=url, sha256=sha256, size=size))
+                self._inputs.append(FetchedInput(url=url, sha256=sha256, size=size, role=role))
 
     def _remember(self, url: str, sha256: str, size: int, *, etag: str | None,
-                  last_modified: str | None) -> None:
+                  last_modified: str | None, role: str) -> None:
         """Note a fresh download (or a revalidated copy) in the cache and in this build's inputs."""
         self.cache.remember_url(url, sha256, size, etag=etag, last_modified=last_modified,
                                 fetched_at=self.clock())
-        self._record(url, sha256, size)
+        self._record(url, sha256, size, role)
 
     # -- blobs ---------------------------------------------------------------
 
@@ -118,6 +120,7 @@ class Fetcher:
         what: str,
         check: Callable[[Path], None] | None = None,
         max_size: int | None = None,
+        role: str = "metadata",
     ) -> Path:
         """Return a cached, verified file holding ``url``'s content.
 
@@ -126,6 +129,7 @@ class Fetcher:
         signature check) runs on the bytes before they enter the cache, and on
         a cache hit too; whatever it raises propagates and nothing is stored.
         ``max_size`` bounds a download whose exact size is for ``check`` to judge.
+        ``role`` (minirootfs, package …) is recorded with the input for the manifest.
         """
         expected = sha256.lower() if sha256 else None
         if expected is not None:
@@ -133,7 +137,7 @@ class Fetcher:
             if cached is not None:
                 if check is not None:
                     check(cached)
-                self._record(url, expected, cached.stat().st_size)
+                self._record(url, expected, cached.stat().st_size, role)
                 return cached
         elif self.settings.offline:
             record = self.cache.lookup_url(url)
@@ -141,7 +145,7 @@ class Fetcher:
             if record is not None and cached is not None:
                 if check is not None:
                     check(cached)
-                self._record(url, record.sha256, record.size)
+                self._record(url, record.sha256, record.size, role)
                 return cached
         if self.settings.offline and not _is_file_url(url):
             raise OfflineError(
@@ -160,13 +164,15 @@ class Fetcher:
             if check is not None:
                 check(tmp)
             path = self.cache.install_verified(tmp, actual)
-        self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified)
+        self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified,
+                       role=role)
         return path
 
     # -- metadata ------------------------------------------------------------
 
     def fetch_metadata(
-        self, url: str, *, what: str, max_size: int = METADATA_MAX_SIZE, refresh: bool = False
+        self, url: str, *, what: str, max_size: int = METADATA_MAX_SIZE, refresh: bool = False,
+        role: str = "metadata",
     ) -> bytes:
         """Return a small file's bytes, from the cache while younger than the TTL.
 
@@ -179,7 +185,7 @@ class Fetcher:
         if record is not None and cached is not None and not local:
             fresh = self.clock() - record.fetched_at < self.settings.metadata_ttl
             if self.settings.offline or (fresh and not refresh):
-                self._record(url, record.sha256, record.size)
+                self._record(url, record.sha256, record.size, role)
                 return cached.read_bytes()
         if self.settings.offline and not local:
             raise OfflineError(
@@ -193,17 +199,18 @@ class Fetcher:
             )
             if meta.not_modified and record is not None and cached is not None:
                 self._remember(url, record.sha256, record.size, etag=record.etag,
-                               last_modified=record.last_modified)
+                               last_modified=record.last_modified, role=role)
                 return cached.read_bytes()
             data = tmp.read_bytes()
             actual, got = hash_file(tmp)
             if local and record is not None and cached is not None and record.sha256 == actual:
                 # A local file is read every time; while its bytes stay the same, its
                 # cache copy and record stand as they are (no rewrite, no fsync).
-                self._record(url, actual, got)
+                self._record(url, actual, got, role)
                 return data
             self.cache.install_verified(tmp, actual)
-        self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified)
+        self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified,
+                       role=role)
         return data
 
     # -- transport -----------------------------------------------------------
