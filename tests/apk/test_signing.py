@@ -14,8 +14,6 @@ from composer.apk.keys import PinnedKey, TrustedKeys
 from composer.apk.signing import (
     GzipMemberReader,
     parse_signature_name,
-    sign_sha1,
-    sign_sha256,
     split_gzip_members,
     verify_apkindex,
 )
@@ -28,6 +26,8 @@ from tests.helpers.apkrepo import (
     cut_tar,
     format_index_text,
     gzip_member,
+    sign_sha1,
+    sign_sha256,
     signature_member,
     signing_key,
 )
