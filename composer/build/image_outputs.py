@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from composer.build.outputs import OutputJob, artifact_name
+from composer.build.kind import OutputJob, artifact_name
 from composer.context import BuildContext
 from composer.errors import NotSupportedError
 from composer.hashing import hash_file

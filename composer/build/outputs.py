@@ -4,8 +4,9 @@ Each output kind is one row of :data:`OUTPUT_KINDS` (format → module and class
 imported only when a profile uses it. A kind's ``check`` runs in the validation
 pass, before any download; its ``write`` runs once the trees are composed and
 returns one :class:`OutputRecord` per file it wrote. Adding a format is one
-pydantic model in the profile's ``Output`` union plus one row here. This is the
-only module that knows the ``out/`` layout and names artifacts.
+pydantic model in the profile's ``Output`` union plus one row here (and one kind
+class in a module of its own, built on :mod:`composer.build.kind`). This module and
+``kind`` are the only ones that know the ``out/`` layout and name artifacts.
 """
 
 from __future__ import annotations
@@ -16,50 +17,22 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
 
+from composer.build.kind import OutputJob, OutputKind
 from composer.context import BuildContext
 from composer.errors import NotSupportedError, OutputError
 from composer.manifest import OutputRecord
-from composer.profile.model import Compression, TarOutput
-
-if TYPE_CHECKING:
-    from composer.build.compose import ComposedArch
 
 # format → (module, class); the module is imported on first use.
 OUTPUT_KINDS: dict[str, tuple[str, str]] = {
-    "tar": ("composer.build.outputs", "TarKind"),
+    "tar": ("composer.build.tar_output", "TarKind"),
     "oci": ("composer.build.image_outputs", "OciLayoutKind"),
     "oci-archive": ("composer.build.image_outputs", "OciArchiveKind"),
     "docker-archive": ("composer.build.image_outputs", "DockerArchiveKind"),
 }
 # Formats the profile accepts but this version cannot write yet, and what they need.
 NOT_YET: dict[str, str] = {"iso": "the bootable ISO writer"}
-
-
-@dataclass(frozen=True)
-class OutputJob:
-    """Everything a kind's ``write`` needs: where to write, the trees and the timestamp."""
-
-    ctx: BuildContext
-    stage: Path
-    arches: tuple[ComposedArch, ...]
-    epoch: int
-
-
-class OutputKind(Protocol):
-    """One output format: checked before any download, written after composing."""
-
-    def check(self, ctx: BuildContext, output: Any) -> None:
-        """Raise ProfileError/NotSupportedError/OutputError for what cannot be written."""
-
-    def claim(self, ctx: BuildContext, output: Any) -> str:
-        """What the output occupies in the folder; two outputs may not claim the same."""
-
-    def write(self, job: OutputJob, output: Any) -> list[OutputRecord]:
-        """Write into ``job.stage``; one record per file written."""
 
 
 def output_kind(ctx: BuildContext, fmt: str) -> OutputKind:
@@ -73,54 +46,6 @@ def output_kind(ctx: BuildContext, fmt: str) -> OutputKind:
     module, name = row
     kind: OutputKind = getattr(importlib.import_module(module), name)()
     return kind
-
-
-def artifact_name(ctx: BuildContext, release: str, arch: str | None, suffix: str) -> str:
-    """``<name>-<release>[-<arch>]<suffix>``: every artifact file is named this way."""
-    return f"{ctx.profile.name}-{release}" + (f"-{arch}" if arch else "") + suffix
-
-
-@contextmanager
-def progress_bar(ctx: BuildContext, total: int, desc: str) -> Iterator[Any]:
-    """A per-entry callback that drives a tqdm bar on a terminal, and does nothing elsewhere."""
-    if not ctx.progress:
-        yield None
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total, unit="entry", desc=desc, leave=False) as bar:
-        yield lambda _entry: bar.update()
-
-
-class TarKind:
-    """``format: tar``: one compressed rootfs tarball per architecture."""
-
-    def check(self, ctx: BuildContext, output: TarOutput) -> None:
-        return None
-
-    def claim(self, ctx: BuildContext, output: TarOutput) -> str:
-        return artifact_name(ctx, "<release>", "<arch>", ".tar" + output.compression.suffix)
-
-    def write(self, job: OutputJob, output: TarOutput) -> list[OutputRecord]:
-        from composer.writers.compress import open_compressor
-        from composer.writers.stream import HashingWriter
-        from composer.writers.tar import ROOTFS_STYLE, write_tar
-
-        ctx = job.ctx
-        compression = Compression(output.compression)
-        records = []
-        for arch in job.arches:
-            name = artifact_name(ctx, arch.release, arch.arch, ".tar" + compression.suffix)
-            ctx.log(f"==> writing {name}")
-            with open(job.stage / name, "wb") as fh, \
-                    progress_bar(ctx, len(arch.tree), name) as bar:
-                hashed = HashingWriter(fh)
-                with open_compressor(hashed, compression) as comp:  # type: ignore[arg-type]
-                    write_tar(arch.tree, comp, mtime=job.epoch,  # type: ignore[arg-type]
-                              style=ROOTFS_STYLE, on_entry=bar)
-            records.append(OutputRecord(path=name, sha256=hashed.hexdigest, size=hashed.size,
-                                        format="tar", arch=arch.arch))
-        return records
 
 
 def check_outputs(ctx: BuildContext) -> None:

@@ -15,12 +15,20 @@ from pathlib import Path
 from composer.build.base import fetch_base, fetch_release_key, load_base_tree, newest_mtime, read_base
 from composer.build.compose import ComposedArch, compose_arch
 from composer.build.epoch import choose_epoch
-from composer.build.outputs import OutputJob, final_dir, publish, staging_dir, write_outputs
+from composer.build.kind import OutputJob
+from composer.build.outputs import final_dir, publish, staging_dir, write_outputs
 from composer.build.plan import ArchPlan, BuildPlan, plan_arch, wanted_packages
 from composer.build.record import build_manifest, input_records, overlay_inputs
 from composer.build.validate import validate
 from composer.context import BuildContext
-from composer.manifest import MANIFEST_NAME, SUMS_NAME, BuildManifest, InputRecord, OutputRecord, format_sha256sums
+from composer.manifest import (
+    MANIFEST_NAME,
+    SUMS_NAME,
+    BuildManifest,
+    InputRecord,
+    OutputRecord,
+    format_sha256sums,
+)
 from composer.profile.model import Base
 from composer.sources.cache import ContentCache
 from composer.sources.fetch import Fetcher, FetchSettings

@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 from composer.apk.db import INSTALLED_PATH, parse_installed
-from composer.build.outputs import OutputJob, artifact_name
+from composer.build.kind import OutputJob, artifact_name
 from composer.context import BuildContext
 from composer.manifest import OutputRecord
 from composer.writers.sbom import (
