@@ -17,6 +17,7 @@ from composer.apk.install import PackageToInstall, install_packages
 from composer.apk.keys import TrustedKeys
 from composer.apk.package import VerifiedPackage, verify_apk
 from composer.errors import VerificationError
+from composer.manifest import InputRole
 from composer.tree import FileTree
 from composer.urls import repository_file_url
 
@@ -66,14 +67,14 @@ def fetch_package(fetcher: Fetcher, info: PackageInfo, arch: str, keys: TrustedK
     if record is not None and cached is not None:
         try:
             final = fetcher.fetch_blob(url, sha256=record.sha256, size=None, what=what,
-                                       check=check, role="package")
+                                       check=check, role=InputRole.PACKAGE)
         except VerificationError:
             if fetcher.settings.offline:
                 raise
     if final is None:
         cached = None
         final = fetcher.fetch_blob(url, sha256=None, size=None, what=what, check=check,
-                                   max_size=info.size, role="package")
+                                   max_size=info.size, role=InputRole.PACKAGE)
     # The check ran on the download's temporary file, or on the cached copy; read the
     # data from the cache entry (the loader hashes it against the signed data hash).
     return replace(verified["pkg"], _opener=lambda: open(final, "rb"))

@@ -9,14 +9,11 @@ from composer.build.compose import ComposedArch
 from composer.build.epoch import Epoch
 from composer.build.plan import BuildPlan
 from composer.context import BuildContext
-from composer.manifest import BuildManifest, InputRecord, OutputRecord
+from composer.manifest import BuildManifest, InputRecord, InputRole, OutputRecord
 from composer.overlay import OverlayInput
 
 if TYPE_CHECKING:
     from composer.sources.fetch import FetchedInput
-
-RELEASE_KEY = "release-key"
-MINIROOTFS = "minirootfs"
 
 
 def input_records(ctx: BuildContext, fetched: Sequence[FetchedInput], plan: BuildPlan,
@@ -27,8 +24,8 @@ def input_records(ctx: BuildContext, fetched: Sequence[FetchedInput], plan: Buil
     key = plan.release_key
     records: list[InputRecord] = []
     for item in fetched:
-        mini = minis.get(item.url) if item.role == MINIROOTFS else None
-        is_key = item.role == RELEASE_KEY
+        mini = minis.get(item.url) if item.role == InputRole.MINIROOTFS else None
+        is_key = item.role == InputRole.RELEASE_KEY
         records.append(InputRecord(
             kind=item.role,
             name=ctx.profile.trust.key if is_key else item.url.rsplit("/", 1)[-1],
@@ -36,7 +33,7 @@ def input_records(ctx: BuildContext, fetched: Sequence[FetchedInput], plan: Buil
             arch=arch_of.get(item.url) if mini else None,
             signed_by=mini.signed_by if mini else None,
             fingerprint=key.fingerprint.upper() if key and is_key else None))
-    records.extend(InputRecord(kind="overlay", name=i.path, sha256=i.sha256, size=i.size)
+    records.extend(InputRecord(kind=InputRole.OVERLAY, name=i.path, sha256=i.sha256, size=i.size)
                    for i in overlay)
     return tuple(records)
 

@@ -17,6 +17,7 @@ from composer.apk.keys import TrustedKeys, check_pinned_sha256, parse_public_key
 from composer.apk.resolver import RepositoryIndex
 from composer.apk.signing import verify_apkindex
 from composer.errors import ProfileError, VerificationError
+from composer.manifest import InputRole
 from composer.profile.load import LoadedProfile
 from composer.profile.model import PinnedKey, Profile
 from composer.urls import is_url, mirror_url, repository_file_url
@@ -125,7 +126,7 @@ def fetch_indexes(fetcher: Fetcher, sources: Sequence[RepositorySource], arch: s
     indexes = []
     for source in sources:
         url = source.index_url(arch)
-        data = fetcher.fetch_metadata(url, what=f"repository {source.url} index", role="apkindex")
+        data = fetcher.fetch_metadata(url, what=f"repository {source.url} index", role=InputRole.INDEX)
         verified = verify_apkindex(data, keys, source=url)
         parsed = parse_apkindex(verified.text, source=url, description=verified.description,
                                 repository=source.url, tag=source.tag)

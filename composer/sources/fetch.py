@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 from composer.errors import FetchError, NotFoundError, OfflineError, VerificationError
 from composer.hashing import hash_file
+from composer.manifest import InputRole
 from composer.sources.cache import ContentCache
 
 _CHUNK = 64 * 1024
@@ -49,7 +50,7 @@ class FetchedInput:
     url: str
     sha256: str
     size: int
-    role: str = "metadata"
+    role: InputRole = InputRole.METADATA
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class Fetcher:
         with self._lock:
             return list(self._inputs)
 
-    def _record(self, url: str, sha256: str, size: int, role: str) -> None:
+    def _record(self, url: str, sha256: str, size: int, role: InputRole) -> None:
         key = (url, sha256)
         with self._lock:
             if key not in self._seen:
@@ -103,7 +104,7 @@ class Fetcher:
                 self._inputs.append(FetchedInput(url=url, sha256=sha256, size=size, role=role))
 
     def _remember(self, url: str, sha256: str, size: int, *, etag: str | None,
-                  last_modified: str | None, role: str) -> None:
+                  last_modified: str | None, role: InputRole) -> None:
         """Note a fresh download (or a revalidated copy) in the cache and in this build's inputs."""
         self.cache.remember_url(url, sha256, size, etag=etag, last_modified=last_modified,
                                 fetched_at=self.clock())
@@ -120,7 +121,7 @@ class Fetcher:
         what: str,
         check: Callable[[Path], None] | None = None,
         max_size: int | None = None,
-        role: str = "metadata",
+        role: InputRole = InputRole.METADATA,
     ) -> Path:
         """Return a cached, verified file holding ``url``'s content.
 
@@ -172,7 +173,7 @@ class Fetcher:
 
     def fetch_metadata(
         self, url: str, *, what: str, max_size: int = METADATA_MAX_SIZE, refresh: bool = False,
-        role: str = "metadata",
+        role: InputRole = InputRole.METADATA,
     ) -> bytes:
         """Return a small file's bytes, from the cache while younger than the TTL.
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from composer.errors import NotFoundError, VerificationError
+from composer.manifest import InputRole
 from composer.sources.fetch import Fetcher
 from composer.sources.releases import (
     ReleaseImage,
@@ -86,7 +87,7 @@ def fetch_minirootfs(
             signers.append(verify_detached(candidate, signature, key, what=what))
 
     path = fetcher.fetch_blob(
-        tarball_url, sha256=sha256, size=size, what=what, check=check_signature, role="minirootfs"
+        tarball_url, sha256=sha256, size=size, what=what, check=check_signature, role=InputRole.MINIROOTFS
     )
     signed_by = signers[-1] if signers else None
     return VerifiedMinirootfs(
@@ -146,7 +147,7 @@ def _signature(fetcher: Fetcher, tarball_url: str, *, what: str, allow_unsigned:
     asc_url = tarball_url + ".asc"
     try:
         return fetcher.fetch_metadata(asc_url, what=f"{what} signature", max_size=1 << 20,
-                                      role="signature")
+                                      role=InputRole.SIGNATURE)
     except NotFoundError as exc:
         if allow_unsigned:
             return None
@@ -165,5 +166,5 @@ def fetch_release_key(
     else:
         url = (base_dir / key_ref).resolve().as_uri()
     data = fetcher.fetch_metadata(url, what="release signing key", max_size=1 << 20,
-                                  role="release-key")
+                                  role=InputRole.RELEASE_KEY)
     return load_release_key(data, fingerprint=fingerprint, source=url)
