@@ -67,15 +67,16 @@ class BuildPlan:
     arches: tuple[ArchPlan, ...]
 
 
-def plan_packages(ctx: BuildContext, fetcher: Fetcher, arch: str, branch: str,
-                  base: BaseFacts) -> PackagePlan:
-    """Read the signed indexes and resolve the world; downloads nothing but metadata."""
+def plan_packages(ctx: BuildContext, fetcher: Fetcher, arch: str, branch: str, base: BaseFacts,
+                  requested: Sequence[str]) -> PackagePlan:
+    """Read the signed indexes and resolve the base world plus ``requested`` (the profile's
+    packages, or another set such as boot files); downloads nothing but metadata."""
     profile = ctx.profile
     sources = repository_sources(profile, branch)
     keys = fetch_package_keys(ctx.loaded, fetcher, base.keys)
     ctx.log(f"==> {profile.name} ({arch}): reading {len(sources)} repository index(es)")
     indexes = fetch_indexes(fetcher, sources, arch, keys.trusted)
-    world = world_constraints(profile, base.world)
+    world = world_constraints(requested, base.world)
     resolution = resolve(world, indexes, installed=list(base.installed_index), arch=arch)
     have = {r.name: r.checksum for r in base.installed}
     wanted = tuple(p for p in resolution.packages if have.get(p.name) != p.checksum)
@@ -100,7 +101,7 @@ def plan_arch(ctx: BuildContext, fetcher: Fetcher, arch: str, mini: VerifiedMini
     if profile.packages:
         assert base is not None
         branch = repository_branch(profile, release if mini is not None else profile.release)
-        packages = plan_packages(ctx, fetcher, arch, branch, base)
+        packages = plan_packages(ctx, fetcher, arch, branch, base, profile.packages)
     return ArchPlan(arch=arch, release=release, minirootfs=mini, packages=packages)
 
 

@@ -75,13 +75,15 @@ def repository_sources(profile: Profile, branch: str) -> list[RepositorySource]:
     return sources
 
 
-def world_constraints(profile: Profile, base_world: Sequence[str]) -> list[Dependency]:
-    """The base world (from the minirootfs) plus the profile's packages, in that order."""
+def world_constraints(requested: Sequence[str], base_world: Sequence[str], *,
+                      source: str = "profile packages") -> list[Dependency]:
+    """The base world (from the minirootfs) plus the requested packages, in that order;
+    ``source`` names where the requested ones were written, for errors."""
     world: list[Dependency] = []
     seen: set[str] = set()
-    for text, source in [*[(w, "/etc/apk/world") for w in base_world],
-                         *[(p, "profile packages") for p in profile.packages]]:
-        dep = parse_dependency(text, source=source, error_cls=ProfileError, strict=True)
+    for text, where in [*[(w, "/etc/apk/world") for w in base_world],
+                        *[(p, source) for p in requested]]:
+        dep = parse_dependency(text, source=where, error_cls=ProfileError, strict=True)
         key = dep.format()
         if key not in seen:
             seen.add(key)

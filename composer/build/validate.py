@@ -37,7 +37,7 @@ def check_packages(ctx: BuildContext) -> None:
     from composer.build.repositories import repository_sources, world_constraints
 
     repository_sources(profile, profile.branch)
-    world_constraints(profile, [])
+    world_constraints(profile.packages, [])
     if profile.base == Base.PACKAGES and not profile.keys:
         raise ProfileError(f"{ctx.loaded.path}: keys: base: packages needs the repositories' "
                            "signing keys (there is no minirootfs to take /etc/apk/keys from)")

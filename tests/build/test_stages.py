@@ -148,3 +148,17 @@ def test_a_failed_output_leaves_nothing(tmp_path: Path, workdir: Path, mirror: M
         build(ctx)
     assert not ctx.output_dir.exists() or list(ctx.output_dir.iterdir()) == []
     assert output_kind(ctx, "tar") is not None
+
+
+def test_plan_packages_takes_any_requested_set(package_profile: Path, context_for: ContextFor) -> None:
+    from composer.build.plan import plan_packages
+
+    ctx = context_for(package_profile)
+    fetcher = open_fetcher(ctx)
+    mini = fetch_base(ctx, fetcher, fetch_release_key(ctx, fetcher), "x86_64")
+    with load_base_tree(mini) as tree:
+        base = read_base(tree, trust_tree_keys=True)
+    plan = plan_packages(ctx, fetcher, "x86_64", "v3.20", base, ["libhello", "hello-doc"])
+    assert plan.world == ("libhello", "hello-doc")
+    # Not the profile's 'hello': only what was asked for and what it needs.
+    assert sorted(p.name for p in plan.packages) == ["hello-doc", "libhello", "musl"]
