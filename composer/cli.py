@@ -146,7 +146,7 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from composer.pipeline import build
+    from composer.build.pipeline import build
 
     result = build(_context(args, args.profile))
     if args.json:
@@ -171,9 +171,9 @@ def artifact_lines(outputs: Sequence[OutputRecord]) -> list[tuple[str, str]]:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from composer.pipeline import fetch_inputs
+    from composer.build.pipeline import fetch
 
-    inputs = fetch_inputs(_context(args, args.profile))
+    inputs = fetch(_context(args, args.profile))
     if args.json:
         _print_json([{k: v for k, v in vars(i).items() if v is not None} for i in inputs])
     else:

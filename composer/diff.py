@@ -8,13 +8,14 @@ Every function returns a list of one-line differences (empty when identical), at
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from composer.hashing import hash_stream
 
 MAX_LISTED = 12
 
@@ -52,10 +53,7 @@ def _members(path: Path) -> Iterator[tuple[tarfile.TarInfo, str]]:
             if member.isfile():
                 fh = archive.extractfile(member)
                 assert fh is not None
-                h = hashlib.sha256()
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
-                digest = h.hexdigest()
+                digest, _ = hash_stream(fh)
             yield member, digest
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from composer.context import BuildContext
 from composer.diff import describe_differences, layout_differences, oci_archive_differences
 from composer.errors import UsageError, VerificationError
+from composer.hashing import hash_file
 from composer.manifest import MANIFEST_NAME, SUMS_NAME, parse_sha256sums
-from composer.sources.cache import hash_file
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def verify_outputs(target: Path) -> VerifyReport:
 
 def rebuild_and_compare(ctx: BuildContext) -> VerifyReport:
     """Build again into a temporary folder with the recorded release and timestamp; compare bytes."""
-    from composer.pipeline import build
+    from composer.build.pipeline import build
 
     published = ctx.output_dir / ctx.profile.name
     manifest = _read_manifest(published)

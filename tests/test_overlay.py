@@ -10,7 +10,7 @@ import pytest
 from composer.errors import ProfileError
 from composer.overlay import apply_overlay
 from composer.profile.model import Overlay
-from composer.tree import FileTree, EntryType
+from composer.tree import EntryType, FileTree
 
 
 def system_tree() -> FileTree:

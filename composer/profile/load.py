@@ -14,8 +14,6 @@ import difflib
 import hashlib
 import json
 import os
-import posixpath
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +22,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from composer.errors import ProfileError
-from composer.profile.model import Profile
+from composer.profile.model import Profile, output_formats
+from composer.urls import is_url
 
 MAX_EXTENDS_DEPTH = 16
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://")
+# pydantic puts the union member (an output format, a model name) into an error's location.
+_UNION_TAGS = frozenset((*output_formats(), "PinnedKey", "str", "Repository"))
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _rebase(value: str, file_dir: Path, top_dir: Path) -> str:
-    if _URL.match(value) or os.path.isabs(value):
+    if is_url(value) or os.path.isabs(value):
         return value
     absolute = os.path.normpath(os.path.join(file_dir, value))
     return Path(os.path.relpath(absolute, top_dir)).as_posix()
@@ -241,8 +241,7 @@ def format_validation_error(exc: ValidationError) -> str:
     messages = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (
-            p.startswith("function-") or p in ("tar", "oci", "oci-archive", "docker-archive", "iso",
-                                               "PinnedKey", "str", "Repository"))))
+            p.startswith("function-") or p in _UNION_TAGS)))
         where = _loc_text(loc)
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -272,8 +271,3 @@ def format_validation_error(exc: ValidationError) -> str:
         if m not in seen:
             seen.append(m)
     return "; ".join(seen)
-
-
-def relative_image_path(path: str) -> str:
-    """An absolute image path from a profile as a tree path (no leading '/')."""
-    return posixpath.normpath(path).lstrip("/")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -19,6 +19,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from composer.urls import is_url
 
 ALPINE_RELEASE_FINGERPRINT = "0482D84022F52DF1C4E7CD43293ACD0907D9495A"
 ALPINE_RELEASE_KEY_URL = "https://alpinelinux.org/keys/ncopa.asc"
@@ -64,10 +66,17 @@ class Base(enum.StrEnum):
 
 
 class Compression(enum.StrEnum):
+    """The compressions an archive output may use (the writers take the same enum)."""
+
     GZIP = "gzip"
     ZSTD = "zstd"
     XZ = "xz"
     NONE = "none"
+
+    @property
+    def suffix(self) -> str:
+        """What the compression adds to a file name (``.tar`` + this)."""
+        return {"gzip": ".gz", "zstd": ".zst", "xz": ".xz", "none": ""}[self.value]
 
 
 class LayerCompression(enum.StrEnum):
@@ -211,6 +220,13 @@ class IsoOutput(Strict):
 
 Output = Annotated[TarOutput | OciOutput | DockerArchiveOutput | IsoOutput,
                    Field(discriminator="format")]
+
+
+def output_formats() -> tuple[str, ...]:
+    """Every ``format`` value the Output union accepts, read from the union itself."""
+    union = get_args(Output)[0]
+    return tuple(fmt for model in get_args(union)
+                 for fmt in get_args(model.model_fields["format"].annotation))
 
 
 class ImageConfig(Strict):
@@ -366,7 +382,7 @@ class Profile(Strict):
     @field_validator("mirror")
     @classmethod
     def _mirror(cls, value: str) -> str:
-        if not re.match(r"^(https?|file)://", value):
+        if not is_url(value):
             raise ValueError("expected an http://, https:// or file:// URL")
         return value.rstrip("/")
 
@@ -379,7 +395,3 @@ class Profile(Strict):
                 if repo.url == "testing":
                     raise ValueError("the 'testing' repository exists only on edge")
         return self
-
-    @property
-    def arches(self) -> list[Arch]:
-        return list(self.arch)

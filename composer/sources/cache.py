@@ -23,30 +23,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from composer.errors import CacheError, VerificationError
+from composer.hashing import hash_file
 from composer.leftovers import pid_tag, sweep_dead
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_CHUNK = 1 << 20
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:
-    """``$XDG_CACHE_HOME/alpine-composer``, else ``~/.cache/alpine-composer`` (env passed in)."""
+    """``$XDG_CACHE_HOME/alpine-composer``, else ``~/.cache/alpine-composer`` (env passed in).
+
+    The XDG spec says a relative ``XDG_CACHE_HOME`` is invalid and must be ignored."""
     xdg = env.get("XDG_CACHE_HOME", "")
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "alpine-composer"
     home = env.get("HOME") or os.path.expanduser("~")
     return Path(home) / ".cache" / "alpine-composer"
-
-
-def hash_file(path: Path) -> tuple[str, int]:
-    """Return (sha256 hex, size) of a file, read in chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 @contextlib.contextmanager

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     import requests
 
 from composer.errors import FetchError, NotFoundError, OfflineError, VerificationError
-from composer.sources.cache import ContentCache, cache_writes, hash_file
+from composer.hashing import hash_file
+from composer.manifest import InputRole
+from composer.sources.cache import ContentCache, cache_writes
 
 _CHUNK = 64 * 1024
 METADATA_MAX_SIZE = 64 * 1024 * 1024
@@ -45,11 +47,12 @@ class FetchSettings:
 
 @dataclass(frozen=True)
 class FetchedInput:
-    """One input of the build, for the manifest."""
+    """One input of the build, for the manifest; ``role`` is what the caller fetched it as."""
 
     url: str
     sha256: str
     size: int
+    role: InputRole = InputRole.METADATA
 
 
 @dataclass(frozen=True)
@@ -95,19 +98,19 @@ class Fetcher:
         with self._lock:
             return list(self._inputs)
 
-    def _record(self, url: str, sha256: str, size: int) -> None:
+    def _record(self, url: str, sha256: str, size: int, role: InputRole) -> None:
         key = (url, sha256)
         with self._lock:
             if key not in self._seen:
                 self._seen.add(key)
-                self._inputs.append(FetchedInput(url=url, sha256=sha256, size=size))
+                self._inputs.append(FetchedInput(url=url, sha256=sha256, size=size, role=role))
 
     def _remember(self, url: str, sha256: str, size: int, *, etag: str | None,
-                  last_modified: str | None) -> None:
+                  last_modified: str | None, role: InputRole) -> None:
         """Note a fresh download (or a revalidated copy) in the cache and in this build's inputs."""
         self.cache.remember_url(url, sha256, size, etag=etag, last_modified=last_modified,
                                 fetched_at=self.clock())
-        self._record(url, sha256, size)
+        self._record(url, sha256, size, role)
 
     # -- blobs ---------------------------------------------------------------
 
@@ -121,6 +124,7 @@ class Fetcher:
         check: Callable[[Path], None] | None = None,
         max_size: int | None = None,
         rehash: bool = True,
+        role: InputRole = InputRole.METADATA,
     ) -> Path:
         """Return a cached, verified file holding ``url``'s content.
 
@@ -131,6 +135,7 @@ class Fetcher:
         ``max_size`` bounds a download whose exact size is for ``check`` to judge.
         A cached copy is hashed again before use (``rehash=False`` for callers that hash
         it themselves while reading); a damaged one is dropped and fetched again.
+        ``role`` (minirootfs, package …) is recorded with the input for the manifest.
         """
         expected = sha256.lower() if sha256 else None
         if expected is not None:
@@ -138,7 +143,7 @@ class Fetcher:
             if cached is not None:
                 if check is not None:
                     check(cached)
-                self._record(url, expected, cached.stat().st_size)
+                self._record(url, expected, cached.stat().st_size, role)
                 return cached
         elif self.settings.offline:
             record = self.cache.lookup_url(url)
@@ -146,7 +151,7 @@ class Fetcher:
             if record is not None and cached is not None:
                 if check is not None:
                     check(cached)
-                self._record(url, record.sha256, record.size)
+                self._record(url, record.sha256, record.size, role)
                 return cached
         if self.settings.offline and not _is_file_url(url):
             raise OfflineError(
@@ -165,13 +170,15 @@ class Fetcher:
             if check is not None:
                 check(tmp)
             path = self.cache.install_verified(tmp, actual)
-        self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified)
+        self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified,
+                       role=role)
         return path
 
     # -- metadata ------------------------------------------------------------
 
     def fetch_metadata(
-        self, url: str, *, what: str, max_size: int = METADATA_MAX_SIZE, refresh: bool = False
+        self, url: str, *, what: str, max_size: int = METADATA_MAX_SIZE, refresh: bool = False,
+        role: InputRole = InputRole.METADATA,
     ) -> bytes:
         """Return a small file's bytes, from the cache while younger than the TTL.
 
@@ -186,7 +193,7 @@ class Fetcher:
             if self.settings.offline or (fresh and not refresh):
                 data = self._intact_bytes(cached, record.sha256, what)
                 if data is not None:
-                    self._record(url, record.sha256, record.size)
+                    self._record(url, record.sha256, record.size, role)
                     return data
                 cached = None
         if self.settings.offline and not local:
@@ -203,7 +210,7 @@ class Fetcher:
                 data = self._intact_bytes(cached, record.sha256, what)
                 if data is not None:
                     self._remember(url, record.sha256, record.size, etag=record.etag,
-                                   last_modified=record.last_modified)
+                                   last_modified=record.last_modified, role=role)
                     return data
                 meta = self._download(url, tmp, what=what, size=None, max_size=max_size)
             data = tmp.read_bytes()
@@ -211,10 +218,11 @@ class Fetcher:
             if local and record is not None and cached is not None and record.sha256 == actual:
                 # A local file is read every time; while its bytes stay the same, its
                 # cache copy and record stand as they are (no rewrite, no fsync).
-                self._record(url, actual, got)
+                self._record(url, actual, got, role)
                 return data
             self.cache.install_verified(tmp, actual)
-        self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified)
+        self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified,
+                       role=role)
         return data
 
     # -- cache damage --------------------------------------------------------
