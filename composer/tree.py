@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 from composer.errors import ArchiveError
+from composer.hashing import hash_stream
 
 SPILL_FILE_THRESHOLD = 256 * 1024
 """Files larger than this always go to disk."""
@@ -118,11 +119,8 @@ class Blob:
             if self._data is not None:
                 self._sha256 = hashlib.sha256(self._data).hexdigest()
             else:
-                digest = hashlib.sha256()
                 with self.open() as fh:
-                    for chunk in iter(lambda: fh.read(COPY_CHUNK), b""):
-                        digest.update(chunk)
-                self._sha256 = digest.hexdigest()
+                    self._sha256, _ = hash_stream(fh)
         return self._sha256
 
     @property

@@ -1,8 +1,11 @@
-"""A composed system to boot: the real 3.20.3 minirootfs plus test-signed boot packages."""
+"""In-process build tests: a BuildContext for a profile against the file:// test mirror, and a
+composed system to boot (the real 3.20.3 minirootfs plus test-signed boot packages)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -10,6 +13,8 @@ from composer.apk import db
 from composer.apk.install import install_packages
 from composer.apk.package import VerifiedPackage, verify_apk
 from composer.archive import load_tar
+from composer.context import BuildContext
+from composer.profile import load_profile
 from composer.tree import FileTree
 from tests.conftest import require_shared
 from tests.helpers.apkrepo import PackageSpec, build_apk, signing_key
@@ -21,6 +26,29 @@ from tests.helpers.bootpkgs import (
     marker_inittab,
     syslinux_package,
 )
+
+ContextFor = Callable[..., BuildContext]
+
+
+@pytest.fixture
+def logs() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def context_for(tmp_path: Path, logs: list[str]) -> ContextFor:
+    """``context_for(profile_path, **flags)``: a context writing under ``tmp_path``, with
+    its own cache, no progress bars, no SOURCE_DATE_EPOCH, and log lines kept in ``logs``."""
+
+    def make(profile: Path, *, env: dict[str, str] | None = None, **flags: Any) -> BuildContext:
+        flags.setdefault("output_dir", tmp_path / "out")
+        flags.setdefault("cache_dir", tmp_path / "cache")
+        return BuildContext.from_environment(load_profile(profile), env=env or {}, progress=False,
+                                             retries=0, retry_delay=0.0, log=logs.append,
+                                             **flags)
+
+    return make
+
 
 EPOCH = 1725622440
 KEY = signing_key()

@@ -1,0 +1,107 @@
+"""Outputs: one registry of output kinds, the staging folder, and publishing.
+
+Each output kind is one row of :data:`OUTPUT_KINDS` (format → module and class),
+imported only when a profile uses it. A kind's ``check`` runs in the validation
+pass, before any download; its ``write`` runs once the trees are composed and
+returns one :class:`OutputRecord` per file it wrote. Adding a format is one
+pydantic model in the profile's ``Output`` union plus one row here (and one kind
+class in a module of its own, built on :mod:`composer.build.kind`). This module and
+``kind`` are the only ones that know the ``out/`` layout and name artifacts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from composer.build.kind import OutputJob, OutputKind
+from composer.context import BuildContext
+from composer.errors import NotSupportedError, OutputError
+from composer.manifest import OutputRecord
+
+# format → (module, class); the module is imported on first use.
+OUTPUT_KINDS: dict[str, tuple[str, str]] = {
+    "tar": ("composer.build.tar_output", "TarKind"),
+    "oci": ("composer.build.image_outputs", "OciLayoutKind"),
+    "oci-archive": ("composer.build.image_outputs", "OciArchiveKind"),
+    "docker-archive": ("composer.build.image_outputs", "DockerArchiveKind"),
+}
+# Formats the profile accepts but this version cannot write yet, and what they need.
+NOT_YET: dict[str, str] = {"iso": "the bootable ISO writer"}
+
+
+def output_kind(ctx: BuildContext, fmt: str) -> OutputKind:
+    """The registered kind for ``fmt``; NotSupportedError for a format not written yet."""
+    row = OUTPUT_KINDS.get(fmt)
+    if row is None:
+        needs = NOT_YET.get(fmt, f"a writer for {fmt!r}")
+        raise NotSupportedError(
+            f"{ctx.loaded.path}: outputs: format {fmt!r} (variant {ctx.profile.variant}) needs "
+            f"{needs}, which this version of alpine-composer does not have yet")
+    module, name = row
+    kind: OutputKind = getattr(importlib.import_module(module), name)()
+    return kind
+
+
+def check_outputs(ctx: BuildContext) -> None:
+    """Every output has a kind, passes its kind's check, and claims a place of its own."""
+    claimed: dict[str, str] = {}
+    for output in ctx.profile.outputs:
+        kind = output_kind(ctx, output.format)
+        kind.check(ctx, output)
+        claim = kind.claim(ctx, output)
+        if claim in claimed:
+            if output.format == "tar":
+                raise OutputError(f"{ctx.loaded.path}: outputs: two outputs would both write "
+                                  f"{claim}; list each format once")
+            raise OutputError(f"{ctx.loaded.path}: outputs: format {output.format!r} is listed twice")
+        claimed[claim] = output.format
+
+
+def write_outputs(job: OutputJob) -> list[OutputRecord]:
+    """Every output of the profile, then the SBOMs, into the staging folder."""
+    records: list[OutputRecord] = []
+    for output in job.ctx.profile.outputs:
+        records.extend(output_kind(job.ctx, output.format).write(job, output))
+    if job.ctx.profile.sbom:
+        from composer.build.sbom_outputs import write_sboms
+
+        records.extend(write_sboms(job))
+    return records
+
+
+@contextmanager
+def staging_dir(ctx: BuildContext) -> Iterator[Path]:
+    """A private folder beside the final one; removed unless published."""
+    try:
+        ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {ctx.output_dir}: {exc.strerror}") from None
+    stage = Path(tempfile.mkdtemp(prefix=f".{ctx.profile.name}.partial-", dir=ctx.output_dir))
+    try:
+        yield stage
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def final_dir(ctx: BuildContext) -> Path:
+    """``<output-dir>/<name>/``, where a build is published."""
+    return ctx.output_dir / ctx.profile.name
+
+
+def publish(stage: Path, final: Path) -> None:
+    """Swap the staged folder into place: readers see the old or the new set, never a mix."""
+    os.chmod(stage, 0o755)
+    old: Path | None = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(stage, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
