@@ -101,6 +101,20 @@ def make_parser() -> argparse.ArgumentParser:
     _build_flags(p)
     _common(p)
 
+    p = sub.add_parser("boot", help="start a built ISO in qemu (serial console on this terminal)")
+    p.add_argument("target", type=Path,
+                   help="an output folder, an .iso file, or a profile (its output folder)")
+    p.add_argument("--firmware", choices=["bios", "uefi"], default="bios")
+    p.add_argument("--as", dest="medium", choices=["cd", "disk"], default="cd",
+                   help="attach the ISO as a CD drive or as a disk (as after dd to a USB stick)")
+    p.add_argument("--arch", choices=["x86_64", "aarch64"],
+                   help="which ISO of a multi-arch build (default x86_64)")
+    p.add_argument("--memory", type=int, default=1024, metavar="MB")
+    p.add_argument("--kvm", action="store_true", help="use KVM (off by default: TCG works everywhere)")
+    p.add_argument("--print", dest="dry_run", action="store_true",
+                   help="print the qemu command instead of running it")
+    _common(p)
+
     p = sub.add_parser("schema", help="write the profile JSON schema (for editors)")
     p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     _common(p)
@@ -210,6 +224,20 @@ def _verify_target(args: argparse.Namespace) -> Path:
     return target
 
 
+def cmd_boot(args: argparse.Namespace) -> int:
+    import shlex
+
+    from composer.vm import VmSettings, find_iso, qemu_command, start_vm
+
+    image, arch = find_iso(_verify_target(args), args.arch)
+    settings = VmSettings(firmware=args.firmware, medium=args.medium, arch=arch,
+                          memory_mb=args.memory, kvm=args.kvm)
+    if args.dry_run:
+        print(shlex.join(qemu_command(image, settings)))
+        return 0
+    return start_vm(image, settings)
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from composer.profile.model import Profile
 
@@ -229,8 +257,8 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "fetch": cmd_fetch, "verify": cmd_verify, "schema": cmd_schema,
-            "version": cmd_version}
+COMMANDS = {"build": cmd_build, "fetch": cmd_fetch, "verify": cmd_verify, "boot": cmd_boot,
+            "schema": cmd_schema, "version": cmd_version}
 
 
 def _report_failure(kind: str, message: str, code: int, *, as_json: bool) -> int:

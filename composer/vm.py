@@ -7,6 +7,7 @@ for, because it is not usable on every machine (TCG always is).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from composer.errors import ComposerError, UsageError
+from composer.manifest import MANIFEST_NAME
 
 FIRMWARES = ("bios", "uefi")
 MEDIA = ("cd", "disk")
@@ -96,3 +98,28 @@ def start_vm(image: Path, settings: VmSettings, extra: Sequence[str] = ()) -> in
     command = qemu_command(image, settings) + list(extra)
     require_qemu(settings.arch)
     return subprocess.run(command, check=False).returncode
+
+
+def find_iso(target: Path, arch: str | None = None) -> tuple[Path, str]:
+    """The ISO to boot and its arch: ``target`` itself, or the one ``manifest.json`` of the
+    output folder ``target`` lists (for ``arch``, else x86_64 if there is one)."""
+    if target.is_file():
+        if target.suffix != ".iso":
+            raise UsageError(f"{target}: not an ISO image")
+        return target, arch or ("aarch64" if target.name.endswith("-aarch64.iso") else "x86_64")
+    manifest = target / MANIFEST_NAME
+    try:
+        outputs = json.loads(manifest.read_bytes()).get("outputs", [])
+    except FileNotFoundError:
+        raise UsageError(f"{target}: no {MANIFEST_NAME}; give an output folder or an .iso file") \
+            from None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UsageError(f"{manifest}: unreadable ({exc})") from None
+    isos = {str(o.get("arch")): str(o.get("path")) for o in outputs
+            if isinstance(o, dict) and o.get("format") == "iso"}
+    if not isos:
+        raise UsageError(f"{target}: the build has no ISO output (add {{format: iso}} to outputs)")
+    chosen = arch or ("x86_64" if "x86_64" in isos else sorted(isos)[0])
+    if chosen not in isos:
+        raise UsageError(f"{target}: no ISO for {chosen} (built: {', '.join(sorted(isos))})")
+    return target / isos[chosen], chosen

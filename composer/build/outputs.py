@@ -30,9 +30,10 @@ OUTPUT_KINDS: dict[str, tuple[str, str]] = {
     "oci": ("composer.build.image_outputs", "OciLayoutKind"),
     "oci-archive": ("composer.build.image_outputs", "OciArchiveKind"),
     "docker-archive": ("composer.build.image_outputs", "DockerArchiveKind"),
+    "iso": ("composer.build.iso_output", "IsoKind"),
 }
 # Formats the profile accepts but this version cannot write yet, and what they need.
-NOT_YET: dict[str, str] = {"iso": "the bootable ISO writer"}
+NOT_YET: dict[str, str] = {}
 
 
 def output_kind(ctx: BuildContext, fmt: str) -> OutputKind:

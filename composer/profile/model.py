@@ -213,9 +213,20 @@ class DockerArchiveOutput(Strict):
 
 
 class IsoOutput(Strict):
+    """A bootable hybrid ISO: BIOS and/or UEFI, from a CD drive or as a disk."""
+
     format: Literal["iso"]
-    boot: list[Literal["bios", "uefi"]] = ["bios", "uefi"]
-    cmdline: str = ""
+    boot: list[Literal["bios", "uefi"]] = Field(default=["bios", "uefi"], min_length=1)
+    kernel: str = Field(default="lts", pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$",
+                        description="Kernel flavor: the ISO boots /boot/vmlinuz-<kernel>.")
+    cmdline: str = Field(default="", description="Kernel command line.")
+    label: str | None = Field(default=None, description="ISO volume id (at most 32 characters); "
+                              "default alpine-<variant> <release> <arch>.")
+    timeout: int = Field(default=1, ge=0, le=3600,
+                         description="Seconds the BIOS boot prompt waits; 0 boots at once.")
+    efi_loader: Literal["uki", "syslinux"] = Field(
+        default="uki", description="uki: the kernel, initramfs and cmdline on gummiboot's EFI "
+                                   "stub; syslinux: syslinux.efi (x86_64 only).")
 
 
 Output = Annotated[TarOutput | OciOutput | DockerArchiveOutput | IsoOutput,

@@ -123,11 +123,13 @@ def gummiboot_package() -> PackageSpec:
 
 def marker_inittab(marker: str = BOOT_MARKER) -> bytes:
     """An inittab whose first lines print ``<marker>-BIOS`` or ``<marker>-UEFI`` (the
-    firmware the kernel was started by) on the console, then power off."""
+    firmware the kernel was started by) on the serial port, then power off. It writes to
+    /dev/ttyS0 itself, so it shows even when /dev/console is the screen (``console=tty0``)."""
     return (
         "::sysinit:/bin/mount -t sysfs sysfs /sys\n"
-        f"::sysinit:/bin/sh -c 'if [ -d /sys/firmware/efi ]; then echo {marker}-UEFI; "
-        f"else echo {marker}-BIOS; fi'\n"
+        "::sysinit:/bin/mount -t devtmpfs devtmpfs /dev\n"
+        f"::sysinit:/bin/sh -c 'if [ -d /sys/firmware/efi ]; then m={marker}-UEFI; "
+        f"else m={marker}-BIOS; fi; echo $m > /dev/ttyS0'\n"
         "::sysinit:/sbin/poweroff -f\n").encode()
 
 
