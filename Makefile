@@ -4,10 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= profiles/minirootfs.yaml
 MIRROR ?=
+FIRMWARE ?= bios
+MEDIUM ?= cd
 OUTPUT_DIR ?= out
 MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
 
-.PHONY: install build verify rebuild test test-fast golden bench schema clean
+.PHONY: install build verify rebuild boot test test-fast golden bench schema clean
 
 $(BIN)/alpine-composer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +27,10 @@ verify: install
 
 rebuild: install
 	$(BIN)/alpine-composer verify --rebuild $(PROFILE) --output-dir $(OUTPUT_DIR) $(MIRROR_FLAG)
+
+# Start the profile's ISO in qemu: make boot PROFILE=profiles/virt.yaml [FIRMWARE=uefi] [MEDIUM=disk]
+boot: install
+	$(BIN)/alpine-composer boot $(PROFILE) --output-dir $(OUTPUT_DIR) --firmware $(FIRMWARE) --as $(MEDIUM)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -113,6 +113,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--kvm", action="store_true", help="use KVM (off by default: TCG works everywhere)")
     p.add_argument("--print", dest="dry_run", action="store_true",
                    help="print the qemu command instead of running it")
+    p.add_argument("--output-dir", type=Path, default=argparse.SUPPRESS,
+                   help="where a profile's <name>/ was written (default: out)")
     _common(p)
 
     p = sub.add_parser("schema", help="write the profile JSON schema (for editors)")

@@ -103,6 +103,8 @@ def start_vm(image: Path, settings: VmSettings, extra: Sequence[str] = ()) -> in
 def find_iso(target: Path, arch: str | None = None) -> tuple[Path, str]:
     """The ISO to boot and its arch: ``target`` itself, or the one ``manifest.json`` of the
     output folder ``target`` lists (for ``arch``, else x86_64 if there is one)."""
+    if not target.exists():
+        raise UsageError(f"{target}: no such file or folder (build the profile first)")
     if target.is_file():
         if target.suffix != ".iso":
             raise UsageError(f"{target}: not an ISO image")

@@ -241,13 +241,18 @@ def test_bad_profiles(tmp_path: Path, mirror: MirrorInfo, signing_key: SigningKe
     assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))
 
 
-def test_unsupported_features_say_what_is_missing(tmp_path: Path, mirror: MirrorInfo,
-                                                   signing_key: SigningKey) -> None:
+def test_iso_without_boot_packages_names_them(tmp_path: Path, mirror: MirrorInfo,
+                                              signing_key: SigningKey) -> None:
     iso = write_profile(tmp_path / "p", mirror_url=mirror.file_url, key=signing_key,
-                        variant="virt", outputs=[{"format": "iso"}], packages=[])
+                        variant="virt", outputs=[{"format": "iso"}], packages=[], services={})
     code, err, out, cache = build(iso, tmp_path)
-    assert code == 2
-    assert "format 'iso'" in error_line(err) and "ISO writer" in error_line(err)
+    assert code == 6
+    assert error_line(err) == (
+        "ISO boot files missing from the image: /usr/lib/gummiboot/linuxx64.efi.stub (add "
+        "package gummiboot); /boot/vmlinuz-virt (add package linux-virt); "
+        "/usr/share/syslinux/isolinux.bin, /usr/share/syslinux/ldlinux.c32 (add package "
+        "syslinux)")
+    assert not (out / "test").exists() and [p.name for p in out.iterdir()] == []
 
 
 def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:

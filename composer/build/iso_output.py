@@ -19,6 +19,7 @@ from composer.build.kind import OutputJob, artifact_name
 from composer.context import BuildContext
 from composer.manifest import OutputRecord
 from composer.profile.model import IsoOutput
+from composer.profile.variants import iso_defaults
 
 SUFFIX = ".iso"
 
@@ -26,9 +27,10 @@ SUFFIX = ".iso"
 def boot_settings(ctx: BuildContext, output: IsoOutput, arch: str, release: str) -> BootSettings:
     """The output's settings for one arch, defaults filled in."""
     variant = str(ctx.profile.variant)
-    return BootSettings(arch=arch, kernel=output.kernel,
+    defaults = iso_defaults(variant)
+    return BootSettings(arch=arch, kernel=output.kernel or defaults["kernel"],
                         firmware=tuple(Firmware(f) for f in output.boot),
-                        cmdline=output.cmdline,
+                        cmdline=defaults["cmdline"] if output.cmdline is None else output.cmdline,
                         label=output.label or default_label(variant, release, arch),
                         timeout=output.timeout, efi_loader=EfiLoader(output.efi_loader),
                         release=release, variant=variant)

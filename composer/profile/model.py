@@ -217,9 +217,11 @@ class IsoOutput(Strict):
 
     format: Literal["iso"]
     boot: list[Literal["bios", "uefi"]] = Field(default=["bios", "uefi"], min_length=1)
-    kernel: str = Field(default="lts", pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$",
-                        description="Kernel flavor: the ISO boots /boot/vmlinuz-<kernel>.")
-    cmdline: str = Field(default="", description="Kernel command line.")
+    kernel: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$",
+                               description="Kernel flavor: the ISO boots /boot/vmlinuz-<kernel> "
+                                           "(default: virt for the virt variant, else lts).")
+    cmdline: str | None = Field(default=None, description="Kernel command line (default: "
+                                "the variant's serial and screen consoles, quiet).")
     label: str | None = Field(default=None, description="ISO volume id (at most 32 characters); "
                               "default alpine-<variant> <release> <arch>.")
     timeout: int = Field(default=1, ge=0, le=3600,

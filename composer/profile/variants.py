@@ -1,7 +1,7 @@
 """Variant presets: defaults a variant fills in for keys the profile leaves out.
 
-A preset never overrides what the user wrote; it only supplies missing keys (inside
-mappings too; a list the profile writes replaces the preset's whole). The README's
+A preset never overrides what the user wrote; it only supplies missing keys (and missing
+keys of ``overlay``); a list the profile writes replaces the preset's whole. The README's
 "Variants" table is generated from the same data.
 """
 
@@ -40,6 +40,20 @@ _CONSOLES = {"files": [{"path": "/etc/inittab", "content": SERIAL_INITTAB, "mode
 # EFI stub the UEFI loader is built on (see composer/build/boot.py).
 BOOT_PACKAGES = ["syslinux", "gummiboot"]
 
+# An ISO output's kernel flavor and command line when it names none, by variant. The last
+# console= is /dev/console: virt has only the serial port; bare metal shows the screen and
+# copies kernel messages to the serial port.
+ISO_DEFAULTS: dict[str, dict[str, str]] = {
+    "virt": {"kernel": "virt", "cmdline": "console=ttyS0,115200 quiet"},
+    "": {"kernel": "lts", "cmdline": "console=ttyS0,115200 console=tty0 quiet"},
+}
+
+
+def iso_defaults(variant: str) -> dict[str, str]:
+    """``kernel`` and ``cmdline`` for an ISO output of ``variant`` that leaves them out."""
+    return ISO_DEFAULTS.get(variant, ISO_DEFAULTS[""])
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "minirootfs": {
         "base": "minirootfs",
@@ -49,17 +63,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "packages": ["alpine-base", "linux-virt", *BOOT_PACKAGES],
         "services": {"sysinit": ["devfs", "dmesg", "mdev"], "boot": ["hostname", "modules"]},
         "overlay": _CONSOLES,
-        "outputs": [{"format": "iso", "boot": ["bios", "uefi"], "kernel": "virt",
-                     "cmdline": "console=ttyS0,115200 quiet"}],
+        "outputs": [{"format": "iso", "boot": ["bios", "uefi"]}],
     },
     "standard": {
         "packages": ["alpine-base", "linux-lts", *BOOT_PACKAGES],
         "services": {"sysinit": ["devfs", "dmesg", "mdev", "hwdrivers"],
                      "boot": ["hostname", "modules"]},
         "overlay": _CONSOLES,
-        # The last console= is /dev/console (the screen); the serial port gets kernel messages.
-        "outputs": [{"format": "iso", "boot": ["bios", "uefi"], "kernel": "lts",
-                     "cmdline": "console=ttyS0,115200 console=tty0 quiet"}],
+        "outputs": [{"format": "iso", "boot": ["bios", "uefi"]}],
     },
     "edge": {
         "branch": "edge",
@@ -75,22 +86,21 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+FILLED_INSIDE = ("overlay",)
+"""Mappings a preset fills key by key: a profile's ``overlay: {hostname: …}`` keeps the
+variant's inittab (``overlay.files`` written by the profile replaces it)."""
+
+
 def apply_preset(data: dict[str, Any]) -> dict[str, Any]:
     """Fill the keys the profile leaves out from its variant's preset."""
     variant = data.get("variant", "minirootfs")
     preset = PRESETS.get(variant) if isinstance(variant, str) else None
     if preset is None:
         return data
-    return _fill(data, preset)
-
-
-def _fill(data: dict[str, Any], preset: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with the keys it lacks taken from ``preset``; mappings both have are filled
-    the same way (a profile's ``overlay: {hostname: …}`` keeps the preset's consoles)."""
     merged = dict(data)
     for key, value in preset.items():
         if key not in merged:
             merged[key] = value
-        elif isinstance(merged[key], dict) and isinstance(value, dict):
-            merged[key] = _fill(merged[key], value)
+        elif key in FILLED_INSIDE and isinstance(merged[key], dict):
+            merged[key] = {**value, **merged[key]}
     return merged

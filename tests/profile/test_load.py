@@ -70,8 +70,17 @@ def test_missing_parent_and_file(tmp_path: Path) -> None:
 
 def test_variant_presets_fill_only_missing_keys() -> None:
     virt = Profile.model_validate({"name": "v", "variant": "virt"})
-    assert virt.packages == ["alpine-base", "linux-virt"]
+    assert virt.packages == ["alpine-base", "linux-virt", "syslinux", "gummiboot"]
     assert [o.format for o in virt.outputs] == ["iso"]
+    assert [f.path for f in virt.overlay.files] == ["/etc/inittab"]
+    # Mappings are filled key by key: the profile's hostname and the variant's inittab.
+    named = Profile.model_validate({"name": "v", "variant": "virt",
+                                    "overlay": {"hostname": "vm"}})
+    assert named.overlay.hostname == "vm" and [f.path for f in named.overlay.files] == [
+        "/etc/inittab"]
+    mine = Profile.model_validate({"name": "v", "variant": "standard", "overlay": {
+        "files": [{"path": "/etc/motd", "content": "hi"}]}})
+    assert [f.path for f in mine.overlay.files] == ["/etc/motd"]
     own = Profile.model_validate({"name": "v", "variant": "virt", "packages": ["x"],
                                   "outputs": [{"format": "tar"}]})
     assert own.packages == ["x"] and [o.format for o in own.outputs] == ["tar"]
