@@ -15,7 +15,6 @@ initramfs beside them in the FAT image) is the other route, for x86_64 only.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import io
 import time
@@ -23,27 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from composer.errors import InstallError, ProfileError
+from composer.profile.model import EfiLoader, Firmware
 from composer.tree import Entry, EntryType, FileTree, resolve_symlink_target, sort_key
 from composer.writers.compress import ParallelGzipWriter
 from composer.writers.cpio import write_cpio
 from composer.writers.fat import FatFile, fat_image
 from composer.writers.iso import IsoFile, IsoSpec, check_volume_id
 from composer.writers.uki import build_uki, stub_arch
-
-
-class Firmware(enum.StrEnum):
-    """The firmware an ISO can boot from."""
-
-    BIOS = "bios"
-    UEFI = "uefi"
-
-
-class EfiLoader(enum.StrEnum):
-    """How UEFI firmware gets from the FAT image to the kernel."""
-
-    UKI = "uki"
-    SYSLINUX = "syslinux"
-
 
 SYSLINUX = "usr/share/syslinux"
 BIOS_FILES = ("isolinux.bin", "ldlinux.c32")

@@ -7,14 +7,7 @@ tree's boot files and returns a plain spec, and masters it with the ISO writer.
 
 from __future__ import annotations
 
-from composer.build.boot import (
-    BootSettings,
-    EfiLoader,
-    Firmware,
-    boot_media,
-    check_settings,
-    default_label,
-)
+from composer.build.boot import BootSettings, boot_media, check_settings, default_label
 from composer.build.kind import OutputJob, artifact_name
 from composer.context import BuildContext
 from composer.manifest import OutputRecord
@@ -29,10 +22,10 @@ def boot_settings(ctx: BuildContext, output: IsoOutput, arch: str, release: str)
     variant = str(ctx.profile.variant)
     defaults = iso_defaults(variant)
     return BootSettings(arch=arch, kernel=output.kernel or defaults["kernel"],
-                        firmware=tuple(Firmware(f) for f in output.boot),
+                        firmware=tuple(output.boot),
                         cmdline=defaults["cmdline"] if output.cmdline is None else output.cmdline,
                         label=output.label or default_label(variant, release, arch),
-                        timeout=output.timeout, efi_loader=EfiLoader(output.efi_loader),
+                        timeout=output.timeout, efi_loader=output.efi_loader,
                         release=release, variant=variant)
 
 

@@ -65,6 +65,20 @@ class Base(enum.StrEnum):
     PACKAGES = "packages"
 
 
+class Firmware(enum.StrEnum):
+    """The firmware an ISO boots from."""
+
+    BIOS = "bios"
+    UEFI = "uefi"
+
+
+class EfiLoader(enum.StrEnum):
+    """How UEFI firmware gets from the ISO's FAT image to the kernel."""
+
+    UKI = "uki"
+    SYSLINUX = "syslinux"
+
+
 class Compression(enum.StrEnum):
     """The compressions an archive output may use (the writers take the same enum)."""
 
@@ -216,7 +230,7 @@ class IsoOutput(Strict):
     """A bootable hybrid ISO: BIOS and/or UEFI, from a CD drive or as a disk."""
 
     format: Literal["iso"]
-    boot: list[Literal["bios", "uefi"]] = Field(default=["bios", "uefi"], min_length=1)
+    boot: list[Firmware] = Field(default=[Firmware.BIOS, Firmware.UEFI], min_length=1)
     kernel: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$",
                                description="Kernel flavor: the ISO boots /boot/vmlinuz-<kernel> "
                                            "(default: virt for the virt variant, else lts).")
@@ -226,8 +240,8 @@ class IsoOutput(Strict):
                               "default alpine-<variant> <release> <arch>.")
     timeout: int = Field(default=1, ge=0, le=3600,
                          description="Seconds the BIOS boot prompt waits; 0 boots at once.")
-    efi_loader: Literal["uki", "syslinux"] = Field(
-        default="uki", description="uki: the kernel, initramfs and cmdline on gummiboot's EFI "
+    efi_loader: EfiLoader = Field(
+        default=EfiLoader.UKI, description="uki: the kernel, initramfs and cmdline on gummiboot's EFI "
                                    "stub; syslinux: syslinux.efi (x86_64 only).")
 
 

@@ -15,8 +15,6 @@ import pytest
 
 from composer.build.boot import (
     BootSettings,
-    EfiLoader,
-    Firmware,
     boot_media,
     check_settings,
     check_tree,
@@ -25,11 +23,13 @@ from composer.build.boot import (
     syslinux_config,
 )
 from composer.errors import InstallError, ProfileError
+from composer.profile.model import EfiLoader, Firmware
 from composer.tree import EntryType, FileTree
 from composer.writers.iso import write_iso
+from tests.helpers.bootpkgs import FAKE_ISOLINUX
 
 EPOCH = 1725622440
-ISOLINUX = b"\xfa" * 0x40 + b"\xfb\xc0\x78\x70" + b"\0" * (4096 - 0x44)
+ISOLINUX = FAKE_ISOLINUX
 X86 = BootSettings(arch="x86_64", kernel="virt", firmware=(Firmware.BIOS, Firmware.UEFI),
                    cmdline="console=ttyS0,115200 quiet", label="alpine-virt 3.20.3 x86_64",
                    timeout=3, release="3.20.3", variant="virt")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from composer.build.boot import BootSettings, Firmware, boot_media
+from composer.build.boot import BootSettings, boot_media
+from composer.profile.model import Firmware
 from composer.writers.iso import ELTORITO_MAX_SECTORS, write_iso
 from tests.build.conftest import EPOCH, ComposeTree
 from tests.helpers.bootpkgs import BOOT_MARKER

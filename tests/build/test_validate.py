@@ -36,7 +36,21 @@ def test_checks_run_in_the_documented_order() -> None:
         "check_writers_exist", "check_packages", "check_outputs"]
 
 
-def test_iso_needs_a_writer(tmp_path: Path, context_for: ContextFor, signing_key: SigningKey) -> None:
+def test_iso_settings_are_checked_before_any_download(tmp_path: Path, context_for: ContextFor,
+                                                      signing_key: SigningKey) -> None:
+    err = refused(context_for, tmp_path / "p", signing_key, variant="virt", arch="aarch64",
+                  outputs=[{"format": "iso"}])
+    assert isinstance(err, ProfileError)
+    assert err.message == (f"{tmp_path / 'p' / 'test.yaml'}: outputs[0]: boot: bios is not "
+                           "possible on aarch64 (BIOS boot exists on x86 only); use boot: [uefi]")
+
+
+def test_a_format_without_a_writer(tmp_path: Path, context_for: ContextFor,
+                                   signing_key: SigningKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    from composer.build import outputs
+
+    monkeypatch.delitem(outputs.OUTPUT_KINDS, "iso")
+    monkeypatch.setitem(outputs.NOT_YET, "iso", "the bootable ISO writer")
     err = refused(context_for, tmp_path / "p", signing_key, variant="virt",
                   outputs=[{"format": "iso"}], packages=["bad name!"])
     assert isinstance(err, NotSupportedError)

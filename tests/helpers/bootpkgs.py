@@ -35,6 +35,8 @@ SYSLINUX_FILES = {
 STUB_FILE = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
 STUB_PATH = "usr/lib/gummiboot/linuxx64.efi.stub"
 BOOT_MARKER = "COMPOSER-BOOT-OK"
+FAKE_ISOLINUX = b"\xfa" * 0x40 + b"\xfb\xc0\x78\x70" + b"\0" * (4096 - 0x44)
+"""Enough of isolinux.bin for tests that never boot it: the isohybrid signature at 0x40."""
 
 
 class Unavailable(Exception):

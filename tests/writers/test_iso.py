@@ -26,10 +26,10 @@ from composer.writers.iso import (
     pinned,
     write_iso,
 )
+from tests.helpers.bootpkgs import FAKE_ISOLINUX
 
 EPOCH = 1725622440
-# Enough of isolinux.bin for pycdlib: its isohybrid signature at 0x40.
-ISOLINUX = b"\xfa" * 0x40 + b"\xfb\xc0\x78\x70" + b"\0" * (4096 - 0x44)
+ISOLINUX = FAKE_ISOLINUX
 
 
 def _spec(*, efi_bytes: int = 0, epoch: int = EPOCH, bios: bool = True,
