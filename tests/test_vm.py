@@ -37,3 +37,24 @@ def test_bad_choices(settings: VmSettings, message: str) -> None:
     with pytest.raises(UsageError) as info:
         qemu_command(ISO, settings)
     assert str(info.value) == message
+
+
+def test_boot_command_without_qemu_says_what_to_install(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    image = tmp_path / "x.iso"
+    image.write_bytes(b"\0" * 2048)
+    result = run_cli("boot", image, env={"PATH": str(tmp_path)})
+    assert (result.returncode, result.stderr) == (
+        1, "alpine-composer: error: qemu-system-x86_64 is not installed (apt-get install "
+           "qemu-system-x86)\n")
+
+
+def test_boot_command_needs_an_iso_build(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    (tmp_path / "manifest.json").write_text('{"outputs": [{"format": "tar", "path": "x.tar"}]}')
+    result = run_cli("boot", tmp_path)
+    assert (result.returncode, result.stderr) == (
+        2, f"alpine-composer: error: {tmp_path}: the build has no ISO output (add {{format: iso}} "
+           "to outputs)\n")

@@ -25,12 +25,11 @@ from tests.helpers.apkrepo import PackageSpec, build_repository, signing_key
 from tests.helpers.bootpkgs import BOOT_MARKER, base_packages, marker_inittab
 from tests.helpers.gpg import SigningKey
 from tests.helpers.mirror import build_mirror
-from tests.helpers.qemu import boot, missing_tools
+from tests.helpers.qemu import MODE_IDS, MODES, boot_to_marker, missing_tools
 
 pytestmark = pytest.mark.slow
 
 KEY = signing_key()
-MODES = [("bios", "cd"), ("bios", "disk"), ("uefi", "cd"), ("uefi", "disk")]
 
 
 @dataclass(frozen=True)
@@ -93,14 +92,9 @@ def virt_build(tmp_path_factory: pytest.TempPathFactory, iso_mirror: IsoMirror) 
     return folder
 
 
-@pytest.mark.parametrize(("firmware", "medium"), MODES, ids=[f"{f}-{m}" for f, m in MODES])
+@pytest.mark.parametrize(("firmware", "medium"), MODES, ids=MODE_IDS)
 def test_virt_profile_boots(virt_build: Path, firmware: str, medium: str) -> None:
-    reason = missing_tools(firmware)
-    if reason:
-        pytest.skip(reason)
-    result = boot(virt_build / "virt-3.20.3-x86_64.iso", firmware=firmware, medium=medium,
-                  marker=f"{BOOT_MARKER}-{firmware.upper()}", timeout=150)
-    print(f"CLI-built virt ISO, {firmware}/{medium}: {result.seconds:.1f} s")
+    boot_to_marker(virt_build / "virt-3.20.3-x86_64.iso", firmware, medium, BOOT_MARKER)
 
 
 def test_verify_and_rebuild(virt_build: Path) -> None:
@@ -164,9 +158,7 @@ def test_standard_profile_builds_and_boots(iso_mirror: IsoMirror, tmp_path: Path
         fh.seek(16 * 2048 + 40)
         assert fh.read(32).rstrip() == b"alpine-standard 3.20.3 x86_64"
     for firmware, medium in (("bios", "disk"), ("uefi", "cd")):
-        if missing_tools(firmware) is None:
-            boot(iso, firmware=firmware, medium=medium,
-                 marker=f"{BOOT_MARKER}-{firmware.upper()}", timeout=150)
+        boot_to_marker(iso, firmware, medium, BOOT_MARKER)
 
 
 def test_missing_kernel_stops_before_anything_is_written(iso_mirror: IsoMirror,

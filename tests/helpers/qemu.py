@@ -92,3 +92,25 @@ def boot(image: Path, *, firmware: str, medium: str, marker: str,
 
 def _tail(output: bytes | bytearray, lines: int = 25) -> str:
     return "\n".join(output.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+MODES = [("bios", "cd"), ("bios", "disk"), ("uefi", "cd"), ("uefi", "disk")]
+MODE_IDS = [f"{firmware}-{medium}" for firmware, medium in MODES]
+
+
+def boot_to_marker(image: Path, firmware: str, medium: str, marker: str,
+                   timeout: float = 150.0) -> BootResult:
+    """Boot until ``<marker>-BIOS`` or ``<marker>-UEFI`` (the firmware the guest saw), or skip
+    when qemu or the firmware is not installed. The other firmware's marker must not show:
+    a BIOS fallback cannot pass for a UEFI boot."""
+    import pytest
+
+    reason = missing_tools(firmware)
+    if reason:
+        pytest.skip(reason)
+    result = boot(image, firmware=firmware, medium=medium, marker=f"{marker}-{firmware.upper()}",
+                  timeout=timeout)
+    other = "BIOS" if firmware == "uefi" else "UEFI"
+    assert f"{marker}-{other}" not in result.output
+    print(f"{image.name} {firmware}/{medium}: {result.seconds:.1f} s")
+    return result
