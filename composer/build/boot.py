@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from composer.errors import InstallError, ProfileError
+from composer.errors import InstallError, OutputError, ProfileError
 from composer.profile.model import EfiLoader, Firmware
 from composer.tree import Entry, EntryType, FileTree, resolve_symlink_target, sort_key
 from composer.writers.compress import ParallelGzipWriter
@@ -131,8 +131,8 @@ def check_tree(tree: FileTree, settings: BootSettings) -> None:
         stub = _read(tree, stub_path)
         try:
             arch = stub_arch(stub, source="/" + stub_path)
-        except Exception as exc:
-            raise InstallError(str(exc)) from exc
+        except OutputError as exc:
+            raise InstallError(exc.message) from exc
         if arch != settings.arch:
             raise InstallError(f"/{stub_path} is an EFI stub for {arch}, not {settings.arch}")
 

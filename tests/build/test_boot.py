@@ -98,6 +98,15 @@ def test_stub_of_the_wrong_arch_is_refused() -> None:
         check_tree(tree, X86)
 
 
+def test_stub_that_is_not_a_pe_image_is_refused() -> None:
+    tree = boot_tree()
+    tree.add_file("usr/lib/gummiboot/linuxx64.efi.stub", b"#!/bin/sh\n")
+    with pytest.raises(InstallError) as info:
+        check_tree(tree, X86)
+    assert str(info.value) == ("/usr/lib/gummiboot/linuxx64.efi.stub: not a PE image "
+                               "(no MZ header)") and info.value.exit_code == 6
+
+
 @pytest.mark.parametrize(("changes", "message"), [
     ({"label": "alpine-standard 3.20.3 x86_64 plus"},
      "p.yaml: outputs[0]: label 'alpine-standard 3.20.3 x86_64 plus' must be 1 to 32 "
