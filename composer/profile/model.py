@@ -279,6 +279,8 @@ class User(Strict):
     home: str | None = None
     shell: str = "/bin/sh"
     gecos: str = ""
+    create_home: bool = Field(default=True, description="Create the home folder as adduser does "
+                              "(mode 2755, owned by the user, /etc/skel copied in).")
 
 
 class Accounts(Strict):

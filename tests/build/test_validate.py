@@ -33,7 +33,8 @@ def refused(context_for: ContextFor, folder: Path, key: SigningKey, **fields: ob
 
 def test_checks_run_in_the_documented_order() -> None:
     assert [c.__name__ for c in validate_module.CHECKS] == [
-        "check_writers_exist", "check_packages", "check_outputs"]
+        "check_writers_exist", "check_packages", "check_local_files", "check_image_config",
+        "check_output_outside_overlay", "check_outputs"]
 
 
 def test_iso_needs_a_writer(tmp_path: Path, context_for: ContextFor, signing_key: SigningKey) -> None:
