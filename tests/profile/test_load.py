@@ -94,6 +94,21 @@ def test_overrides_win_over_the_file(tmp_path: Path) -> None:
     assert loaded.profile.mirror == "file:///srv/mirror"
 
 
+def test_a_mirror_override_takes_repository_urls_under_the_profile_mirror_along(
+        tmp_path: Path) -> None:
+    path = write(tmp_path / "p.yaml", "name: x\nmirror: https://example.org/alpine/\n"
+                 "repositories: [main, https://example.org/alpine/v3.20/community,\n"
+                 "  '@t https://example.org/alpine/edge/testing', https://example.org/alpinex/r,\n"
+                 "  https://other.org/repo]\n")
+    loaded = load_profile(path, overrides={"mirror": "http://127.0.0.1:1/m"})
+    assert [(r.url, r.tag) for r in loaded.profile.repositories or []] == [
+        ("main", None), ("http://127.0.0.1:1/m/v3.20/community", None),
+        ("http://127.0.0.1:1/m/edge/testing", "t"), ("https://example.org/alpinex/r", None),
+        ("https://other.org/repo", None)]
+    unchanged = load_profile(path).profile.repositories or []
+    assert unchanged[1].url == "https://example.org/alpine/v3.20/community"
+
+
 def test_merge_profiles_is_pure() -> None:
     parent = {"a": {"b": 1, "c": [1]}, "d": 1}
     child = {"a": {"c": [2]}, "e": 2}
