@@ -21,7 +21,7 @@ from pathlib import Path
 
 from composer.build.kind import OutputJob, OutputKind
 from composer.context import BuildContext
-from composer.errors import NotSupportedError, OutputError
+from composer.errors import NotSupportedError, OutputError, ProfileError
 from composer.leftovers import pid_tag, sweep_dead
 from composer.manifest import MANIFEST_NAME, OutputRecord
 
@@ -58,9 +58,10 @@ def check_outputs(ctx: BuildContext) -> None:
         claim = kind.claim(ctx, output)
         if claim in claimed:
             if output.format == "tar":
-                raise OutputError(f"{ctx.loaded.path}: outputs: two outputs would both write "
-                                  f"{claim}; list each format once")
-            raise OutputError(f"{ctx.loaded.path}: outputs: format {output.format!r} is listed twice")
+                raise ProfileError(f"{ctx.loaded.path}: outputs: two outputs would both write "
+                                   f"{claim}; list each format once")
+            raise ProfileError(f"{ctx.loaded.path}: outputs: format {output.format!r} is listed "
+                               "twice")
         claimed[claim] = output.format
 
 
