@@ -78,6 +78,12 @@ class OutputError(ComposerError):
     exit_code = 1
 
 
+class ScratchError(ComposerError):
+    """The temporary folder for spilled file contents is full or cannot be written."""
+
+    exit_code = 1
+
+
 class CacheError(ComposerError):
     """The download cache cannot be created, written or read (permissions, disk full)."""
 

@@ -73,6 +73,10 @@ def apply_overlay(tree: FileTree, overlay: Overlay, *, base_dir: Path,
         inputs.extend(_copy_tree(tree, root, folder))
     for directory in overlay.directories:
         path = _tree_path(directory.path)
+        existing = tree.get(path)
+        if existing is not None and existing.type != EntryType.DIR:
+            raise ProfileError(f"overlay.directories: {directory.path} is a {existing.type.value} "
+                               "in the image, not a folder (remove it first with overlay.remove)")
         _put(tree, Entry(path=path, type=EntryType.DIR, mode=directory.mode, uid=directory.uid,
                          gid=directory.gid), f"overlay.directories {directory.path}")
     for spec in overlay.files:

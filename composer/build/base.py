@@ -51,7 +51,23 @@ def fetch_release_key(ctx: BuildContext, fetcher: Fetcher) -> ReleaseKey | None:
                      fingerprint=trust.fingerprint)
 
 
-def fetch_base(ctx: BuildContext, fetcher: Fetcher, key: ReleaseKey | None,
+class ReleaseKeySource:
+    """The pinned release key, fetched on first use: a release accepted without a signature
+    (``trust.allow_unsigned``) never needs it, so such a build works offline without it."""
+
+    def __init__(self, ctx: BuildContext, fetcher: Fetcher) -> None:
+        self._ctx = ctx
+        self._fetcher = fetcher
+        self.key: ReleaseKey | None = None
+
+    def __call__(self) -> ReleaseKey:
+        if self.key is None:
+            self.key = fetch_release_key(self._ctx, self._fetcher)
+            assert self.key is not None
+        return self.key
+
+
+def fetch_base(ctx: BuildContext, fetcher: Fetcher, key: ReleaseKey | ReleaseKeySource | None,
                arch: str) -> VerifiedMinirootfs | None:
     """Download and verify one architecture's minirootfs (None for ``base: packages``)."""
     profile = ctx.profile

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from composer.build.kind import OutputJob, OutputKind
 from composer.context import BuildContext
-from composer.errors import NotSupportedError, OutputError
-from composer.manifest import OutputRecord
+from composer.errors import NotSupportedError, OutputError, ProfileError
+from composer.leftovers import pid_tag, sweep_dead
+from composer.manifest import MANIFEST_NAME, OutputRecord
 
 # format → (module, class); the module is imported on first use.
 OUTPUT_KINDS: dict[str, tuple[str, str]] = {
@@ -58,9 +59,10 @@ def check_outputs(ctx: BuildContext) -> None:
         claim = kind.claim(ctx, output)
         if claim in claimed:
             if output.format == "tar":
-                raise OutputError(f"{ctx.loaded.path}: outputs: two outputs would both write "
-                                  f"{claim}; list each format once")
-            raise OutputError(f"{ctx.loaded.path}: outputs: format {output.format!r} is listed twice")
+                raise ProfileError(f"{ctx.loaded.path}: outputs: two outputs would both write "
+                                   f"{claim}; list each format once")
+            raise ProfileError(f"{ctx.loaded.path}: outputs: format {output.format!r} is listed "
+                               "twice")
         claimed[claim] = output.format
 
 
@@ -77,13 +79,41 @@ def write_outputs(job: OutputJob) -> list[OutputRecord]:
 
 
 @contextmanager
+def output_errors(folder: Path) -> Iterator[None]:
+    """An OS error while writing outputs (read-only, disk full) as one line naming the file."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or folder
+        raise OutputError(f"output folder {folder}: cannot write {where}: "
+                          f"{exc.strerror or exc}") from exc
+
+
+def check_output_place(ctx: BuildContext) -> None:
+    """Before any download: ``<output-dir>/<name>`` is absent or a previous build's folder
+    (never a user's file or folder to be swapped away), and leftovers of builds that died
+    there are swept."""
+    final = final_dir(ctx)
+    if final.is_symlink() or (final.exists() and not (final / MANIFEST_NAME).is_file()):
+        raise OutputError(f"{final}: exists and is not an alpine-composer output folder (no "
+                          f"{MANIFEST_NAME}); refusing to replace it (move it, or choose another "
+                          "--output-dir)")
+    if ctx.output_dir.is_dir():
+        for prefix in (f".{ctx.profile.name}.partial-", f".{ctx.profile.name}.old-"):
+            sweep_dead(ctx.output_dir, prefix)
+
+
+@contextmanager
 def staging_dir(ctx: BuildContext) -> Iterator[Path]:
-    """A private folder beside the final one; removed unless published."""
+    """A private folder beside the final one (named with this process's id, so that a later
+    build can sweep it if this one is killed); removed unless published."""
     try:
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{ctx.profile.name}.partial-{pid_tag()}",
+                                      dir=ctx.output_dir))
     except OSError as exc:
-        raise OutputError(f"cannot create output folder {ctx.output_dir}: {exc.strerror}") from None
-    stage = Path(tempfile.mkdtemp(prefix=f".{ctx.profile.name}.partial-", dir=ctx.output_dir))
+        raise OutputError(f"output folder {ctx.output_dir}: cannot create "
+                          f"{exc.filename or ctx.output_dir}: {exc.strerror or exc}") from None
     try:
         yield stage
     finally:
@@ -101,8 +131,11 @@ def publish(stage: Path, final: Path) -> None:
     os.chmod(stage, 0o755)
     old: Path | None = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
+        if not (final / MANIFEST_NAME).is_file():
+            raise OutputError(f"{final}: exists and is not an alpine-composer output folder; "
+                              "refusing to replace it")
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-{pid_tag()}", dir=final.parent))
+        os.replace(final, old / final.name)
     os.replace(stage, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

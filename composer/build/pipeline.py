@@ -12,11 +12,18 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from composer.build.base import fetch_base, fetch_release_key, load_base_tree, newest_mtime, read_base
+from composer.build.base import ReleaseKeySource, fetch_base, load_base_tree, newest_mtime, read_base
 from composer.build.compose import ComposedArch, compose_arch
 from composer.build.epoch import choose_epoch
 from composer.build.kind import OutputJob
-from composer.build.outputs import final_dir, publish, staging_dir, write_outputs
+from composer.build.outputs import (
+    check_output_place,
+    final_dir,
+    output_errors,
+    publish,
+    staging_dir,
+    write_outputs,
+)
 from composer.build.plan import ArchPlan, BuildPlan, plan_arch, wanted_packages
 from composer.build.record import build_manifest, input_records, overlay_inputs
 from composer.build.validate import validate
@@ -55,19 +62,21 @@ def open_fetcher(ctx: BuildContext) -> Fetcher:
 def planned(ctx: BuildContext, fetcher: Fetcher) -> Iterator[tuple[BuildPlan, dict[str, FileTree]]]:
     """Fetch and verify the base of every architecture and plan it; yields the plan and
     the loaded base trees (closed on exit unless a later stage took them over)."""
-    key = fetch_release_key(ctx, fetcher)
+    keys = ReleaseKeySource(ctx, fetcher)
+    if ctx.profile.base == Base.MINIROOTFS and not ctx.profile.trust.allow_unsigned:
+        keys()  # the pinned key first: a wrong fingerprint stops the build before anything else
     with ExitStack() as trees:
         bases: dict[str, FileTree] = {}
         arches: list[ArchPlan] = []
         for arch in (a.value for a in ctx.profile.arch):
-            mini = fetch_base(ctx, fetcher, key, arch)
+            mini = fetch_base(ctx, fetcher, keys, arch)
             tree = load_base_tree(mini)
             trees.callback(tree.close)
             bases[arch] = tree
             facts = read_base(tree, trust_tree_keys=ctx.profile.base == Base.MINIROOTFS) \
                 if ctx.profile.packages else None
             arches.append(plan_arch(ctx, fetcher, arch, mini, facts))
-        yield BuildPlan(release_key=key, arches=tuple(arches)), bases
+        yield BuildPlan(release_key=keys.key, arches=tuple(arches)), bases
 
 
 def fetch(ctx: BuildContext) -> list[InputRecord]:
@@ -85,14 +94,15 @@ def fetch(ctx: BuildContext) -> list[InputRecord]:
 def build(ctx: BuildContext) -> BuildResult:
     """Build every output of the profile into ``<output_dir>/<name>/``."""
     validate(ctx)
+    check_output_place(ctx)
     fetcher = open_fetcher(ctx)
-    with planned(ctx, fetcher) as (plan, bases):
+    final = final_dir(ctx)
+    with staging_dir(ctx) as stage, planned(ctx, fetcher) as (plan, bases):
         composed: list[ComposedArch] = [compose_arch(ctx, fetcher, a, bases[a.arch])
                                         for a in plan.arches]
         epoch = choose_epoch(ctx, max((newest_mtime(c.tree) for c in composed), default=0))
         ctx.log(f"==> timestamp {epoch.value} (from {epoch.source})")
-        final = final_dir(ctx)
-        with staging_dir(ctx) as stage:
+        with output_errors(ctx.output_dir):
             outputs = write_outputs(OutputJob(ctx=ctx, stage=stage, arches=tuple(composed),
                                               epoch=epoch.value))
             inputs = input_records(ctx, fetcher.inputs, plan, overlay_inputs(composed))

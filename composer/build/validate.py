@@ -7,7 +7,9 @@ in well under a second. Checks run in this order (the first failure is reported)
    that do not);
 2. package rules: repository names and URLs, the world's constraints, and
    ``base: packages`` needing ``keys:``;
-3. each output kind's own check (e.g. docker-archive holds one platform), and no two
+3. local key files (``trust.key``, ``keys:``) exist; ``config:`` has an image output to
+   shape; the output folder is not inside an overlay tree;
+4. each output kind's own check (e.g. docker-archive holds one platform), and no two
    outputs claiming the same place (a format listed twice, two tars with one
    compression).
 
@@ -22,7 +24,8 @@ from collections.abc import Callable
 from composer.build.outputs import check_outputs, output_kind
 from composer.context import BuildContext
 from composer.errors import ProfileError
-from composer.profile.model import Base
+from composer.profile.model import Base, ImageConfig, PinnedKey
+from composer.urls import is_url
 
 
 def check_writers_exist(ctx: BuildContext) -> None:
@@ -43,9 +46,50 @@ def check_packages(ctx: BuildContext) -> None:
                            "signing keys (there is no minirootfs to take /etc/apk/keys from)")
 
 
+def check_local_files(ctx: BuildContext) -> None:
+    """Key files named by path exist (a missing one is the profile's mistake, not a download's)."""
+    profile = ctx.profile
+    refs: list[tuple[str, str]] = []
+    if profile.base == Base.MINIROOTFS:
+        refs.append(("trust.key", profile.trust.key))
+    for i, ref in enumerate(profile.keys):
+        refs.append((f"keys[{i}]", ref.file if isinstance(ref, PinnedKey) else ref))
+    for field, ref in refs:
+        if is_url(ref):
+            continue
+        path = ctx.loaded.resolve(ref)
+        if not path.is_file():
+            raise ProfileError(f"{ctx.loaded.path}: {field}: {ref}: no such file (looked for {path})")
+
+
+def check_image_config(ctx: BuildContext) -> None:
+    """``config:`` only shapes image outputs; written without one, it would be silently lost."""
+    profile = ctx.profile
+    if profile.config == ImageConfig():
+        return
+    if not any(o.format in ("oci", "oci-archive", "docker-archive") for o in profile.outputs):
+        raise ProfileError(f"{ctx.loaded.path}: config: applies to oci, oci-archive and "
+                           "docker-archive outputs, and this profile has none (add one, or remove "
+                           "config:)")
+
+
+def check_output_outside_overlay(ctx: BuildContext) -> None:
+    """An output folder inside an overlay tree would be copied into the next image."""
+    out = ctx.output_dir.resolve()
+    for folder in ctx.profile.overlay.tree:
+        root = ctx.loaded.resolve(folder)
+        if out == root or out.is_relative_to(root):
+            raise ProfileError(f"{ctx.loaded.path}: overlay.tree: {folder} holds the output folder "
+                               f"{ctx.output_dir}; the next build would copy its outputs into the "
+                               "image (choose another --output-dir)")
+
+
 CHECKS: tuple[Callable[[BuildContext], None], ...] = (
     check_writers_exist,
     check_packages,
+    check_local_files,
+    check_image_config,
+    check_output_outside_overlay,
     check_outputs,
 )
 

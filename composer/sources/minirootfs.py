@@ -54,11 +54,15 @@ def fetch_minirootfs(
     branch: str,
     arch: str,
     release: str | None,
-    key: ReleaseKey,
+    key: ReleaseKey | Callable[[], ReleaseKey],
     allow_unsigned: bool,
     log: Callable[[str], None],
 ) -> VerifiedMinirootfs:
-    """Download the newest (or the pinned ``release``) minirootfs and verify it."""
+    """Download the newest (or the pinned ``release``) minirootfs and verify it.
+
+    ``key`` may be a function that fetches the release key: it is called only when the
+    release has a signature to check.
+    """
     base = release_dir_url(mirror, branch, arch)
     yaml_url = base + "latest-releases.yaml"
     image = _find_image(fetcher, yaml_url, branch=branch, arch=arch, release=release)
@@ -84,7 +88,8 @@ def fetch_minirootfs(
 
     def check_signature(candidate: Path) -> None:
         if signature is not None:
-            signers.append(verify_detached(candidate, signature, key, what=what))
+            release_key = key() if callable(key) else key
+            signers.append(verify_detached(candidate, signature, release_key, what=what))
 
     path = fetcher.fetch_blob(
         tarball_url, sha256=sha256, size=size, what=what, check=check_signature, role=InputRole.MINIROOTFS

@@ -148,7 +148,7 @@ def test_adduser_defaults_follow_busybox() -> None:
         files.add_user(UserSpec("alice"))
     with pytest.raises(AccountError, match="^unknown group nosuch$"):
         files.add_user(UserSpec("bob", group="nosuch"))
-    with pytest.raises(AccountError, match="^gid '100' in use$"):
+    with pytest.raises(AccountError, match="^gid '100' in use by group users$"):
         files.add_group("other", gid=100)
     files.save(mtime=EPOCH)
     assert tree.read_file("etc/passwd").decode().splitlines()[-2:] == [

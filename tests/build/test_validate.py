@@ -9,7 +9,7 @@ import pytest
 from composer.build import validate as validate_module
 from composer.build.pipeline import build, fetch
 from composer.build.validate import validate
-from composer.errors import ComposerError, NotSupportedError, OutputError, ProfileError
+from composer.errors import ComposerError, NotSupportedError, ProfileError
 from tests.build.conftest import ContextFor
 from tests.conftest import write_profile
 from tests.helpers.gpg import SigningKey
@@ -33,7 +33,8 @@ def refused(context_for: ContextFor, folder: Path, key: SigningKey, **fields: ob
 
 def test_checks_run_in_the_documented_order() -> None:
     assert [c.__name__ for c in validate_module.CHECKS] == [
-        "check_writers_exist", "check_packages", "check_outputs"]
+        "check_writers_exist", "check_packages", "check_local_files", "check_image_config",
+        "check_output_outside_overlay", "check_outputs"]
 
 
 def test_iso_settings_are_checked_before_any_download(tmp_path: Path, context_for: ContextFor,
@@ -64,7 +65,7 @@ def test_two_tars_with_one_compression(tmp_path: Path, context_for: ContextFor,
     err = refused(context_for, tmp_path / "p", signing_key,
                   outputs=[{"format": "tar"}, {"format": "tar", "compression": "zstd"},
                            {"format": "tar", "compression": "gzip"}])
-    assert isinstance(err, OutputError)
+    assert isinstance(err, ProfileError) and err.exit_code == 2
     assert err.message == (f"{tmp_path / 'p' / 'test.yaml'}: outputs: two outputs would both write "
                            "test-<release>-<arch>.tar.gz; list each format once")
 
@@ -74,7 +75,7 @@ def test_image_format_listed_twice(tmp_path: Path, context_for: ContextFor,
                                    signing_key: SigningKey, fmt: str) -> None:
     err = refused(context_for, tmp_path / "p", signing_key,
                   outputs=[{"format": fmt}, {"format": "tar"}, {"format": fmt, "tag": "other"}])
-    assert isinstance(err, OutputError)
+    assert isinstance(err, ProfileError) and err.exit_code == 2
     assert err.message == f"{tmp_path / 'p' / 'test.yaml'}: outputs: format {fmt!r} is listed twice"
 
 
