@@ -27,15 +27,17 @@ from composer.apk.signing import (
     GzipMemberReader,
     SignatureCheck,
     SignatureEntry,
-    TarFile,
     new_digests,
     read_small_tar,
     signature_entries,
     verify_signature,
 )
 from composer.errors import ArchiveError, VerificationError
+from composer.numbers import parse_decimal, shorten
+from composer.tarread import TarFile
 
-MAX_CONTROL_MEMBER = 16 * 1024 * 1024
+MAX_CONTROL_MEMBER = 4 * 1024 * 1024
+"""Signature and control members are inflated before the signature check: keep them small."""
 
 SCRIPT_NAMES = (".pre-install", ".post-install", ".pre-upgrade", ".post-upgrade",
                 ".pre-deinstall", ".post-deinstall", ".trigger")
@@ -102,16 +104,17 @@ def parse_pkginfo(text: bytes, *, source: str) -> PkgInfo:
         if not sep and line.endswith(" ="):
             key, sep, value = line[:-2], " = ", ""
         if not sep:
-            raise ArchiveError(f"{source}: .PKGINFO line {number} is not 'key = value': {line!r}")
+            raise ArchiveError(f"{source}: .PKGINFO line {number} is not 'key = value': "
+                               f"{shorten(line)}")
         pairs.append((key, value))
         if key in _LIST_KEYS:
             lists[key].extend(value.split())
         elif key in _INT_KEYS:
-            try:
-                ints[key] = int(value)
-            except ValueError:
-                raise ArchiveError(f"{source}: .PKGINFO {key} = {value!r} is not an "
-                                   "integer") from None
+            parsed = parse_decimal(value)
+            if parsed is None:
+                raise ArchiveError(f"{source}: .PKGINFO {key} = {shorten(value)} is not an "
+                                   "integer")
+            ints[key] = parsed
         elif key in _TEXT_KEYS:
             texts[key] = value
     for required in ("pkgname", "pkgver"):
@@ -120,7 +123,7 @@ def parse_pkginfo(text: bytes, *, source: str) -> PkgInfo:
     datahash = texts.get("datahash")
     if datahash is not None and (
             len(datahash) != 64 or any(c not in "0123456789abcdef" for c in datahash)):
-        raise ArchiveError(f"{source}: .PKGINFO datahash {datahash!r} is not a sha256 hex "
+        raise ArchiveError(f"{source}: .PKGINFO datahash {shorten(datahash)} is not a sha256 hex "
                            "digest")
     return PkgInfo(
         pkgname=texts["pkgname"], pkgver=texts["pkgver"], pkgdesc=texts.get("pkgdesc", ""),
