@@ -138,7 +138,7 @@ def fetch_indexes(fetcher: Fetcher, sources: Sequence[RepositorySource], arch: s
     indexes = []
     for source in sources:
         url = f"{source.url}/{arch}/APKINDEX.tar.gz"
-        data = fetcher.fetch_metadata(url, what=f"repository {source.url} index")
+        data = fetcher.fetch_metadata(url, what=f"repository {source.url} index", check=lambda raw: verify_apkindex(raw, keys, source=url))  # noqa: B023, E501
         verified = verify_apkindex(data, keys, source=url)
         parsed = parse_apkindex(verified.text, source=url, description=verified.description,
                                 repository=source.url, tag=source.tag)

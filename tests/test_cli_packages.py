@@ -15,7 +15,7 @@ from tests.helpers.apkrepo import FileSpec, PackageSpec, SymlinkSpec, build_repo
 from tests.helpers.apkrepo import signing_key as apk_signing_key
 from tests.helpers.gpg import SigningKey
 from tests.helpers.httpserver import serve_directory
-from tests.helpers.mirror import MirrorInfo
+from tests.helpers.mirror import MirrorInfo, build_packages_mirror
 
 FAST = ("--retries", "1", "--retry-delay", "0.01")
 
@@ -39,34 +39,8 @@ HELLO = [
 
 @pytest.fixture
 def mirror(tmp_path: Path, signing_key: SigningKey) -> MirrorInfo:
-    """The standard test minirootfs, but with an empty /etc/apk/world: it has no apk
-    database, so its own world could never be satisfied from the test repository."""
-    import gzip
-
-    from tests.helpers.mirror import build_mirror, make_minirootfs_tarball
-
-    source = tarfile.open(fileobj=io.BytesIO(make_minirootfs_tarball()))
-    buf = io.BytesIO()
-    present = set()
-    with source, tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as out:
-        for member in source:
-            present.add(member.name)
-            data = source.extractfile(member).read() if member.isfile() else None
-            if member.name == "./etc/apk/world":
-                data = b""
-                member.size = 0
-            out.addfile(member, io.BytesIO(data) if data is not None else None)
-        for name, text in (("./etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),
-                           ("./etc/group", b"root:x:0:root\nwheel:x:10:root\n"),
-                           ("./etc/shadow", b"root:*::0:::::\n")):
-            if name in present:
-                continue
-            info = tarfile.TarInfo(name)
-            info.size = len(text)
-            info.mode = 0o640 if name.endswith("shadow") else 0o644
-            out.addfile(info, io.BytesIO(text))
-    return build_mirror(tmp_path / "mirror", key=signing_key,
-                        tarball=gzip.compress(buf.getvalue(), mtime=0))
+    """The standard test minirootfs, but with an empty /etc/apk/world."""
+    return build_packages_mirror(tmp_path / "mirror", signing_key)
 
 
 def repo_profile(tmp_path: Path, mirror: MirrorInfo, key: SigningKey, repo_url: str,

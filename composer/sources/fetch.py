@@ -166,12 +166,15 @@ class Fetcher:
     # -- metadata ------------------------------------------------------------
 
     def fetch_metadata(
-        self, url: str, *, what: str, max_size: int = METADATA_MAX_SIZE, refresh: bool = False
+        self, url: str, *, what: str, max_size: int = METADATA_MAX_SIZE, refresh: bool = False,
+        check: Callable[[bytes], object] | None = None,
     ) -> bytes:
         """Return a small file's bytes, from the cache while younger than the TTL.
 
         Offline, any cached copy is used; a missing one is an OfflineError.
         A 404 raises NotFoundError so callers can treat optional files apart.
+        ``check`` (a parser or signature check) runs on new bytes before they enter
+        the cache; whatever it raises propagates and nothing is stored.
         """
         record = self.cache.lookup_url(url)
         cached = self.cache.path_for(record.sha256) if record else None
@@ -196,6 +199,8 @@ class Fetcher:
                                last_modified=record.last_modified)
                 return cached.read_bytes()
             data = tmp.read_bytes()
+            if check is not None:
+                check(data)
             actual, got = hash_file(tmp)
             if local and record is not None and cached is not None and record.sha256 == actual:
                 # A local file is read every time; while its bytes stay the same, its

@@ -218,3 +218,33 @@ def build_mirror(
         size=len(data),
         fingerprint=key.fingerprint if key is not None else None,
     )
+
+
+def build_packages_mirror(root: Path, key: SigningKey) -> MirrorInfo:
+    """The standard test mirror with an empty /etc/apk/world and passwd/group/shadow.
+
+    The standard minirootfs has no apk database, so its own world could never be
+    satisfied from a test repository.
+    """
+    source = tarfile.open(fileobj=io.BytesIO(make_minirootfs_tarball()))
+    buf = io.BytesIO()
+    present = set()
+    with source, tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as out:
+        for member in source:
+            present.add(member.name)
+            extracted = source.extractfile(member) if member.isfile() else None
+            data = extracted.read() if extracted is not None else None
+            if member.name == "./etc/apk/world":
+                data = b""
+                member.size = 0
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+        for name, text in (("./etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n"),
+                           ("./etc/group", b"root:x:0:root\nwheel:x:10:root\n"),
+                           ("./etc/shadow", b"root:*::0:::::\n")):
+            if name in present:
+                continue
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            info.mode = 0o640 if name.endswith("shadow") else 0o644
+            out.addfile(info, io.BytesIO(text))
+    return build_mirror(root, key=key, tarball=gzip.compress(buf.getvalue(), mtime=0))
