@@ -7,7 +7,7 @@ MIRROR ?=
 OUTPUT_DIR ?= out
 MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
 
-.PHONY: install build verify rebuild test test-fast bench schema clean
+.PHONY: install build verify rebuild test test-fast fuzz bench schema clean
 
 $(BIN)/alpine-composer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Mutates the real Alpine fixtures in ../shared and feeds every parser (not part of `make test`).
+FUZZ_CASES ?= 20000
+fuzz: install
+	$(BIN)/python fuzz/run.py --cases $(FUZZ_CASES)
 
 bench: install
 	$(BIN)/python bench/run.py

@@ -20,6 +20,11 @@ FORBIDDEN = {
                          "composer.pipeline", "composer.cli", "requests"),
     "composer.apk": ("composer.sources", "composer.writers", "composer.pipeline", "composer.cli",
                      "requests", "subprocess", "socket"),
+    "composer.tarread": ("composer.sources", "composer.apk", "composer.writers", "composer.tree",
+                         "composer.pipeline", "composer.cli", "requests"),
+    "composer.numbers": ("composer.",),
+    "composer.profile.yamlsafe": ("composer.sources", "composer.apk", "composer.profile.model",
+                                  "requests"),
     "composer.errors": ("composer.",),
 }
 NETWORK = ("requests", "urllib.request", "http.client", "socket")

@@ -164,8 +164,9 @@ def load_yaml(text: str | bytes, *, source: str, typed: bool = True,
     ``typed`` False keeps every scalar a string. Duplicate keys are refused unless
     ``allow_duplicates``.
     """
-    loader = (_TypedLoader if typed else _TextLoader)(text)
+    loader: _TypedLoader | _TextLoader | None = None
     try:
+        loader = (_TypedLoader if typed else _TextLoader)(text)
         root = loader.get_single_node()
         if root is None:
             return None
@@ -181,4 +182,5 @@ def load_yaml(text: str | bytes, *, source: str, typed: bool = True,
     except RecursionError:
         raise error_cls(f"{source}: invalid YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
