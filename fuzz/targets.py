@@ -36,6 +36,7 @@ from composer.profile import load_profile
 from composer.sources.releases import parse_checksum_file, parse_latest_releases
 from composer.sources.trust import load_release_key, verify_detached
 from composer.tree import BlobStore, FileTree
+from tests.helpers.hostile import dearmor as _dearmor
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "fixtures" / "alpine-real"
@@ -96,18 +97,6 @@ class FuzzKey:
         return _gzip(_cut_tar([(".SIGN.RSA." + FUZZ_KEY_NAME, signature)]))
 
 
-def _cut_tar(files: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as archive:
-        for name, data in files:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            archive.addfile(info, io.BytesIO(data))
-    raw = buf.getvalue()
-    return raw[:512 * sum(1 + (len(d) + 511) // 512 for _, d in files)]
-
-
 def _tar(files: list[tuple[str, bytes]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as archive:
@@ -116,6 +105,11 @@ def _tar(files: list[tuple[str, bytes]]) -> bytes:
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def _cut_tar(files: list[tuple[str, bytes]]) -> bytes:
+    """A tar without its end-of-archive blocks, as APK signature and control members are."""
+    return _tar(files)[:512 * sum(1 + (len(d) + 511) // 512 for _, d in files)]
 
 
 def _files(pattern: str) -> list[Path]:
@@ -175,13 +169,6 @@ def _minirootfs_prefix(limit: int) -> bytes:
 
 def _pem_keys() -> list[bytes]:
     return [p.read_bytes() for p in _files("apk-keys/*.rsa.pub")]
-
-
-def _dearmor(text: bytes) -> bytes:
-    lines = text.decode().splitlines()
-    body = lines[lines.index("") + 1:]
-    import base64
-    return base64.b64decode("".join(x for x in body if x and not x.startswith(("=", "-----"))))
 
 
 def build_targets(workdir: Path) -> list[Target]:

@@ -371,3 +371,13 @@ def test_package_data_is_bounded_by_the_signed_installed_size() -> None:
         store.close()
     assert one_line(err) == ("package a-1-r0 (repo): data: member 'big' declares 3145728 bytes, "
                              "more than the 1048596-byte limit (tar header at byte 1024)")
+
+
+def test_legacy_package_data_is_inflated_only_up_to_the_installed_size_bound() -> None:
+    key = signing_key()
+    built = build_package(PackageSpec(name="a", version="1-r0", size=10, files={"x": b"x"}), key,
+                          legacy=True, data_tar_filter=lambda tar: tar + bytes(20 * 1024 * 1024))
+    with pytest.raises(ArchiveError) as err:
+        verify_apk(built.data, key.trusted(), source="repo")
+    assert one_line(err) == ("package a-1-r0 (repo): data gzip member inflates to more than "
+                             "18874408 bytes, beyond what the installed size in .PKGINFO allows")

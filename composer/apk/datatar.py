@@ -20,27 +20,14 @@ import hashlib
 import zlib
 from typing import BinaryIO
 
-from composer.apk.package import PAX_SHA1, DataContents, VerifiedPackage
+from composer.apk.package import PAX_SHA1, DataContents, VerifiedPackage, data_limits
 from composer.archive import load_tar
 from composer.errors import ArchiveError, VerificationError
 from composer.numbers import shorten
-from composer.tarread import TarLimits, TarMember, TarReader
+from composer.tarread import TarMember, TarReader
 from composer.tree import Blob, BlobStore, EntryType, FileTree, normalize_path
 
 CHUNK = 1024 * 1024
-CONTENT_SLACK = 1024 * 1024
-TAR_OVERHEAD = 16 * 1024 * 1024
-
-
-def data_limits(installed_size: int) -> tuple[TarLimits, int]:
-    """Bounds for a data tar from the installed size its signed ``.PKGINFO`` declares.
-
-    abuild counts every regular file's blocks once, so file contents never add up
-    to more than that; headers and padding get a fixed allowance on top.
-    Returns the tar limits and the most bytes the member may inflate to.
-    """
-    content = 2 * installed_size + CONTENT_SLACK
-    return TarLimits(max_member=content, max_content=content), 2 * content + TAR_OVERHEAD
 
 
 class _InflatedStream:
