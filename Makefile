@@ -7,7 +7,7 @@ MIRROR ?=
 OUTPUT_DIR ?= out
 MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
 
-.PHONY: install build verify rebuild test test-fast fuzz bench schema clean
+.PHONY: install build verify rebuild test test-fast golden fuzz bench schema clean
 
 $(BIN)/alpine-composer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ build: install
 	$(BIN)/alpine-composer build $(PROFILE) --output-dir $(OUTPUT_DIR) $(MIRROR_FLAG)
 
 verify: install
-	$(BIN)/alpine-composer verify $(OUTPUT_DIR)/$$($(BIN)/python -c "import sys; from composer.profile import load_profile; print(load_profile(sys.argv[1]).profile.name)" $(PROFILE))
+	$(BIN)/alpine-composer verify $(PROFILE) --output-dir $(OUTPUT_DIR)
 
 rebuild: install
 	$(BIN)/alpine-composer verify --rebuild $(PROFILE) --output-dir $(OUTPUT_DIR) $(MIRROR_FLAG)
@@ -36,6 +36,10 @@ test-fast: install
 FUZZ_CASES ?= 20000
 fuzz: install
 	$(BIN)/python fuzz/run.py --cases $(FUZZ_CASES)
+
+# Rewrite tests/golden/build-manifest.* after a deliberate change to build output; review the diff.
+golden: install
+	GOLDEN_UPDATE=1 $(BIN)/python -m pytest -q tests/build/test_golden.py
 
 bench: install
 	$(BIN)/python bench/run.py

@@ -124,8 +124,8 @@ def in_process(profile: Path, work: Path) -> float:
 
 
 def time_build_in_process(profile: Path, work: Path) -> float:
+    from composer.build.pipeline import build
     from composer.context import BuildContext
-    from composer.pipeline import build
     from composer.profile import load_profile
 
     ctx = BuildContext.from_environment(load_profile(profile), env={},

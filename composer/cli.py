@@ -12,6 +12,7 @@ import argparse
 import gc
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -23,6 +24,10 @@ from composer.errors import ComposerError, UsageError
 from composer.manifest import OutputRecord
 
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+DEFAULT_RETRIES = 4
+DEFAULT_RETRY_DELAY = 0.5
+DEFAULT_TIMEOUT = 10.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,28 +35,50 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+def _common(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """--json and --debug; on the subcommand their defaults are suppressed so that a flag given
+    before the subcommand (``alpine-composer --debug build …``) is not reset after it."""
+    default: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout",
+                        **default)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors", **default)
 
 
-def _build_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mirror", help="override the profile's mirror (http://, https://, file://)")
-    parser.add_argument("--output-dir", type=Path, help="where <name>/ is written (default: out)")
+def _build_flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """The flags of the commands that fetch and build, accepted on both sides of the subcommand."""
+
+    def default(value: Any) -> dict[str, Any]:
+        return {"default": value if top else argparse.SUPPRESS}
+
+    parser.add_argument("--mirror", help="override the profile's mirror (http://, https://, file:// "
+                        "or a local folder)", **default(None))
+    parser.add_argument("--output-dir", type=Path, help="where <name>/ is written (default: out)",
+                        **default(None))
     parser.add_argument("--cache-dir", type=Path,
-                        help="download cache (default: $XDG_CACHE_HOME/alpine-composer)")
+                        help="download cache (default: $XDG_CACHE_HOME/alpine-composer)",
+                        **default(None))
     parser.add_argument("--offline", action="store_true",
-                        help="use only the cache; fail naming anything missing")
-    parser.add_argument("--retries", type=int, default=4, metavar="N",
-                        help="extra attempts after a 5xx, reset or short read (default 4)")
-    parser.add_argument("--retry-delay", type=float, default=0.5, metavar="SECONDS",
-                        help="first wait between attempts, doubled each time (default 0.5)")
+                        help="use only the cache; fail naming anything missing", **default(False))
+    parser.add_argument("--retries", type=int, metavar="N",
+                        help=f"extra attempts after a timeout, 5xx, reset or short read "
+                        f"(default {DEFAULT_RETRIES})", **default(DEFAULT_RETRIES))
+    parser.add_argument("--retry-delay", type=float, metavar="SECONDS",
+                        help=f"first wait between attempts, doubled each time (default "
+                        f"{DEFAULT_RETRY_DELAY})", **default(DEFAULT_RETRY_DELAY))
+    parser.add_argument("--allow-host-paths", action="store_true",
+                        help="let overlay sources and trees come from outside the profile's folder",
+                        **default(False))
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help=f"give up on a connection that sends nothing for this long (default "
+                        f"{DEFAULT_TIMEOUT:g})", **default(DEFAULT_TIMEOUT))
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="alpine-composer",
                      description="Build reproducible Alpine Linux root filesystems and images.")
     parser.add_argument("--version", action="version", version=f"alpine-composer {__version__}")
+    _build_flags(parser, top=True)
+    _common(parser, top=True)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
     sub.required = True
 
@@ -67,7 +94,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check outputs against SHA256SUMS/manifest.json, or rebuild")
     p.add_argument("target", type=Path,
-                   help="an output folder or artifact; with --rebuild, a profile")
+                   help="an output folder, an artifact, or a profile (its output folder); "
+                   "with --rebuild, a profile")
     p.add_argument("--rebuild", action="store_true",
                    help="build the profile again and compare byte for byte with its published outputs")
     _build_flags(p)
@@ -82,17 +110,35 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def mirror_url(value: str) -> str:
+    """``--mirror``: a URL as given, or a local folder as its ``file://`` URL."""
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        if scheme not in ("http", "https", "file"):
+            raise UsageError(f"--mirror {value}: expected an http://, https:// or file:// URL, "
+                             "or a local folder")
+        return value
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        raise UsageError(f"--mirror {value}: no such folder (give a URL or a local mirror folder)")
+    return folder.resolve().as_uri()
+
+
 def _context(args: argparse.Namespace, profile_path: Path):  # type: ignore[no-untyped-def]
     from composer.context import BuildContext
     from composer.profile import load_profile
 
-    overrides = {"mirror": args.mirror} if args.mirror else None
-    loaded = load_profile(profile_path, overrides=overrides)
     if args.retries < 0 or args.retry_delay < 0:
         raise UsageError("--retries and --retry-delay must not be negative")
+    if not args.timeout > 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    overrides = {"mirror": mirror_url(args.mirror)} if args.mirror else None
+    loaded = load_profile(profile_path, overrides=overrides)
     return BuildContext.from_environment(loaded, env=os.environ, output_dir=args.output_dir,
                                          cache_dir=args.cache_dir, offline=args.offline,
-                                         retries=args.retries, retry_delay=args.retry_delay)
+                                         retries=args.retries, retry_delay=args.retry_delay,
+                                         timeout=args.timeout,
+                                         allow_host_paths=args.allow_host_paths)
 
 
 def _print_json(value: Any) -> None:
@@ -100,11 +146,12 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from composer.pipeline import build
+    from composer.build.pipeline import build
 
     result = build(_context(args, args.profile))
     if args.json:
-        sys.stdout.buffer.write(result.manifest.to_json())
+        _print_json({"ok": True, "output_dir": str(result.output_dir),
+                     "manifest": json.loads(result.manifest.to_json())})
     else:
         for digest, path in artifact_lines(result.outputs):
             print(f"{digest}  {result.output_dir / path}")
@@ -124,9 +171,9 @@ def artifact_lines(outputs: Sequence[OutputRecord]) -> list[tuple[str, str]]:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from composer.pipeline import fetch_inputs
+    from composer.build.pipeline import fetch
 
-    inputs = fetch_inputs(_context(args, args.profile))
+    inputs = fetch(_context(args, args.profile))
     if args.json:
         _print_json([{k: v for k, v in vars(i).items() if v is not None} for i in inputs])
     else:
@@ -142,7 +189,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         report = rebuild_and_compare(_context(args, args.target))
         verdict = "rebuild identical"
     else:
-        report = verify_outputs(args.target)
+        report = verify_outputs(_verify_target(args))
         verdict = "OK"
     if args.json:
         _print_json({"folder": str(report.folder), "checked": list(report.checked), "ok": True})
@@ -150,6 +197,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for name in report.checked:
             print(f"{verdict}  {report.folder / name}")
     return 0
+
+
+def _verify_target(args: argparse.Namespace) -> Path:
+    """A profile stands for its output folder, ``<output-dir>/<name>``."""
+    target: Path = args.target
+    if target.suffix in (".yaml", ".yml") and target.is_file():
+        from composer.profile import load_profile
+
+        name = load_profile(target).profile.name
+        return (args.output_dir or Path("out")) / name
+    return target
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -175,9 +233,18 @@ COMMANDS = {"build": cmd_build, "fetch": cmd_fetch, "verify": cmd_verify, "schem
             "version": cmd_version}
 
 
+def _report_failure(kind: str, message: str, code: int, *, as_json: bool) -> int:
+    """One line on stderr; with --json also ``{"ok": false, …}`` on stdout for scripts."""
+    print(f"alpine-composer: {kind}{': ' if message else ''}{message}", file=sys.stderr)
+    if as_json:
+        _print_json({"ok": False, "error": message or kind, "exit": code})
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    as_json = "--json" in argv
     try:
         args = make_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -185,19 +252,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         message = exc.message.splitlines()[0] if exc.message else type(exc).__name__
-        print(f"alpine-composer: error: {message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return exc.exit_code
+        return _report_failure("error", message, exc.exit_code, as_json=as_json)
     except KeyboardInterrupt:
-        print("alpine-composer: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _report_failure("interrupted", "", EXIT_INTERRUPTED, as_json=as_json)
+    except Terminated:
+        return _report_failure("terminated", "", EXIT_TERMINATED, as_json=as_json)
     except Exception as exc:  # a bug: say so in one line, traceback only with --debug
         if debug:
             traceback.print_exc()
-        print(f"alpine-composer: internal error: {type(exc).__name__}: {exc} "
-              "(run with --debug for the traceback)", file=sys.stderr)
-        return 1
+        return _report_failure("internal error", f"{type(exc).__name__}: {exc} "
+                               "(run with --debug for the traceback)", 1, as_json=as_json)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that staging folders and partial files are
+    removed on the way out, exactly as for Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 def run() -> NoReturn:
@@ -206,6 +279,7 @@ def run() -> NoReturn:
     Everything still alive at exit is dropped with the process; freezing the collector
     first saves the interpreter a sweep over it (about a tenth of a second on a build).
     """
+    signal.signal(signal.SIGTERM, _raise_terminated)
     code = main()
     gc.freeze()
     sys.exit(code)

@@ -6,7 +6,6 @@ read here once and passed down explicitly.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from composer import __version__
 from composer.errors import UsageError
 from composer.profile import LoadedProfile, Profile
+from composer.sources.cache import default_cache_dir
 
 
 def _stderr_log(message: str) -> None:
@@ -34,13 +34,6 @@ def parse_source_date_epoch(value: str | None) -> int | None:
     return epoch
 
 
-def default_cache_dir(env: Mapping[str, str]) -> Path:
-    """$XDG_CACHE_HOME/alpine-composer, else ~/.cache/alpine-composer."""
-    base = env.get("XDG_CACHE_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"),
-                                                     ".cache")
-    return Path(base) / "alpine-composer"
-
-
 @dataclass(frozen=True)
 class BuildContext:
     """Everything one build needs besides the profile's own content."""
@@ -49,11 +42,12 @@ class BuildContext:
     output_dir: Path
     cache_dir: Path
     offline: bool = False
-    refresh: bool = False
     progress: bool = False
     env_epoch: int | None = None
     retries: int = 4
     retry_delay: float = 0.5
+    timeout: float = 10.0
+    allow_host_paths: bool = False
     pinned_release: dict[str, str] = field(default_factory=dict)
     pinned_epoch: tuple[int, str] | None = None
     log: Callable[[str], None] = _stderr_log
@@ -62,17 +56,19 @@ class BuildContext:
     @classmethod
     def from_environment(cls, loaded: LoadedProfile, *, env: Mapping[str, str],
                          output_dir: Path | None, cache_dir: Path | None, offline: bool = False,
-                         refresh: bool = False, progress: bool | None = None,
-                         retries: int = 4, retry_delay: float = 0.5,
+                         progress: bool | None = None,
+                         retries: int = 4, retry_delay: float = 0.5, timeout: float = 10.0,
+                         allow_host_paths: bool = False,
                          log: Callable[[str], None] = _stderr_log) -> BuildContext:
         return cls(
             loaded=loaded,
             output_dir=Path(output_dir) if output_dir else Path("out"),
             cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(env),
             offline=offline,
-            refresh=refresh,
             retries=retries,
             retry_delay=retry_delay,
+            timeout=timeout,
+            allow_host_paths=allow_host_paths,
             progress=sys.stderr.isatty() if progress is None else progress,
             env_epoch=parse_source_date_epoch(env.get("SOURCE_DATE_EPOCH")),
             log=log,

@@ -12,10 +12,9 @@ class ComposerError(Exception):
 
     exit_code: int = 1
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.hint = hint
 
     def __str__(self) -> str:
         return self.message
@@ -75,6 +74,18 @@ class InstallError(ComposerError):
 
 class OutputError(ComposerError):
     """An output could not be written."""
+
+    exit_code = 1
+
+
+class ScratchError(ComposerError):
+    """The temporary folder for spilled file contents is full or cannot be written."""
+
+    exit_code = 1
+
+
+class CacheError(ComposerError):
+    """The download cache cannot be created, written or read (permissions, disk full)."""
 
     exit_code = 1
 

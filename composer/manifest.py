@@ -6,6 +6,7 @@ the same build always writes the same manifest bytes and diffs stay readable.
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,19 @@ from typing import Any
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
 MANIFEST_SCHEMA = 1
+
+
+class InputRole(enum.StrEnum):
+    """What an input is to the build; its caller says so when it fetches it. The values
+    are the manifest's ``kind`` strings."""
+
+    RELEASE_KEY = "release-key"
+    MINIROOTFS = "minirootfs"
+    SIGNATURE = "signature"
+    METADATA = "metadata"  # latest-releases.yaml, .sha256 files, repository key files
+    INDEX = "apkindex"
+    PACKAGE = "package"
+    OVERLAY = "overlay"
 
 
 @dataclass(frozen=True)

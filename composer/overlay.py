@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,17 +40,43 @@ def _put(tree: FileTree, entry: Entry, what: str) -> None:
         raise ProfileError(f"overlay: {exc}") from None
 
 
-def apply_overlay(tree: FileTree, overlay: Overlay, *, base_dir: Path) -> list[OverlayInput]:
-    """Apply ``overlay`` to ``tree``; return the host files read (relative to ``base_dir``)."""
+def host_path(base_dir: Path, relative: str, what: str,
+              allowed_roots: Sequence[Path] | None) -> Path:
+    """A ``source``/``tree`` path of the profile on the host, refused when it (or a symlink on
+    the way) leads out of every allowed folder: a profile must not copy /etc/shadow."""
+    path = base_dir / relative
+    if allowed_roots is None:
+        return path
+    real = path.resolve()
+    if not any(real == root or real.is_relative_to(root) for root in allowed_roots):
+        raise ProfileError(f"{what}: {relative} leads outside the profile's folder (to {real}); "
+                           "keep overlay sources beside the profile, or build with "
+                           "--allow-host-paths")
+    return path
+
+
+def apply_overlay(tree: FileTree, overlay: Overlay, *, base_dir: Path,
+                  allowed_roots: Sequence[Path] | None = None) -> list[OverlayInput]:
+    """Apply ``overlay`` to ``tree``; return the host files read (relative to ``base_dir``).
+
+    ``allowed_roots`` are the folders host files may come from (those of the profile files);
+    None allows any path.
+    """
+    roots = None if allowed_roots is None else [r.resolve() for r in allowed_roots]
     inputs: list[OverlayInput] = []
     for image_path in overlay.remove:
         path = _tree_path(image_path)
         if not tree.remove(path):
             raise ProfileError(f"overlay.remove: {image_path} does not exist in the image")
     for folder in overlay.tree:
-        inputs.extend(_copy_tree(tree, base_dir, folder))
+        root = host_path(base_dir, folder, "overlay.tree", roots)
+        inputs.extend(_copy_tree(tree, root, folder))
     for directory in overlay.directories:
         path = _tree_path(directory.path)
+        existing = tree.get(path)
+        if existing is not None and existing.type != EntryType.DIR:
+            raise ProfileError(f"overlay.directories: {directory.path} is a {existing.type.value} "
+                               "in the image, not a folder (remove it first with overlay.remove)")
         _put(tree, Entry(path=path, type=EntryType.DIR, mode=directory.mode, uid=directory.uid,
                          gid=directory.gid), f"overlay.directories {directory.path}")
     for spec in overlay.files:
@@ -58,7 +85,7 @@ def apply_overlay(tree: FileTree, overlay: Overlay, *, base_dir: Path) -> list[O
             data = spec.content.encode("utf-8")
         else:
             assert spec.source is not None
-            source = (base_dir / spec.source)
+            source = host_path(base_dir, spec.source, f"overlay.files {spec.path}: source", roots)
             data = _read_host_file(source, f"overlay.files {spec.path}: source {spec.source}")
             inputs.append(OverlayInput(spec.source, len(data), hashlib.sha256(data).hexdigest()))
         _put(tree, Entry(path=path, type=EntryType.FILE, mode=spec.mode, uid=spec.uid,
@@ -90,9 +117,13 @@ def _read_host_file(path: Path, what: str) -> bytes:
         raise ProfileError(f"{what}: cannot read ({exc.strerror})") from None
 
 
-def _copy_tree(tree: FileTree, base_dir: Path, folder: str) -> list[OverlayInput]:
-    """Copy a host folder into the image root, keeping permission bits, owned by root."""
-    root = base_dir / folder
+def _copy_tree(tree: FileTree, root: Path, folder: str) -> list[OverlayInput]:
+    """Copy a host folder into the image root, owned by root.
+
+    Modes are normalised as git does, so that the host's umask never shows: files are 0755
+    when any execute bit is set and 0644 otherwise; new folders are 0755, and folders the
+    image already has keep their mode and owner.
+    """
     if not root.is_dir():
         raise ProfileError(f"overlay.tree: {folder} is not a folder")
     inputs: list[OverlayInput] = []
@@ -103,14 +134,12 @@ def _copy_tree(tree: FileTree, base_dir: Path, folder: str) -> list[OverlayInput
             image = f"{image_dir}/{name}" if image_dir else name
             rel = f"{folder.rstrip('/')}/{image}"
             st = os.lstat(host)
-            mode = stat.S_IMODE(st.st_mode)
+            mode = 0o755 if st.st_mode & 0o111 else 0o644
             what = f"overlay.tree {rel}"
             if stat.S_ISDIR(st.st_mode):
                 existing = tree.get(image)
                 if existing is None or existing.type != EntryType.DIR:
-                    _put(tree, Entry(path=image, type=EntryType.DIR, mode=mode), what)
-                else:
-                    _put(tree, existing.with_changes(mode=mode), what)
+                    _put(tree, Entry(path=image, type=EntryType.DIR, mode=0o755), what)
                 visit(host, image)
             elif stat.S_ISREG(st.st_mode):
                 data = _read_host_file(host, what)

@@ -12,6 +12,7 @@ temporary folder so memory stays bounded whatever the image size.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import io
@@ -25,7 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
-from composer.errors import ArchiveError
+from composer.errors import ArchiveError, ScratchError
+from composer.hashing import hash_stream
 
 SPILL_FILE_THRESHOLD = 256 * 1024
 """Files larger than this always go to disk."""
@@ -118,11 +120,8 @@ class Blob:
             if self._data is not None:
                 self._sha256 = hashlib.sha256(self._data).hexdigest()
             else:
-                digest = hashlib.sha256()
                 with self.open() as fh:
-                    for chunk in iter(lambda: fh.read(COPY_CHUNK), b""):
-                        digest.update(chunk)
-                self._sha256 = digest.hexdigest()
+                    self._sha256, _ = hash_stream(fh)
         return self._sha256
 
     @property
@@ -186,12 +185,22 @@ class BlobStore:
         ident = threading.get_ident()
         arena = self._arenas.get(ident)
         if arena is None:
-            with self._lock:
+            with self._lock, self._spill_errors():
                 if self._dir is None:
                     self._dir = tempfile.mkdtemp(prefix="composer-spill-")
                 arena = _Arena(os.path.join(self._dir, f"arena-{len(self._arenas):03d}"))
                 self._arenas[ident] = arena
         return arena
+
+    @contextlib.contextmanager
+    def _spill_errors(self) -> Iterator[None]:
+        """A full or read-only temporary folder as one line that says what to do."""
+        try:
+            yield
+        except OSError as exc:
+            where = self._dir or tempfile.gettempdir()
+            raise ScratchError(f"temporary folder {where}: cannot write spill file: "
+                               f"{exc.strerror or exc} (set TMPDIR to a folder with room)") from exc
 
     def _reserve_memory(self, size: int) -> bool:
         """Claim ``size`` bytes of the in-memory budget, or say the blob must spill."""
@@ -206,8 +215,9 @@ class BlobStore:
             return Blob(data=bytes(data), path=None, size=len(data))
         arena = self._arena()
         offset = arena.size
-        arena.writer.write(data)
-        arena.writer.flush()
+        with self._spill_errors():
+            arena.writer.write(data)
+            arena.writer.flush()
         arena.size += len(data)
         return Blob(data=None, path=None, size=len(data), arena=arena, offset=offset)
 
@@ -237,9 +247,11 @@ class BlobStore:
                 chunk = stream.read(want)
                 if not chunk:
                     break
-                arena.writer.write(chunk)
+                with self._spill_errors():
+                    arena.writer.write(chunk)
                 total += len(chunk)
-            arena.writer.flush()
+            with self._spill_errors():
+                arena.writer.flush()
         finally:
             arena.size = offset + total
         if size is not None and total != size:

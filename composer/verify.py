@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -10,8 +9,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from composer.context import BuildContext
-from composer.diff import first_difference
+from composer.diff import describe_differences, layout_differences, oci_archive_differences
 from composer.errors import UsageError, VerificationError
+from composer.hashing import hash_file
 from composer.manifest import MANIFEST_NAME, SUMS_NAME, parse_sha256sums
 
 
@@ -19,14 +19,6 @@ from composer.manifest import MANIFEST_NAME, SUMS_NAME, parse_sha256sums
 class VerifyReport:
     folder: Path
     checked: tuple[str, ...]
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_manifest(folder: Path) -> dict[str, object]:
@@ -42,6 +34,20 @@ def _read_manifest(folder: Path) -> dict[str, object]:
     return data
 
 
+def _damage(path: Path, actual: str, in_sums: str, in_manifest: object) -> str | None:
+    """Which of the three (file, SHA256SUMS, manifest.json) disagree, or None if none do."""
+    if in_sums != in_manifest:
+        agrees = ("the file matches SHA256SUMS" if actual == in_sums else
+                  "the file matches manifest.json" if actual == in_manifest else
+                  f"the file hashes to {actual}")
+        return (f"{path}: SHA256SUMS records sha256 {in_sums} but manifest.json records "
+                f"{in_manifest}; {agrees}")
+    if actual != in_sums:
+        return (f"{path}: sha256 {actual} does not match {in_sums}, which SHA256SUMS and "
+                "manifest.json both record")
+    return None
+
+
 def verify_outputs(target: Path) -> VerifyReport:
     """Check every file named in SHA256SUMS and manifest.json (or just ``target`` if it is a file)."""
     if not target.exists():
@@ -49,31 +55,38 @@ def verify_outputs(target: Path) -> VerifyReport:
     folder = target if target.is_dir() else target.parent
     only = None if target.is_dir() else target.name
     sums_path = folder / SUMS_NAME
+    if not sums_path.exists() and not (folder / MANIFEST_NAME).exists():
+        raise UsageError(f"{target}: not an alpine-composer output (no {SUMS_NAME} or "
+                         f"{MANIFEST_NAME} in {folder})")
     try:
         sums = parse_sha256sums(sums_path.read_bytes(), source=str(sums_path))
     except FileNotFoundError:
-        raise VerificationError(f"{sums_path}: missing; not an alpine-composer output folder") from None
+        raise VerificationError(f"{sums_path}: missing beside {MANIFEST_NAME}") from None
+    except OSError as exc:
+        raise VerificationError(f"{sums_path}: unreadable ({exc.strerror})") from None
     manifest = _read_manifest(folder)
     outputs = manifest.get("outputs", [])
     if not isinstance(outputs, list):
         raise VerificationError(f"{folder / MANIFEST_NAME}: 'outputs' is not a list")
-    recorded = {o["path"]: o for o in outputs if isinstance(o, dict)}
+    recorded = {o["path"]: o for o in outputs if isinstance(o, dict) and "path" in o}
     if set(recorded) != set(sums):
-        extra = sorted(set(recorded) ^ set(sums))
-        raise VerificationError(f"{folder}: SHA256SUMS and manifest.json disagree about {extra[0]}")
+        extra = sorted(set(recorded) ^ set(sums))[0]
+        where = SUMS_NAME if extra in sums else MANIFEST_NAME
+        raise VerificationError(f"{folder}: {extra} is listed in {where} only; SHA256SUMS and "
+                                "manifest.json must list the same artifacts")
     names = sorted(sums) if only is None else [only]
     if only is not None and only not in sums:
-        raise VerificationError(f"{target}: not listed in {sums_path}")
+        raise UsageError(f"{target}: not listed in {sums_path}")
     for name in names:
         path = folder / name
         if not path.is_file():
             raise VerificationError(f"{path}: listed in SHA256SUMS but missing")
-        actual = _sha256_file(path)
-        if actual != sums[name] or actual != recorded[name]["sha256"]:
-            raise VerificationError(
-                f"{path}: sha256 {actual} does not match the recorded {sums[name]}")
-        if path.stat().st_size != recorded[name]["size"]:
-            raise VerificationError(f"{path}: size differs from manifest.json")
+        problem = _damage(path, hash_file(path)[0], sums[name], recorded[name].get("sha256"))
+        if problem:
+            raise VerificationError(problem)
+        if path.stat().st_size != recorded[name].get("size"):
+            raise VerificationError(f"{path}: {path.stat().st_size} bytes, but manifest.json "
+                                    f"records {recorded[name].get('size')}")
     for layout in sorted({n.split("/", 1)[0] for n in names if "/" in n}):
         index = folder / layout / "index.json"
         if index.exists():
@@ -85,7 +98,7 @@ def verify_outputs(target: Path) -> VerifyReport:
 
 def rebuild_and_compare(ctx: BuildContext) -> VerifyReport:
     """Build again into a temporary folder with the recorded release and timestamp; compare bytes."""
-    from composer.pipeline import build
+    from composer.build.pipeline import build
 
     published = ctx.output_dir / ctx.profile.name
     manifest = _read_manifest(published)
@@ -101,14 +114,32 @@ def rebuild_and_compare(ctx: BuildContext) -> VerifyReport:
                               pinned_epoch=(epoch, source)))
         old = parse_sha256sums((published / SUMS_NAME).read_bytes(), source=str(published))
         new = {o.path: o.sha256 for o in again.outputs}
-        for name in sorted(set(old) | set(new)):
-            if name not in new:
-                raise VerificationError(f"rebuild did not produce {name}")
-            if name not in old:
-                raise VerificationError(f"rebuild produced {name}, which the published build lacks")
-            if old[name] != new[name]:
-                why = first_difference(published / name, again.output_dir / name)
-                raise VerificationError(f"{published / name}: rebuild differs: {why}")
+        problems = compare_outputs(published, again.output_dir, old, new)
+        if problems:
+            raise VerificationError("; ".join(problems))
         return VerifyReport(folder=published, checked=tuple(sorted(new)))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def compare_outputs(published: Path, rebuilt: Path, old: dict[str, str],
+                    new: dict[str, str]) -> list[str]:
+    """One line per differing artifact (an OCI layout counts as one), naming what differs inside."""
+    differing = sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
+    layouts = sorted({n.split("/", 1)[0] for n in differing
+                      if "/" in n and (published / n.split("/", 1)[0] / "index.json").is_file()})
+    problems = [f"{published / layout}: rebuild differs: "
+                + "; ".join(layout_differences(published / layout, rebuilt / layout))
+                for layout in layouts]
+    for name in differing:
+        if "/" in name and name.split("/", 1)[0] in layouts:
+            continue
+        if name not in new:
+            problems.append(f"rebuild did not produce {name}")
+        elif name not in old:
+            problems.append(f"rebuild produced {name}, which the published build lacks")
+        else:
+            compare = oci_archive_differences if name.endswith(".oci.tar") else describe_differences
+            details = compare(published / name, rebuilt / name)
+            problems.append(f"{published / name}: rebuild differs: " + "; ".join(details))
+    return problems

@@ -29,13 +29,14 @@ from composer.apk.depends import parse_dependencies
 from composer.apk.index import parse_apkindex
 from composer.apk.keys import TrustedKeys, parse_public_key
 from composer.apk.package import parse_pkginfo, verify_apk
-from composer.apk.signing import sign, verify_apkindex
+from composer.apk.signing import verify_apkindex
 from composer.apk.version import Version, compare_versions, is_valid_version, version_matches
 from composer.archive import load_tar
 from composer.profile import load_profile
 from composer.sources.releases import parse_checksum_file, parse_latest_releases
 from composer.sources.trust import load_release_key, verify_detached
 from composer.tree import BlobStore, FileTree
+from tests.helpers.apkrepo import sign
 from tests.helpers.hostile import dearmor as _dearmor
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -100,7 +100,8 @@ def test_build_over_http(tmp_path: Path, workdir: Path, mirror: MirrorInfo,
     json_run = run_cli("build", profile, "--output-dir", out, "--cache-dir", tmp_path / "cache",
                        "--json")
     assert json_run.returncode == 0
-    assert json.loads(json_run.stdout) == manifest
+    assert json.loads(json_run.stdout) == {"ok": True, "output_dir": str(out / "test"),
+                                           "manifest": manifest}
 
 
 def test_builds_are_identical_across_tz_umask_cwd_and_transport(

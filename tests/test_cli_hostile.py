@@ -28,7 +28,7 @@ from tests.helpers.apkrepo import (
 from tests.helpers.apkrepo import signing_key as apk_signing_key
 from tests.helpers.gpg import SigningKey, sign_detached
 from tests.helpers.httpserver import serve_directory
-from tests.helpers.mirror import MirrorInfo, build_packages_mirror
+from tests.helpers.mirror import MirrorInfo, build_mirror, minirootfs_without_world
 from tests.test_cli_errors import assert_nothing_written, error_line
 
 MAX_RSS_KIB = 200 * 1024
@@ -67,7 +67,7 @@ def run_measured(*args: str | os.PathLike[str]) -> tuple[int, str, int]:
 
 @pytest.fixture
 def mirror(tmp_path: Path, signing_key: SigningKey) -> MirrorInfo:
-    return build_packages_mirror(tmp_path / "mirror", signing_key)
+    return build_mirror(tmp_path / "mirror", key=signing_key, tarball=minirootfs_without_world())
 
 
 def build_against(tmp_path: Path, profile: Path) -> tuple[int, str, Path, Path]:

@@ -15,7 +15,7 @@ from tests.helpers.apkrepo import FileSpec, PackageSpec, SymlinkSpec, build_repo
 from tests.helpers.apkrepo import signing_key as apk_signing_key
 from tests.helpers.gpg import SigningKey
 from tests.helpers.httpserver import serve_directory
-from tests.helpers.mirror import MirrorInfo, build_packages_mirror
+from tests.helpers.mirror import MirrorInfo
 
 FAST = ("--retries", "1", "--retry-delay", "0.01")
 
@@ -39,8 +39,11 @@ HELLO = [
 
 @pytest.fixture
 def mirror(tmp_path: Path, signing_key: SigningKey) -> MirrorInfo:
-    """The standard test minirootfs, but with an empty /etc/apk/world."""
-    return build_packages_mirror(tmp_path / "mirror", signing_key)
+    """The standard test minirootfs, but with an empty /etc/apk/world: it has no apk
+    database, so its own world could never be satisfied from the test repository."""
+    from tests.helpers.mirror import build_mirror, minirootfs_without_world
+
+    return build_mirror(tmp_path / "mirror", key=signing_key, tarball=minirootfs_without_world())
 
 
 def repo_profile(tmp_path: Path, mirror: MirrorInfo, key: SigningKey, repo_url: str,

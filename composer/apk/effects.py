@@ -2,21 +2,22 @@
 
 Scripts may belong to another architecture and would make the build depend on
 the host, so composer replays the few effects that matter for a working root
-(busybox applet links, system accounts, login shells, the CA bundle, OpenRC
-service links) and records every script it did not run, line by line, for the
-build manifest.
+(busybox applet links, system accounts, login shells, the CA bundle; the
+account and shell files themselves are :mod:`composer.system`'s) and records
+every script it did not run, line by line, for the build manifest.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from composer.apk.accounts import AccountError, AccountFiles, UserSpec
 from composer.errors import InstallError
 from composer.numbers import parse_decimal
+from composer.system.accounts import AccountError, AccountFiles, UserSpec
+from composer.system.paths import make_dirs, resolve_dir
+from composer.system.shells import add_shells
 from composer.tree import Entry, EntryType, FileTree, resolve_symlink_target
 
 BUSYBOX_DIRS = ("", "bin", "sbin", "usr/bin", "usr/sbin")
@@ -88,28 +89,6 @@ def _install_locations(binary: bytes, count: int, source: str) -> bytes:
     return binary[found[0]:found[0] + size]
 
 
-def _resolve_dir(tree: FileTree, path: str) -> str | None:
-    """``path`` with symlinked directories followed inside the tree; None if it is not a dir."""
-    resolved = ""
-    for _ in range(40):
-        parts = [p for p in path.split("/") if p]
-        resolved = ""
-        for i, part in enumerate(parts):
-            candidate = f"{resolved}/{part}" if resolved else part
-            entry = tree.get(candidate)
-            if entry is not None and entry.type == EntryType.SYMLINK:
-                target = resolve_symlink_target(candidate, entry.target)
-                if target is None:
-                    return None
-                path = "/".join([target, *parts[i + 1:]])
-                break
-            resolved = candidate
-        else:
-            entry = tree.get(resolved)
-            return resolved if entry is not None and entry.type == EntryType.DIR else None
-    return None
-
-
 def install_busybox_links(tree: FileTree, *, binary_path: str = "bin/busybox",
                           mtime: int = 0) -> list[str]:
     """``busybox --install -s``: absolute symlinks to ``/<binary_path>`` for absent applets.
@@ -125,8 +104,8 @@ def install_busybox_links(tree: FileTree, *, binary_path: str = "bin/busybox",
     for applet in busybox_applet_paths(entry.blob.read(), source=binary_path):
         directory, _, name = applet.rpartition("/")
         if directory:
-            _mkdir_p(tree, directory, mtime)
-        real_dir = _resolve_dir(tree, directory) if directory else ""
+            make_dirs(tree, directory, mtime)
+        real_dir = resolve_dir(tree, directory) if directory else ""
         if real_dir is None:
             continue
         link = f"{real_dir}/{name}" if real_dir else name
@@ -138,29 +117,7 @@ def install_busybox_links(tree: FileTree, *, binary_path: str = "bin/busybox",
     return created
 
 
-def _mkdir_p(tree: FileTree, directory: str, mtime: int) -> None:
-    parts = [p for p in directory.split("/") if p]
-    for i in range(1, len(parts) + 1):
-        path = "/".join(parts[:i])
-        if _resolve_dir(tree, path) is None and path not in tree:
-            tree.put(Entry(path=path, type=EntryType.DIR, mode=0o755, mtime=mtime))
-
-
-# ---------------------------------------------------------------- shells, CA, services
-
-
-def add_shells(tree: FileTree, shells: Iterable[str], *, mtime: int = 0) -> list[str]:
-    """busybox ``add-shell``: append shells missing from ``etc/shells``; returns those added."""
-    entry = tree.get("etc/shells")
-    lines = (entry.blob.read().decode("utf-8", "surrogateescape").splitlines()
-             if entry is not None and entry.blob is not None else [])
-    added = [s for s in dict.fromkeys(shells) if s not in lines]
-    if not added:
-        return []
-    data = ("\n".join([*lines, *added]) + "\n").encode("utf-8", "surrogateescape")
-    tree.put(Entry(path="etc/shells", type=EntryType.FILE, mode=0o644, mtime=mtime,
-                   blob=tree.store.from_bytes(data)))
-    return added
+# ---------------------------------------------------------------- CA bundle
 
 
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
@@ -184,25 +141,10 @@ def rebuild_ca_bundle(tree: FileTree, *, mtime: int = 0) -> int:
                 continue
             data = entry.blob.read()
             parts.append(data if data.endswith(b"\n") else data + b"\n")
-    _mkdir_p(tree, "etc/ssl/certs", mtime)
+    make_dirs(tree, "etc/ssl/certs", mtime)
     tree.put(Entry(path=CA_BUNDLE, type=EntryType.FILE, mode=0o644, mtime=mtime,
                    blob=tree.store.from_bytes(b"".join(parts))))
     return len(parts)
-
-
-def enable_service(tree: FileTree, name: str, runlevel: str = "default", *,
-                   mtime: int = 0) -> str:
-    """``rc-update add NAME RUNLEVEL``: link ``etc/runlevels/<runlevel>/<name>``."""
-    script = tree.get(f"etc/init.d/{name}")
-    if script is None:
-        raise InstallError(f"cannot enable service {name!r}: /etc/init.d/{name} does not exist")
-    if not re.fullmatch(r"[A-Za-z0-9_.@-]+", runlevel) or not re.fullmatch(r"[A-Za-z0-9_.@-]+", name):
-        raise InstallError(f"cannot enable service {name!r} in runlevel {runlevel!r}: bad name")
-    _mkdir_p(tree, f"etc/runlevels/{runlevel}", mtime)
-    link = f"etc/runlevels/{runlevel}/{name}"
-    tree.put(Entry(path=link, type=EntryType.SYMLINK, mode=0o777, mtime=mtime,
-                   target=f"/etc/init.d/{name}"))
-    return link
 
 
 # ---------------------------------------------------------------- scripts
@@ -301,7 +243,7 @@ def _run_command(ctx: ScriptContext, command: list[str], report: ScriptReport) -
         return True
     if program == "mkdir" and args[:1] == ["-p"] and all(a.startswith("/") for a in args[1:]):
         for directory in args[1:]:
-            _mkdir_p(ctx.tree, directory.strip("/"), ctx.mtime)
+            make_dirs(ctx.tree, directory.strip("/"), ctx.mtime)
         report.effects.append(f"mkdir -p {' '.join(args[1:])}")
         return True
     if program == "addgroup":

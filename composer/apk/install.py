@@ -20,12 +20,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from composer.apk import db
-from composer.apk.accounts import AccountFiles
 from composer.apk.datatar import load_package_data
 from composer.apk.effects import ScriptContext, ScriptReport, emulate_script, finish_scripts
 from composer.apk.index import PackageInfo
 from composer.apk.package import DataContents, VerifiedPackage
 from composer.errors import InstallError, VerificationError
+from composer.system.accounts import AccountFiles
 from composer.tree import Entry, EntryType, FileTree, parent_of
 
 _NAME_END = re.compile(r"[<>=~]")

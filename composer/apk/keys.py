@@ -13,6 +13,7 @@ import hashlib
 import posixpath
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -35,12 +36,14 @@ class TrustedKey:
     public_key: rsa.RSAPublicKey
 
 
-@dataclass(frozen=True)
-class PinnedKey:
-    """A key a profile names together with the sha256 its file must have."""
+class KeyPin(Protocol):
+    """A key file name with the sha256 its bytes must have (the profile's ``PinnedKey``)."""
 
-    file: str
-    sha256: str
+    @property
+    def file(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
 
 
 def parse_public_key(name: str, data: bytes, *, source: str) -> TrustedKey:
@@ -92,7 +95,7 @@ class TrustedKeys(Mapping[str, rsa.RSAPublicKey]):
         return cls(keys)
 
     @classmethod
-    def from_pinned(cls, pinned: Iterable[PinnedKey], files: Mapping[str, bytes], *,
+    def from_pinned(cls, pinned: Iterable[KeyPin], files: Mapping[str, bytes], *,
                     source: str = "profile keys") -> TrustedKeys:
         """Trust exactly the pinned keys, each checked against its sha256."""
         pins = {p.file: p.sha256 for p in pinned}

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from composer.apk.keys import TrustedKeys
@@ -380,23 +380,3 @@ def _diagnose_index_member(raw: bytes, *, source: str) -> None:
 
 class _GiveUp(Exception):
     """The index member is too large to be worth diagnosing."""
-
-
-# --- signing (test repositories, benchmarks) -------------------------------------------
-
-
-def sign_sha1(private_key: rsa.RSAPrivateKey, data: bytes) -> bytes:
-    """A ``.SIGN.RSA.*`` signature: PKCS#1 v1.5 over SHA-1, as ``abuild-sign`` makes."""
-    return private_key.sign(data, padding.PKCS1v15(), hashes.SHA1())
-
-
-def sign_sha256(private_key: rsa.RSAPrivateKey, data: bytes) -> bytes:
-    """A ``.SIGN.RSA256.*`` signature: PKCS#1 v1.5 over SHA-256."""
-    return private_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-
-
-def sign(private_key: rsa.RSAPrivateKey, data: bytes, algorithm: str) -> bytes:
-    """Sign with the digest an algorithm token (``RSA``, ``RSA256``, ``RSA512``) names."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unsupported signature algorithm {algorithm!r}")
-    return private_key.sign(data, padding.PKCS1v15(), ALGORITHMS[algorithm]())

@@ -14,8 +14,6 @@ import difflib
 import hashlib
 import json
 import os
-import posixpath
-import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +23,15 @@ from pydantic import BaseModel, ValidationError
 
 from composer.errors import ProfileError
 from composer.numbers import shorten
-from composer.profile.model import Profile
+from composer.profile.model import Profile, output_formats
 from composer.profile.yamlsafe import load_yaml
+from composer.urls import is_url
 
 MAX_EXTENDS_DEPTH = 16
 MAX_PROFILE_SIZE = 1024 * 1024
 MAX_NAME = 255
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://")
+# pydantic puts the union member (an output format, a model name) into an error's location.
+_UNION_TAGS = frozenset((*output_formats(), "PinnedKey", "str", "Repository"))
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _rebase(value: str, file_dir: Path, top_dir: Path) -> str:
-    if _URL.match(value) or os.path.isabs(value):
+    if is_url(value) or os.path.isabs(value):
         return value
     absolute = os.path.normpath(os.path.join(file_dir, value))
     return Path(os.path.relpath(absolute, top_dir)).as_posix()
@@ -126,7 +126,15 @@ def merge_profiles(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, A
     return merged
 
 
-def _load_raw(path: Path, top_dir: Path, chain: list[Path]) -> tuple[dict[str, Any], list[Path]]:
+@dataclass(frozen=True)
+class _Layer:
+    """One file of an ``extends`` chain and the keys it wrote itself."""
+
+    path: Path
+    data: dict[str, Any]
+
+
+def _load_raw(path: Path, top_dir: Path, chain: list[Path]) -> tuple[dict[str, Any], list[_Layer]]:
     resolved = path.resolve()
     if resolved in chain:
         cycle = " -> ".join(str(p) for p in [*chain, resolved])
@@ -134,11 +142,11 @@ def _load_raw(path: Path, top_dir: Path, chain: list[Path]) -> tuple[dict[str, A
     if len(chain) >= MAX_EXTENDS_DEPTH:
         raise ProfileError(f"{path}: 'extends' is nested more than {MAX_EXTENDS_DEPTH} deep")
     data = _read_yaml(path)
-    files = [resolved]
     parent_ref = data.pop("extends", None)
+    layers = [_Layer(path, data)]
     data = _rebase_paths(data, resolved.parent, top_dir)
     if parent_ref is None:
-        return data, files
+        return data, layers
     if not isinstance(parent_ref, str) or not parent_ref or "\0" in parent_ref:
         raise ProfileError(f"{path}: extends: expected a path to another profile file")
     if any(len(part) > MAX_NAME for part in Path(parent_ref).parts) or len(parent_ref) > 4096:
@@ -150,8 +158,31 @@ def _load_raw(path: Path, top_dir: Path, chain: list[Path]) -> tuple[dict[str, A
         raise ProfileError(f"{path}: extends: {shorten(parent_ref)}: {exc.strerror}") from None
     if not exists:
         raise ProfileError(f"{path}: extends: {parent_ref!r} does not exist")
-    parent, parent_files = _load_raw(parent_path, top_dir, [*chain, resolved])
-    return merge_profiles(parent, data), [*files, *parent_files]
+    parent, parent_layers = _load_raw(parent_path, top_dir, [*chain, resolved])
+    if "name" not in data and "name" in parent:
+        raise ProfileError(f"{path}: name: required in a profile that extends another (without "
+                           f"it the build would write into {parent['name']!r}'s output folder)")
+    return merge_profiles(parent, data), [*layers, *parent_layers]
+
+
+def _origin(layers: list[_Layer], loc: tuple[Any, ...]) -> Path:
+    """The file of the chain (child first) that wrote the value at ``loc``."""
+    keys: list[str] = []
+    for part in loc:
+        if not isinstance(part, str):
+            break
+        keys.append(part)
+    for depth in range(len(keys), 0, -1):
+        for layer in layers:
+            node: Any = layer.data
+            for key in keys[:depth]:
+                node = node.get(key, _ABSENT) if isinstance(node, dict) else _ABSENT
+            if node is not _ABSENT:
+                return layer.path
+    return layers[0].path
+
+
+_ABSENT = object()
 
 
 def profile_digest(profile: Profile) -> str:
@@ -164,15 +195,19 @@ def load_profile(path: Path | str, *, overrides: dict[str, Any] | None = None) -
     """Load, merge and validate a profile; ``overrides`` (from CLI flags) win over the file."""
     path = Path(path)
     top_dir = path.resolve().parent
-    data, files = _load_raw(path, top_dir, [])
+    data, layers = _load_raw(path, top_dir, [])
     if overrides:
         data = merge_profiles(data, overrides)
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(f"{path}: {format_validation_error(exc)}") from None
+        errors = exc.errors()
+        origin = _origin(layers, tuple(errors[0]["loc"])) if errors else path
+        via = "" if origin == path else f" (in the extends chain of {path})"
+        raise ProfileError(f"{origin}: {format_validation_error(exc)}{via}") from None
     return LoadedProfile(profile=profile, path=path, base_dir=top_dir,
-                         digest=profile_digest(profile), files=tuple(files))
+                         digest=profile_digest(profile),
+                         files=tuple(layer.path.resolve() for layer in layers))
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -219,8 +254,7 @@ def format_validation_error(exc: ValidationError) -> str:
     messages = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (
-            p.startswith("function-") or p in ("tar", "oci", "oci-archive", "docker-archive", "iso",
-                                               "PinnedKey", "str", "Repository"))))
+            p.startswith("function-") or p in _UNION_TAGS)))
         where = _loc_text(loc)
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -250,8 +284,3 @@ def format_validation_error(exc: ValidationError) -> str:
         if m not in seen:
             seen.append(m)
     return "; ".join(seen)
-
-
-def relative_image_path(path: str) -> str:
-    """An absolute image path from a profile as a tree path (no leading '/')."""
-    return posixpath.normpath(path).lstrip("/")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -19,6 +19,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from composer.urls import is_url
 
 ALPINE_RELEASE_FINGERPRINT = "0482D84022F52DF1C4E7CD43293ACD0907D9495A"
 ALPINE_RELEASE_KEY_URL = "https://alpinelinux.org/keys/ncopa.asc"
@@ -64,10 +66,17 @@ class Base(enum.StrEnum):
 
 
 class Compression(enum.StrEnum):
+    """The compressions an archive output may use (the writers take the same enum)."""
+
     GZIP = "gzip"
     ZSTD = "zstd"
     XZ = "xz"
     NONE = "none"
+
+    @property
+    def suffix(self) -> str:
+        """What the compression adds to a file name (``.tar`` + this)."""
+        return {"gzip": ".gz", "zstd": ".zst", "xz": ".xz", "none": ""}[self.value]
 
 
 class LayerCompression(enum.StrEnum):
@@ -88,7 +97,8 @@ def _parse_mode(value: Any) -> Any:
     return value
 
 
-Mode = Annotated[int, BeforeValidator(_parse_mode), Field(ge=0, le=0o7777)]
+Mode = Annotated[int, BeforeValidator(_parse_mode, json_schema_input_type=str | int),
+                 Field(ge=0, le=0o7777)]
 Id = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
@@ -163,15 +173,27 @@ class Overlay(Strict):
     remove: list[ImagePath] = []
     tree: list[str] = Field(default=[], description="Folders (relative to the profile) copied "
                                                     "into the image root with their modes; owned by root.")
-    directories: list[Annotated[DirectorySpec, BeforeValidator(_str_to_dir)]] = []
+    directories: list[Annotated[DirectorySpec, BeforeValidator(
+        _str_to_dir, json_schema_input_type=str | DirectorySpec)]] = []
     files: list[FileSpec] = []
     symlinks: list[SymlinkSpec] = []
     hostname: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 
-    @field_validator("tree", mode="before")
+    @field_validator("tree", mode="before", json_schema_input_type=str | list[str])
     @classmethod
     def _tree_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _paths_once(self) -> Overlay:
+        for kind, entries in (("files", self.files), ("directories", self.directories),
+                              ("symlinks", self.symlinks)):
+            seen: set[str] = set()
+            for entry in entries:
+                if entry.path in seen:
+                    raise ValueError(f"{kind}: {entry.path} is listed twice")
+                seen.add(entry.path)
+        return self
 
 
 class TarOutput(Strict):
@@ -198,6 +220,13 @@ class IsoOutput(Strict):
 
 Output = Annotated[TarOutput | OciOutput | DockerArchiveOutput | IsoOutput,
                    Field(discriminator="format")]
+
+
+def output_formats() -> tuple[str, ...]:
+    """Every ``format`` value the Output union accepts, read from the union itself."""
+    union = get_args(Output)[0]
+    return tuple(fmt for model in get_args(union)
+                 for fmt in get_args(model.model_fields["format"].annotation))
 
 
 class ImageConfig(Strict):
@@ -250,6 +279,8 @@ class User(Strict):
     home: str | None = None
     shell: str = "/bin/sh"
     gecos: str = ""
+    create_home: bool = Field(default=True, description="Create the home folder as adduser does "
+                              "(mode 2755, owned by the user, /etc/skel copied in).")
 
 
 class Accounts(Strict):
@@ -260,8 +291,17 @@ class Accounts(Strict):
 Runlevel = Literal["sysinit", "boot", "default", "shutdown", "nonetwork"]
 
 
+def _schema_extras(schema: dict[str, Any]) -> None:
+    """Keys the loader reads before validation, so that editors accept them too."""
+    schema.setdefault("properties", {})["extends"] = {
+        "type": "string",
+        "description": "Another profile file (relative to this one) that this one is laid over."}
+
+
 class Profile(Strict):
     """A declarative description of one image. See README.md for every field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_schema_extras)
 
     name: str = Field(description="Image name; also the out/ folder name.")
     variant: Variant = Variant.MINIROOTFS
@@ -273,7 +313,8 @@ class Profile(Strict):
     trust: Trust = Trust()
     base: Base = Base.MINIROOTFS
     packages: list[str] = []
-    repositories: list[Annotated[Repository, BeforeValidator(_repository)]] | None = None
+    repositories: list[Annotated[Repository, BeforeValidator(
+        _repository, json_schema_input_type=str | Repository)]] | None = None
     keys: list[Annotated[PinnedKey | str, Field(union_mode="left_to_right")]] = []
     accounts: Accounts = Accounts()
     services: dict[Runlevel, list[str]] = {}
@@ -300,6 +341,14 @@ class Profile(Strict):
                              "letter or digit")
         return value
 
+    @field_validator("branch", mode="before")
+    @classmethod
+    def _branch_text(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError(f"YAML read {value!r} as a number: write the branch as a string "
+                             f"with a 'v', e.g. v{value}")
+        return value
+
     @field_validator("branch")
     @classmethod
     def _branch(cls, value: str) -> str:
@@ -314,7 +363,7 @@ class Profile(Strict):
             raise ValueError("expected a release version such as 3.20.3")
         return value
 
-    @field_validator("arch", mode="before")
+    @field_validator("arch", mode="before", json_schema_input_type=Arch | list[Arch])
     @classmethod
     def _arch_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -335,7 +384,7 @@ class Profile(Strict):
     @field_validator("mirror")
     @classmethod
     def _mirror(cls, value: str) -> str:
-        if not re.match(r"^(https?|file)://", value):
+        if not is_url(value):
             raise ValueError("expected an http://, https:// or file:// URL")
         return value.rstrip("/")
 
@@ -348,7 +397,3 @@ class Profile(Strict):
                 if repo.url == "testing":
                     raise ValueError("the 'testing' repository exists only on edge")
         return self
-
-    @property
-    def arches(self) -> list[Arch]:
-        return list(self.arch)

@@ -22,14 +22,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from composer.errors import FetchError, VerificationError
+from composer.errors import CacheError, VerificationError
+from composer.hashing import hash_file
+from composer.leftovers import pid_tag, sweep_dead
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_CHUNK = 1 << 20
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:
-    """``$XDG_CACHE_HOME/alpine-composer``, else ``~/.cache/alpine-composer`` (env passed in)."""
+    """``$XDG_CACHE_HOME/alpine-composer``, else ``~/.cache/alpine-composer`` (env passed in).
+
+    The XDG spec says a relative ``XDG_CACHE_HOME`` is invalid and must be ignored."""
     xdg = env.get("XDG_CACHE_HOME", "")
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "alpine-composer"
@@ -37,15 +40,17 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
     return Path(home) / ".cache" / "alpine-composer"
 
 
-def hash_file(path: Path) -> tuple[str, int]:
-    """Return (sha256 hex, size) of a file, read in chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+@contextlib.contextmanager
+def cache_writes(root: Path) -> Iterator[None]:
+    """Turn an OS error while writing the cache (read-only, disk full) into one clear line."""
+    try:
+        yield
+    except OSError as exc:
+        if type(exc).__module__.split(".", 1)[0] in ("requests", "urllib3"):
+            raise  # a network error that happens to derive from OSError: not the cache's fault
+        where = exc.filename or root
+        raise CacheError(f"cache folder {root}: cannot write {where}: "
+                         f"{exc.strerror or exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -69,13 +74,20 @@ class ContentCache:
         self.urls_dir = self.root / "urls"
         self.tmp_dir = self.root / "tmp"
         self._lock_path = self.root / "urls.lock"
+        self._ready = False
 
     def _ensure_dirs(self) -> None:
+        if self._ready:
+            return
         try:
             for directory in (self.blobs_dir, self.urls_dir, self.tmp_dir):
                 directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise FetchError(f"cache directory {self.root}: cannot create: {exc.strerror}") from exc
+            raise CacheError(f"cache folder {self.root}: cannot create: {exc.strerror}") from exc
+        if not os.access(self.tmp_dir, os.W_OK | os.X_OK):
+            raise CacheError(f"cache folder {self.root}: not writable (use --cache-dir)")
+        sweep_dead(self.tmp_dir, "")
+        self._ready = True
 
     def path_for(self, sha256: str) -> Path | None:
         """The blob's path when the cache holds it, else None."""
@@ -85,11 +97,20 @@ class ContentCache:
         path = self.blobs_dir / sha256
         return path if path.is_file() else None
 
+    def discard(self, path: Path) -> None:
+        """Remove a damaged blob so that the next build fetches it again."""
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
     @contextlib.contextmanager
     def temp_file(self, suffix: str = ".part") -> Iterator[Path]:
         """A fresh empty file in ``tmp/`` (same filesystem as blobs); removed unless moved away."""
         self._ensure_dirs()
-        fd, name = tempfile.mkstemp(dir=self.tmp_dir, suffix=suffix)
+        try:
+            fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix=pid_tag(), suffix=suffix)
+        except OSError as exc:
+            raise CacheError(f"cache folder {self.tmp_dir}: cannot create a file: "
+                             f"{exc.strerror}") from exc
         os.close(fd)
         path = Path(name)
         try:
@@ -109,7 +130,7 @@ class ContentCache:
         if existing is not None:
             return existing
         with self.temp_file() as tmp:
-            with open(tmp, "wb") as f:
+            with cache_writes(self.root), open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -128,10 +149,11 @@ class ContentCache:
         """Rename an already-verified temp file to its content address (no re-hash)."""
         self._ensure_dirs()
         final = self.blobs_dir / sha256
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, final)
+        with cache_writes(self.root):
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, final)
         _fsync_dir(self.blobs_dir)
         return final
 
@@ -156,7 +178,7 @@ class ContentCache:
         )
         self._ensure_dirs()
         payload = json.dumps(asdict(record), sort_keys=True, separators=(",", ":")).encode()
-        with self._locked():
+        with cache_writes(self.root), self._locked():
             with self.temp_file(suffix=".json") as tmp:
                 with open(tmp, "wb") as f:
                     f.write(payload)

@@ -8,6 +8,7 @@ URL with a time-to-live and served from the cache under ``--offline``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import threading
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
     import requests
 
 from composer.errors import FetchError, NotFoundError, OfflineError, VerificationError
-from composer.sources.cache import ContentCache, hash_file
+from composer.hashing import hash_file
+from composer.manifest import InputRole
+from composer.sources.cache import ContentCache, cache_writes
 
 _CHUNK = 64 * 1024
 METADATA_MAX_SIZE = 64 * 1024 * 1024
@@ -33,21 +36,23 @@ class FetchSettings:
     """Network behaviour; the CLI fills it from flags (progress when stderr is a TTY)."""
 
     connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    read_timeout: float = 10.0
     retries: int = 4
     backoff: float = 0.5
     offline: bool = False
     progress: bool = False
     metadata_ttl: float = 3600.0
+    log: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
 class FetchedInput:
-    """One input of the build, for the manifest."""
+    """One input of the build, for the manifest; ``role`` is what the caller fetched it as."""
 
     url: str
     sha256: str
     size: int
+    role: InputRole = InputRole.METADATA
 
 
 @dataclass(frozen=True)
@@ -93,19 +98,19 @@ class Fetcher:
         with self._lock:
             return list(self._inputs)
 
-    def _record(self, url: str, sha256: str, size: int) -> None:
+    def _record(self, url: str, sha256: str, size: int, role: InputRole) -> None:
         key = (url, sha256)
         with self._lock:
             if key not in self._seen:
                 self._seen.add(key)
-                self._inputs.append(FetchedInput(url=url, sha256=sha256, size=size))
+                self._inputs.append(FetchedInput(url=url, sha256=sha256, size=size, role=role))
 
     def _remember(self, url: str, sha256: str, size: int, *, etag: str | None,
-                  last_modified: str | None) -> None:
+                  last_modified: str | None, role: InputRole) -> None:
         """Note a fresh download (or a revalidated copy) in the cache and in this build's inputs."""
         self.cache.remember_url(url, sha256, size, etag=etag, last_modified=last_modified,
                                 fetched_at=self.clock())
-        self._record(url, sha256, size)
+        self._record(url, sha256, size, role)
 
     # -- blobs ---------------------------------------------------------------
 
@@ -118,6 +123,8 @@ class Fetcher:
         what: str,
         check: Callable[[Path], None] | None = None,
         max_size: int | None = None,
+        rehash: bool = True,
+        role: InputRole = InputRole.METADATA,
     ) -> Path:
         """Return a cached, verified file holding ``url``'s content.
 
@@ -126,22 +133,25 @@ class Fetcher:
         signature check) runs on the bytes before they enter the cache, and on
         a cache hit too; whatever it raises propagates and nothing is stored.
         ``max_size`` bounds a download whose exact size is for ``check`` to judge.
+        A cached copy is hashed again before use (``rehash=False`` for callers that hash
+        it themselves while reading); a damaged one is dropped and fetched again.
+        ``role`` (minirootfs, package …) is recorded with the input for the manifest.
         """
         expected = sha256.lower() if sha256 else None
         if expected is not None:
-            cached = self.cache.path_for(expected)
+            cached = self._intact(expected, what, rehash=rehash)
             if cached is not None:
                 if check is not None:
                     check(cached)
-                self._record(url, expected, cached.stat().st_size)
+                self._record(url, expected, cached.stat().st_size, role)
                 return cached
         elif self.settings.offline:
             record = self.cache.lookup_url(url)
-            cached = self.cache.path_for(record.sha256) if record else None
+            cached = self._intact(record.sha256, what, rehash=rehash) if record else None
             if record is not None and cached is not None:
                 if check is not None:
                     check(cached)
-                self._record(url, record.sha256, record.size)
+                self._record(url, record.sha256, record.size, role)
                 return cached
         if self.settings.offline and not _is_file_url(url):
             raise OfflineError(
@@ -160,13 +170,15 @@ class Fetcher:
             if check is not None:
                 check(tmp)
             path = self.cache.install_verified(tmp, actual)
-        self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified)
+        self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified,
+                       role=role)
         return path
 
     # -- metadata ------------------------------------------------------------
 
     def fetch_metadata(
         self, url: str, *, what: str, max_size: int = METADATA_MAX_SIZE, refresh: bool = False,
+        role: InputRole = InputRole.METADATA,
         check: Callable[[bytes], object] | None = None,
     ) -> bytes:
         """Return a small file's bytes, from the cache while younger than the TTL.
@@ -182,8 +194,11 @@ class Fetcher:
         if record is not None and cached is not None and not local:
             fresh = self.clock() - record.fetched_at < self.settings.metadata_ttl
             if self.settings.offline or (fresh and not refresh):
-                self._record(url, record.sha256, record.size)
-                return cached.read_bytes()
+                data = self._intact_bytes(cached, record.sha256, what)
+                if data is not None:
+                    self._record(url, record.sha256, record.size, role)
+                    return data
+                cached = None
         if self.settings.offline and not local:
             raise OfflineError(
                 f"{what}: {url} is not in the cache and --offline was given; "
@@ -195,9 +210,12 @@ class Fetcher:
                 url, tmp, what=what, size=None, max_size=max_size, conditional=conditional
             )
             if meta.not_modified and record is not None and cached is not None:
-                self._remember(url, record.sha256, record.size, etag=record.etag,
-                               last_modified=record.last_modified)
-                return cached.read_bytes()
+                data = self._intact_bytes(cached, record.sha256, what)
+                if data is not None:
+                    self._remember(url, record.sha256, record.size, etag=record.etag,
+                                   last_modified=record.last_modified, role=role)
+                    return data
+                meta = self._download(url, tmp, what=what, size=None, max_size=max_size)
             data = tmp.read_bytes()
             if check is not None:
                 check(data)
@@ -205,11 +223,45 @@ class Fetcher:
             if local and record is not None and cached is not None and record.sha256 == actual:
                 # A local file is read every time; while its bytes stay the same, its
                 # cache copy and record stand as they are (no rewrite, no fsync).
-                self._record(url, actual, got)
+                self._record(url, actual, got, role)
                 return data
             self.cache.install_verified(tmp, actual)
-        self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified)
+        self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified,
+                       role=role)
         return data
+
+    # -- cache damage --------------------------------------------------------
+
+    def _intact(self, sha256: str, what: str, *, rehash: bool) -> Path | None:
+        """The cached blob, hashed again when asked; None when absent or found damaged."""
+        cached = self.cache.path_for(sha256)
+        if cached is None or not rehash:
+            return cached
+        actual, _ = hash_file(cached)
+        if actual == sha256.lower():
+            return cached
+        self._drop_damaged(cached, actual, what)
+        return None
+
+    def _intact_bytes(self, cached: Path, sha256: str, what: str) -> bytes | None:
+        data = cached.read_bytes()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual == sha256.lower():
+            return data
+        self._drop_damaged(cached, actual, what)
+        return None
+
+    def _drop_damaged(self, cached: Path, actual: str, what: str) -> None:
+        """Remove a cache entry whose bytes no longer match its name; offline, that is the end."""
+        self.cache.discard(cached)
+        if self.settings.offline:
+            raise OfflineError(
+                f"{what}: the cache file {cached} is damaged (its content hashes to "
+                f"{actual[:12]}…, not to its name) and was removed; run once without --offline "
+                "to fetch it again")
+        if self.settings.log is not None:
+            self.settings.log(f"warning: {what}: the cache file {cached} is damaged (its content "
+                              f"hashes to {actual[:12]}…, not to its name); removed it, fetching again")
 
     # -- transport -----------------------------------------------------------
 
@@ -238,7 +290,11 @@ class Fetcher:
             except _Retryable as failure:
                 cause = failure.cause
             if attempt < attempts:
-                self.sleep(self.settings.backoff * (2 ** (attempt - 1)))
+                wait = self.settings.backoff * (2 ** (attempt - 1))
+                if self.settings.log is not None:
+                    self.settings.log(f"warning: {what}: {url}: {cause} (attempt {attempt} of "
+                                      f"{attempts}); retrying in {wait:g} s")
+                self.sleep(wait)
         tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
         if size is not None and cause.startswith("short read"):
             have = dest.stat().st_size
@@ -324,7 +380,7 @@ class Fetcher:
 
         bar = self._progress_bar(what, total, dest.stat().st_size if mode == "ab" else 0)
         try:
-            with open(dest, mode) as out:
+            with cache_writes(self.cache.root), open(dest, mode) as out:
                 written = out.tell()
                 try:
                     for chunk in response.iter_content(_CHUNK):
@@ -361,19 +417,26 @@ class Fetcher:
             raise FetchError(f"{what}: {url}: file:// URLs must name a local path")
         path = Path(urllib.parse.unquote(parts.path))  # url2pathname, on POSIX
         try:
-            with open(path, "rb") as src, open(dest, "wb") as out:
-                copied = 0
-                while chunk := src.read(_CHUNK):
-                    copied += len(chunk)
-                    if max_size is not None and copied > max_size:
-                        raise FetchError(f"{what}: {url}: larger than the {max_size}-byte limit")
-                    out.write(chunk)
+            src = open(path, "rb")
         except FileNotFoundError as exc:
             raise NotFoundError(f"{what}: {url}: file not found") from exc
         except IsADirectoryError as exc:
             raise FetchError(f"{what}: {url}: is a directory") from exc
         except OSError as exc:
             raise FetchError(f"{what}: {url}: {exc.strerror or _first_line(exc)}") from exc
+        with src, cache_writes(self.cache.root), open(dest, "wb") as out:
+            copied = 0
+            while True:
+                try:
+                    chunk = src.read(_CHUNK)
+                except OSError as exc:
+                    raise FetchError(f"{what}: {url}: {exc.strerror or _first_line(exc)}") from exc
+                if not chunk:
+                    break
+                copied += len(chunk)
+                if max_size is not None and copied > max_size:
+                    raise FetchError(f"{what}: {url}: larger than the {max_size}-byte limit")
+                out.write(chunk)
         return _Downloaded()
 
 

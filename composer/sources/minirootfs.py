@@ -9,12 +9,12 @@ the cache.
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from composer.errors import NotFoundError, VerificationError
+from composer.manifest import InputRole
 from composer.sources.fetch import Fetcher
 from composer.sources.releases import (
     ReleaseImage,
@@ -24,6 +24,7 @@ from composer.sources.releases import (
     select_release,
 )
 from composer.sources.trust import ReleaseKey, load_release_key, verify_detached
+from composer.urls import is_url, mirror_url
 
 MINIROOTFS_FLAVOR = "alpine-minirootfs"
 
@@ -43,7 +44,7 @@ class VerifiedMinirootfs:
 
 def release_dir_url(mirror: str, branch: str, arch: str) -> str:
     """``<mirror>/<branch>/releases/<arch>/`` (with trailing slash)."""
-    return f"{mirror.rstrip('/')}/{branch}/releases/{arch}/"
+    return mirror_url(mirror, branch, "releases", arch) + "/"
 
 
 def fetch_minirootfs(
@@ -53,11 +54,15 @@ def fetch_minirootfs(
     branch: str,
     arch: str,
     release: str | None,
-    key: ReleaseKey,
+    key: ReleaseKey | Callable[[], ReleaseKey],
     allow_unsigned: bool,
     log: Callable[[str], None],
 ) -> VerifiedMinirootfs:
-    """Download the newest (or the pinned ``release``) minirootfs and verify it."""
+    """Download the newest (or the pinned ``release``) minirootfs and verify it.
+
+    ``key`` may be a function that fetches the release key: it is called only when the
+    release has a signature to check.
+    """
     base = release_dir_url(mirror, branch, arch)
     yaml_url = base + "latest-releases.yaml"
     image = _find_image(fetcher, yaml_url, branch=branch, arch=arch, release=release)
@@ -83,10 +88,11 @@ def fetch_minirootfs(
 
     def check_signature(candidate: Path) -> None:
         if signature is not None:
-            signers.append(verify_detached(candidate, signature, key, what=what))
+            release_key = key() if callable(key) else key
+            signers.append(verify_detached(candidate, signature, release_key, what=what))
 
     path = fetcher.fetch_blob(
-        tarball_url, sha256=sha256, size=size, what=what, check=check_signature
+        tarball_url, sha256=sha256, size=size, what=what, check=check_signature, role=InputRole.MINIROOTFS
     )
     signed_by = signers[-1] if signers else None
     return VerifiedMinirootfs(
@@ -148,7 +154,8 @@ def _checksum(
 def _signature(fetcher: Fetcher, tarball_url: str, *, what: str, allow_unsigned: bool) -> bytes | None:
     asc_url = tarball_url + ".asc"
     try:
-        return fetcher.fetch_metadata(asc_url, what=f"{what} signature", max_size=1 << 20)
+        return fetcher.fetch_metadata(asc_url, what=f"{what} signature", max_size=1 << 20,
+                                      role=InputRole.SIGNATURE)
     except NotFoundError as exc:
         if allow_unsigned:
             return None
@@ -162,10 +169,10 @@ def fetch_release_key(
     fetcher: Fetcher, *, key_ref: str, base_dir: Path, fingerprint: str
 ) -> ReleaseKey:
     """Load the release signing key from a URL or a path relative to ``base_dir``."""
-    scheme = urllib.parse.urlsplit(key_ref).scheme
-    if scheme in ("http", "https", "file"):
+    if is_url(key_ref):
         url = key_ref
     else:
         url = (base_dir / key_ref).resolve().as_uri()
-    data = fetcher.fetch_metadata(url, what="release signing key", max_size=1 << 20)
+    data = fetcher.fetch_metadata(url, what="release signing key", max_size=1 << 20,
+                                  role=InputRole.RELEASE_KEY)
     return load_release_key(data, fingerprint=fingerprint, source=url)

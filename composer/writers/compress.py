@@ -9,7 +9,6 @@ so the output is identical with one worker or many, while both cores compress.
 
 from __future__ import annotations
 
-import enum
 import lzma
 import os
 import struct
@@ -18,6 +17,10 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import BinaryIO, Protocol
+
+from composer.profile.model import Compression
+
+__all__ = ["Compression", "open_compressor"]
 
 GZIP_LEVEL = 6
 GZIP_BLOCK = 128 * 1024
@@ -28,19 +31,6 @@ XZ_PRESET = 6
 # gzip header: magic, deflate, no flags (no name, no comment), mtime 0, XFL 0, OS 3 (Unix),
 # which is exactly what `gzip -n -6` writes.
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
-
-
-class Compression(enum.StrEnum):
-    """The compressions an archive output may use."""
-
-    GZIP = "gzip"
-    ZSTD = "zstd"
-    XZ = "xz"
-    NONE = "none"
-
-    @property
-    def suffix(self) -> str:
-        return {"gzip": ".gz", "zstd": ".zst", "xz": ".xz", "none": ""}[self.value]
 
 
 class Sink(Protocol):

@@ -10,20 +10,18 @@ from pathlib import Path
 import pytest
 
 from composer.apk import db
-from composer.apk.accounts import AccountError, AccountFiles, GroupSpec, UserSpec, apply_accounts
 from composer.apk.effects import (
     AppletTableError,
     ScriptContext,
-    add_shells,
     busybox_applet_paths,
     emulate_script,
-    enable_service,
     finish_scripts,
     install_busybox_links,
     rebuild_ca_bundle,
 )
 from composer.archive import load_tar
-from composer.errors import InstallError
+from composer.system.accounts import AccountError, AccountFiles, UserSpec
+from composer.system.shells import add_shells
 from composer.tree import EntryType, FileTree
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "alpine-real"
@@ -150,7 +148,7 @@ def test_adduser_defaults_follow_busybox() -> None:
         files.add_user(UserSpec("alice"))
     with pytest.raises(AccountError, match="^unknown group nosuch$"):
         files.add_user(UserSpec("bob", group="nosuch"))
-    with pytest.raises(AccountError, match="^gid '100' in use$"):
+    with pytest.raises(AccountError, match="^gid '100' in use by group users$"):
         files.add_group("other", gid=100)
     files.save(mtime=EPOCH)
     assert tree.read_file("etc/passwd").decode().splitlines()[-2:] == [
@@ -186,17 +184,6 @@ def test_script_lines_unhandled_and_failures_are_reported() -> None:
     assert "users:x:100:games,svc" in tree.read_file("etc/group").decode().splitlines()
 
 
-def test_profile_accounts() -> None:
-    tree = _accounts_tree()
-    done = apply_accounts(tree, [GroupSpec("app", gid=2000, members=("root",))],
-                          [UserSpec("app", uid=2000, group="app", home="/srv/app",
-                                    shell="/sbin/nologin", gecos="")], epoch=EPOCH)
-    assert done == ["group app gid 2000", "user app uid 2000 gid 2000", "group app member root"]
-    assert tree.read_file("etc/group").decode().splitlines()[-1] == "app:x:2000:app,root"
-    with pytest.raises(AccountError, match="^user app already exists with uid 2000, not 3$"):
-        apply_accounts(tree, [], [UserSpec("app", uid=3)], epoch=EPOCH)
-
-
 # ---------------------------------------------------------------- shells, CA, services
 
 
@@ -220,16 +207,6 @@ def test_ca_bundle_concatenates_sorted_certificates() -> None:
     tree.add_file("usr/local/share/ca-certificates/local.crt", b"L\n")
     assert rebuild_ca_bundle(tree, mtime=EPOCH) == 3
     assert tree.read_file("etc/ssl/certs/ca-certificates.crt") == b"A\nB\nL\n"
-
-
-def test_enable_service() -> None:
-    tree = FileTree()
-    tree.add_file("etc/init.d/sshd", b"#!/sbin/openrc-run\n", mode=0o755)
-    assert enable_service(tree, "sshd", "default") == "etc/runlevels/default/sshd"
-    assert tree.entries["etc/runlevels/default/sshd"].target == "/etc/init.d/sshd"
-    with pytest.raises(InstallError) as info:
-        enable_service(tree, "nginx", "default")
-    assert str(info.value) == "cannot enable service 'nginx': /etc/init.d/nginx does not exist"
 
 
 def test_non_numeric_and_huge_ids_in_scripts_are_not_understood() -> None:

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from composer.apk.keys import PinnedKey, TrustedKeys
+from composer.apk.keys import TrustedKeys
 from composer.apk.signing import (
     GzipMemberReader,
     parse_signature_name,
-    sign_sha1,
-    sign_sha256,
     split_gzip_members,
     verify_apkindex,
 )
 from composer.errors import ArchiveError, VerificationError
+from composer.profile.model import PinnedKey
 from composer.tree import FileTree
 from tests.helpers.apkrepo import (
     PackageSpec,
@@ -28,6 +27,8 @@ from tests.helpers.apkrepo import (
     cut_tar,
     format_index_text,
     gzip_member,
+    sign_sha1,
+    sign_sha256,
     signature_member,
     signing_key,
 )
@@ -89,22 +90,22 @@ def test_key_name_with_slash_is_refused() -> None:
 def test_pinned_key_sha256_checked() -> None:
     key = signing_key()
     files = {key.name: key.public_pem}
-    trusted = TrustedKeys.from_pinned([PinnedKey(key.name, key.public_sha256)], files)
+    trusted = TrustedKeys.from_pinned([PinnedKey(file=key.name, sha256=key.public_sha256)], files)
     assert list(trusted) == [key.name]
     wrong = "0" * 64
     with pytest.raises(VerificationError) as err:
-        TrustedKeys.from_pinned([PinnedKey(key.name, wrong)], files, source="profile keys")
+        TrustedKeys.from_pinned([PinnedKey(file=key.name, sha256=wrong)], files, source="profile keys")
     assert str(err.value) == (f"profile keys: key {key.name} has sha256 {key.public_sha256}, "
                               f"but {wrong} is pinned")
     with pytest.raises(VerificationError) as err:
-        TrustedKeys.from_pinned([PinnedKey("other.rsa.pub", wrong)], files)
+        TrustedKeys.from_pinned([PinnedKey(file="other.rsa.pub", sha256=wrong)], files)
     assert str(err.value) == "profile keys: pinned key other.rsa.pub is missing"
 
 
 def test_pinned_real_key_matches_sources_md() -> None:
     path = real(f"apk-keys/{KEY_AARCH64}")
-    pin = PinnedKey(KEY_AARCH64,
-                    "d11f6b21c61b4274e182eb888883a8ba8acdbf820dcc7a6d82a7d9fc2fd2836d")
+    pin = PinnedKey(file=KEY_AARCH64,
+                    sha256="d11f6b21c61b4274e182eb888883a8ba8acdbf820dcc7a6d82a7d9fc2fd2836d")
     keys = TrustedKeys.from_pinned([pin], {KEY_AARCH64: path.read_bytes()})
     assert list(keys) == [KEY_AARCH64]
 

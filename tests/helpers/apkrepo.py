@@ -25,14 +25,34 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from composer.apk.keys import TrustedKeys
-from composer.apk.signing import sign
+from composer.apk.signing import ALGORITHMS
 
 DEFAULT_BUILDDATE = 1700000000
 PAX_SHA1 = "APK-TOOLS.checksum.SHA1"
+
+
+# --- signing (the product only verifies) -------------------------------------------------
+
+
+def sign_sha1(private_key: rsa.RSAPrivateKey, data: bytes) -> bytes:
+    """A ``.SIGN.RSA.*`` signature: PKCS#1 v1.5 over SHA-1, as ``abuild-sign`` makes."""
+    return private_key.sign(data, padding.PKCS1v15(), hashes.SHA1())
+
+
+def sign_sha256(private_key: rsa.RSAPrivateKey, data: bytes) -> bytes:
+    """A ``.SIGN.RSA256.*`` signature: PKCS#1 v1.5 over SHA-256."""
+    return private_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def sign(private_key: rsa.RSAPrivateKey, data: bytes, algorithm: str) -> bytes:
+    """Sign with the digest an algorithm token (``RSA``, ``RSA256``, ``RSA512``) names."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unsupported signature algorithm {algorithm!r}")
+    return private_key.sign(data, padding.PKCS1v15(), ALGORITHMS[algorithm]())
 
 
 # --- keys ------------------------------------------------------------------------------

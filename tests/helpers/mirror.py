@@ -220,20 +220,16 @@ def build_mirror(
     )
 
 
-def build_packages_mirror(root: Path, key: SigningKey) -> MirrorInfo:
-    """The standard test mirror with an empty /etc/apk/world and passwd/group/shadow.
-
-    The standard minirootfs has no apk database, so its own world could never be
-    satisfied from a test repository.
-    """
+def minirootfs_without_world() -> bytes:
+    """The test minirootfs with an empty ``/etc/apk/world`` and account files, for package
+    builds: it has no apk database, so its own world could never be satisfied."""
     source = tarfile.open(fileobj=io.BytesIO(make_minirootfs_tarball()))
     buf = io.BytesIO()
     present = set()
     with source, tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as out:
         for member in source:
             present.add(member.name)
-            extracted = source.extractfile(member) if member.isfile() else None
-            data = extracted.read() if extracted is not None else None
+            data = source.extractfile(member).read() if member.isfile() else None
             if member.name == "./etc/apk/world":
                 data = b""
                 member.size = 0
@@ -247,4 +243,4 @@ def build_packages_mirror(root: Path, key: SigningKey) -> MirrorInfo:
             info.size = len(text)
             info.mode = 0o640 if name.endswith("shadow") else 0o644
             out.addfile(info, io.BytesIO(text))
-    return build_mirror(root, key=key, tarball=gzip.compress(buf.getvalue(), mtime=0))
+    return gzip.compress(buf.getvalue(), mtime=0)

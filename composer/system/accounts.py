@@ -94,6 +94,13 @@ class AccountFiles:
     def user(self, name: str) -> list[str] | None:
         return next((r for r in self._rows("etc/passwd") if r[0] == name), None)
 
+    def owner_of_id(self, path: str, number: int) -> str | None:
+        """The name of the account (``etc/passwd``) or group (``etc/group``) holding an id."""
+        for row in self._rows(path):
+            if len(row) > 2 and row[2] == str(number):
+                return row[0]
+        return None
+
     def uid_taken(self, uid: int) -> bool:
         return any(len(r) > 2 and r[2] == str(uid) for r in self._rows("etc/passwd"))
 
@@ -115,7 +122,8 @@ class AccountFiles:
             raise AccountError(f"group '{name}' in use")
         if gid is not None:
             if self.gid_taken(gid):
-                raise AccountError(f"gid '{gid}' in use")
+                owner = self.owner_of_id("etc/group", gid)
+                raise AccountError(f"gid '{gid}' in use" + (f" by group {owner}" if owner else ""))
         else:
             gid, last = (FIRST_SYSTEM_ID, LAST_SYSTEM_ID) if system else (LAST_SYSTEM_ID + 1, LAST_ID)
             while self.gid_taken(gid):
@@ -167,7 +175,8 @@ class AccountFiles:
                      (LAST_SYSTEM_ID + 1, LAST_USER_ID))
         while self.uid_taken(uid) or (gid is None and self.gid_taken(uid)):
             if spec.uid is not None:
-                raise AccountError(f"uid '{uid}' in use")
+                owner = self.owner_of_id("etc/passwd", uid)
+                raise AccountError(f"uid '{uid}' in use" + (f" by user {owner}" if owner else ""))
             if uid == last:
                 raise AccountError("no uids left")
             uid += 1

@@ -1,0 +1,124 @@
+"""Compose one architecture's tree from its plan: base + packages + system config + overlay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from composer.build.base import newest_mtime, release_from_tree
+from composer.build.epoch import choose_epoch
+from composer.build.plan import ArchPlan
+from composer.context import BuildContext
+from composer.errors import ProfileError
+from composer.overlay import OverlayInput, apply_overlay
+from composer.profile.model import Base
+from composer.tree import EntryType, FileTree
+
+if TYPE_CHECKING:
+    from composer.sources.fetch import Fetcher
+    from composer.sources.minirootfs import VerifiedMinirootfs
+
+
+@dataclass(frozen=True)
+class ComposedArch:
+    """One architecture's finished tree and what went into it.
+
+    The tree is owned by whoever called :func:`compose_arch`, which closes it.
+    """
+
+    arch: str
+    release: str
+    tree: FileTree
+    minirootfs: VerifiedMinirootfs | None
+    packages: tuple[str, ...] = ()
+    system_changes: tuple[str, ...] = ()
+    scripts_not_run: tuple[dict[str, Any], ...] = ()
+    overlay_inputs: tuple[OverlayInput, ...] = ()
+
+
+def compose_arch(ctx: BuildContext, fetcher: Fetcher, plan: ArchPlan, tree: FileTree) -> ComposedArch:
+    """Install the plan's packages into the base ``tree``, then accounts, services, overlay."""
+    profile = ctx.profile
+    release = plan.release
+    packages: tuple[str, ...] = ()
+    scripts: tuple[dict[str, Any], ...] = ()
+    if plan.packages is not None:
+        from composer.build.packages import install_planned
+
+        ctx.log(f"==> {profile.name} ({plan.arch}): installing {len(plan.packages.wanted)} "
+                "package(s)")
+        installed = install_planned(tree, plan.packages, plan.arch, fetcher)
+        packages, scripts = installed.packages, installed.scripts_not_run
+        if profile.base == Base.PACKAGES:
+            release = release_from_tree(tree) or profile.release or profile.branch
+    changes: list[str] = []
+    where = str(ctx.loaded.path)
+    if profile.accounts.groups or profile.accounts.users:
+        from composer.system.configure import configure_accounts
+
+        changes += configure_accounts(tree, profile.accounts,
+                                      epoch=choose_epoch(ctx, newest_mtime(tree)).value, where=where)
+    ctx.log(f"==> {profile.name} ({plan.arch}): applying the overlay")
+    roots = None if ctx.allow_host_paths else [f.parent for f in ctx.loaded.files]
+    read = apply_overlay(tree, profile.overlay, base_dir=ctx.loaded.base_dir, allowed_roots=roots)
+    if profile.services:
+        from composer.system.configure import enable_services
+
+        changes += enable_services(tree, profile.services,
+                                   epoch=choose_epoch(ctx, newest_mtime(tree)).value, where=where)
+    check_composed(ctx, tree)
+    return ComposedArch(arch=plan.arch, release=release, tree=tree, minirootfs=plan.minirootfs,
+                        packages=packages, system_changes=tuple(changes), scripts_not_run=scripts,
+                        overlay_inputs=tuple(read))
+
+
+def check_composed(ctx: BuildContext, tree: FileTree) -> None:
+    """What the profile promises about the finished tree: each user's shell exists, and the
+    image config's user is an account of the image."""
+    where = ctx.loaded.path
+    for i, user in enumerate(ctx.profile.accounts.users):
+        if not _exists(tree, user.shell):
+            raise ProfileError(f"{where}: accounts.users[{i}].shell: {user.shell} does not exist in "
+                               f"the image (add the package that provides it)")
+    image_user = ctx.profile.config.user
+    if image_user and any(o.format in IMAGE_FORMATS for o in ctx.profile.outputs):
+        name, _, group = image_user.partition(":")
+        for value, table, label in ((name, "etc/passwd", "user"), (group, "etc/group", "group")):
+            if value and not value.isdigit() and value not in _names(tree, table):
+                raise ProfileError(f"{where}: config.user: {label} {value!r} is not in the image's "
+                                   f"/{table} (add it under accounts:, or give a numeric id)")
+
+
+IMAGE_FORMATS = ("oci", "oci-archive", "docker-archive")
+
+
+def _exists(tree: FileTree, path: str) -> bool:
+    """Whether ``path`` names an entry of the tree, following symlinks on the way as the
+    kernel would (at most 40 of them)."""
+    from composer.tree import resolve_symlink_target
+
+    pending = [p for p in path.split("/") if p]
+    done: list[str] = []
+    hops = 0
+    while pending:
+        done.append(pending.pop(0))
+        current = "/".join(done)
+        entry = tree.get(current)
+        if entry is None:
+            return False
+        if entry.type == EntryType.SYMLINK:
+            hops += 1
+            resolved = resolve_symlink_target(current, entry.target)
+            if resolved is None or hops > 40:
+                return False
+            done = []
+            pending = [p for p in resolved.split("/") if p] + pending
+    return True
+
+
+def _names(tree: FileTree, table: str) -> set[str]:
+    entry = tree.get(table)
+    if entry is None or entry.blob is None:
+        return set()
+    text = entry.blob.read().decode("utf-8", "replace")
+    return {line.split(":", 1)[0] for line in text.splitlines() if line}

@@ -1,0 +1,132 @@
+"""Verified package downloads, and installing a planned package set into a tree.
+
+Every ``.apk`` must match its index ``C:`` checksum, its own signature and its
+``datahash`` before it may enter the cache or the tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from composer.apk.index import PackageInfo
+from composer.apk.install import PackageToInstall, install_packages
+from composer.apk.keys import TrustedKeys
+from composer.apk.package import VerifiedPackage, verify_apk
+from composer.errors import OfflineError, VerificationError
+from composer.manifest import InputRole
+from composer.tree import FileTree
+from composer.urls import repository_file_url
+
+if TYPE_CHECKING:
+    from composer.build.plan import PackagePlan
+    from composer.sources.fetch import Fetcher
+
+VERIFY_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What installing a package set did: the database's packages and the scripts not run."""
+
+    packages: tuple[str, ...]
+    scripts_not_run: tuple[dict[str, Any], ...]
+
+
+def fetch_package(fetcher: Fetcher, info: PackageInfo, arch: str, keys: TrustedKeys, *,
+                  reuse_cache: bool = True) -> VerifiedPackage:
+    """Download (or reuse from the cache) one .apk, verified before it is stored.
+
+    A download is verified in full before it enters the cache. A cached copy's data
+    member is not hashed here (``data_checked`` is False): the installer hashes those
+    bytes while it loads them and compares them to the signed ``datahash`` before any
+    file is used, so each byte is read and hashed once. ``reuse_cache=False`` fetches
+    again, for when a cached copy turned out to be damaged.
+    """
+    url = repository_file_url(info.repository, arch, info.filename)
+    source = f"{info.repository}"
+    verified: dict[str, VerifiedPackage] = {}
+    cached: Path | None = None
+
+    def check(path: Path) -> None:
+        size = path.stat().st_size
+        if info.size is not None and size != info.size:
+            raise VerificationError(f"package {info.label} ({source}): {size} bytes, but the "
+                                    f"index says {info.size}")
+        verified["pkg"] = verify_apk(path, keys, source=source, expected_checksum=info.checksum,
+                                     package=info.label, hash_data=path != cached)
+
+    what = f"package {info.label}"
+    record = fetcher.cache.lookup_url(url) if reuse_cache else None
+    final: Path | None = None
+    if record is not None:
+        cached = fetcher.cache.path_for(record.sha256)
+    if record is not None and cached is not None:
+        try:
+            final = fetcher.fetch_blob(url, sha256=record.sha256, size=None, what=what,
+                                       check=check, role=InputRole.PACKAGE, rehash=False)
+        except VerificationError as exc:
+            if fetcher.settings.offline:
+                raise OfflineError(
+                    f"{what}: the cache file {cached} is damaged ({exc}); remove it and run once "
+                    "without --offline to fetch it again") from exc
+    if final is None:
+        cached = None
+        final = fetcher.fetch_blob(url, sha256=None, size=None, what=what, check=check,
+                                   max_size=info.size, role=InputRole.PACKAGE)
+    # The check ran on the download's temporary file, or on the cached copy; read the
+    # data from the cache entry (the loader hashes it against the signed data hash).
+    return replace(verified["pkg"], _opener=lambda: open(final, "rb"))
+
+
+def download_packages(fetcher: Fetcher, wanted: Sequence[tuple[str, PackageInfo, TrustedKeys]]) -> None:
+    """Fetch and verify packages into the cache without installing them (``fetch``)."""
+    with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
+        jobs = [pool.submit(fetch_package, fetcher, info, arch, keys)
+                for arch, info, keys in wanted]
+        try:
+            for job in jobs:
+                job.result()
+        finally:
+            for job in jobs:
+                job.cancel()
+
+
+def _refetcher(fetcher: Fetcher, info: PackageInfo, arch: str,
+               keys: TrustedKeys) -> Callable[[], VerifiedPackage] | None:
+    """Fetch again, verified in full, when a cached copy fails its data hash at load time
+    (offline there is nothing else to fetch from)."""
+    if fetcher.settings.offline:
+        return None
+    return lambda: fetch_package(fetcher, info, arch, keys, reuse_cache=False)
+
+
+def install_planned(tree: FileTree, plan: PackagePlan, arch: str, fetcher: Fetcher) -> Installed:
+    """Fetch, verify and install the plan's wanted packages into ``tree``.
+
+    Verification runs on both cores, in order; each package starts loading as soon as
+    it is verified, while later ones are still being checked.
+    """
+    keys = plan.keys
+    with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
+        verifying = [pool.submit(fetch_package, fetcher, info, arch, keys) for info in plan.wanted]
+        try:
+            to_install = (PackageToInstall(job.result(), info,
+                                           refetch=_refetcher(fetcher, info, arch, keys))
+                          for job, info in zip(verifying, plan.wanted, strict=True))
+            report = install_packages(
+                tree, to_install, world=list(plan.world), arch=arch, keys=dict(plan.key_files),
+                epoch=plan.epoch,
+                repositories=[s.line for s in plan.repositories] if plan.write_repositories
+                else None)
+        finally:
+            for job in verifying:
+                job.cancel()
+    return Installed(
+        packages=tuple(f"{p.name}-{p.version}" for p in report.database),
+        scripts_not_run=tuple({"package": s.package, "script": s.script,
+                               "effects": list(s.effects), "unhandled": list(s.unhandled_lines)}
+                              for s in report.scripts))

@@ -1,0 +1,111 @@
+"""The plan: per architecture, the release to start from and the exact package set.
+
+Everything the later stages need is decided here, before any tree is changed: the
+verified minirootfs (URL, sha256, signer), the repositories and their keys, the
+world, the resolved package set from the pure resolver, and the installer's epoch.
+``fetch`` is a plan plus the package downloads; ``build`` composes from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from composer.apk.index import PackageInfo
+from composer.apk.keys import TrustedKeys
+from composer.apk.resolver import resolve
+from composer.build.base import BaseFacts
+from composer.build.epoch import choose_epoch
+from composer.build.repositories import (
+    RepositorySource,
+    fetch_indexes,
+    fetch_package_keys,
+    repository_branch,
+    repository_sources,
+    world_constraints,
+)
+from composer.context import BuildContext
+from composer.profile.model import Base
+
+if TYPE_CHECKING:
+    from composer.sources.fetch import Fetcher
+    from composer.sources.minirootfs import VerifiedMinirootfs
+    from composer.sources.trust import ReleaseKey
+
+
+@dataclass(frozen=True)
+class PackagePlan:
+    """The resolved package set of one architecture and what installing it needs."""
+
+    repositories: tuple[RepositorySource, ...]
+    keys: TrustedKeys
+    key_files: Mapping[str, bytes]
+    world: tuple[str, ...]
+    packages: tuple[PackageInfo, ...]
+    wanted: tuple[PackageInfo, ...]
+    write_repositories: bool
+    epoch: int
+
+
+@dataclass(frozen=True)
+class ArchPlan:
+    """One architecture: its release, the verified minirootfs (None for ``base: packages``)
+    and its packages (None when the profile lists none)."""
+
+    arch: str
+    release: str
+    minirootfs: VerifiedMinirootfs | None
+    packages: PackagePlan | None
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """The whole build's plan: the release key and one plan per architecture."""
+
+    release_key: ReleaseKey | None
+    arches: tuple[ArchPlan, ...]
+
+
+def plan_packages(ctx: BuildContext, fetcher: Fetcher, arch: str, branch: str, base: BaseFacts,
+                  requested: Sequence[str]) -> PackagePlan:
+    """Read the signed indexes and resolve the base world plus ``requested`` (the profile's
+    packages, or another set such as boot files); downloads nothing but metadata."""
+    profile = ctx.profile
+    sources = repository_sources(profile, branch)
+    keys = fetch_package_keys(ctx.loaded, fetcher, base.keys)
+    ctx.log(f"==> {profile.name} ({arch}): reading {len(sources)} repository index(es)")
+    indexes = fetch_indexes(fetcher, sources, arch, keys.trusted)
+    world = world_constraints(requested, base.world)
+    resolution = resolve(world, indexes, installed=list(base.installed_index), arch=arch)
+    have = {r.name: r.checksum for r in base.installed}
+    wanted = tuple(p for p in resolution.packages if have.get(p.name) != p.checksum)
+    newest = max((p.build_time or 0 for p in resolution.packages), default=0)
+    return PackagePlan(
+        repositories=tuple(sources), keys=keys.trusted, key_files=dict(keys.files),
+        world=tuple(d.format() for d in world), packages=tuple(resolution.packages),
+        wanted=wanted,
+        write_repositories=profile.repositories is not None or profile.base == Base.PACKAGES,
+        epoch=choose_epoch(ctx, max(newest, base.newest_mtime)).value)
+
+
+def plan_arch(ctx: BuildContext, fetcher: Fetcher, arch: str, mini: VerifiedMinirootfs | None,
+              base: BaseFacts | None) -> ArchPlan:
+    """One architecture's plan; ``base`` is read from its base tree when packages are wanted."""
+    profile = ctx.profile
+    if mini is not None:
+        release = mini.version
+    else:
+        release = ctx.pinned_release.get(arch) or profile.release or profile.branch
+    packages = None
+    if profile.packages:
+        assert base is not None
+        branch = repository_branch(profile, release if mini is not None else profile.release)
+        packages = plan_packages(ctx, fetcher, arch, branch, base, profile.packages)
+    return ArchPlan(arch=arch, release=release, minirootfs=mini, packages=packages)
+
+
+def wanted_packages(plan: BuildPlan) -> Sequence[tuple[str, PackageInfo, TrustedKeys]]:
+    """(arch, package, keys) for every package a build must download, in plan order."""
+    return [(a.arch, info, a.packages.keys) for a in plan.arches if a.packages
+            for info in a.packages.wanted]

@@ -1,0 +1,64 @@
+"""What the build records: every input with its role, and the manifest."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from composer.build.compose import ComposedArch
+from composer.build.epoch import Epoch
+from composer.build.plan import BuildPlan
+from composer.context import BuildContext
+from composer.manifest import BuildManifest, InputRecord, InputRole, OutputRecord
+from composer.overlay import OverlayInput
+
+if TYPE_CHECKING:
+    from composer.sources.fetch import FetchedInput
+
+
+def input_records(ctx: BuildContext, fetched: Sequence[FetchedInput], plan: BuildPlan,
+                  overlay: Sequence[OverlayInput] = ()) -> tuple[InputRecord, ...]:
+    """Every fetched input under the role its fetcher gave it, plus the overlay's host files."""
+    minis = {a.minirootfs.url: a.minirootfs for a in plan.arches if a.minirootfs is not None}
+    arch_of = {a.minirootfs.url: a.arch for a in plan.arches if a.minirootfs is not None}
+    key = plan.release_key
+    records: list[InputRecord] = []
+    for item in fetched:
+        mini = minis.get(item.url) if item.role == InputRole.MINIROOTFS else None
+        is_key = item.role == InputRole.RELEASE_KEY
+        records.append(InputRecord(
+            kind=item.role,
+            name=ctx.profile.trust.key if is_key else item.url.rsplit("/", 1)[-1],
+            sha256=item.sha256, size=item.size, url=item.url,
+            arch=arch_of.get(item.url) if mini else None,
+            signed_by=mini.signed_by if mini else None,
+            fingerprint=key.fingerprint.upper() if key and is_key else None))
+    records.extend(InputRecord(kind=InputRole.OVERLAY, name=i.path, sha256=i.sha256, size=i.size)
+                   for i in overlay)
+    return tuple(records)
+
+
+def overlay_inputs(composed: Sequence[ComposedArch]) -> tuple[OverlayInput, ...]:
+    """The overlay reads the same host files for every architecture: record them once."""
+    return next((c.overlay_inputs for c in composed if c.overlay_inputs), ())
+
+
+def build_manifest(ctx: BuildContext, composed: Sequence[ComposedArch],
+                   epoch: Epoch, inputs: tuple[InputRecord, ...],
+                   outputs: Sequence[OutputRecord]) -> BuildManifest:
+    profile = ctx.profile
+    return BuildManifest(
+        tool_version=ctx.tool_version,
+        profile_name=profile.name,
+        profile_digest=ctx.loaded.digest,
+        variant=profile.variant.value,
+        branch=profile.branch,
+        releases={c.arch: c.release for c in composed},
+        source_date_epoch=epoch.value,
+        epoch_source=epoch.source,
+        inputs=inputs,
+        outputs=tuple(outputs),
+        packages={c.arch: c.packages for c in composed if c.packages},
+        scripts_not_run=tuple(s for c in composed for s in c.scripts_not_run),
+        notes=tuple(f"{c.arch}: {change}" for c in composed for change in c.system_changes),
+    )

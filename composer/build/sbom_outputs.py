@@ -1,0 +1,54 @@
+"""SBOM outputs: SPDX 2.3 and CycloneDX 1.5 JSON per architecture, from its apk database."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import TYPE_CHECKING
+
+from composer.apk.db import INSTALLED_PATH, parse_installed
+from composer.build.kind import OutputJob, artifact_name
+from composer.context import BuildContext
+from composer.manifest import OutputRecord
+from composer.writers.sbom import (
+    SbomBase,
+    SbomDocument,
+    sbom_packages_from_installed,
+    write_cyclonedx_json,
+    write_spdx_json,
+)
+
+if TYPE_CHECKING:
+    from composer.build.compose import ComposedArch
+
+
+def sbom_document(ctx: BuildContext, build: ComposedArch, epoch: int) -> SbomDocument | None:
+    """The SBOM of one tree, from its own apk database; None when the tree has none."""
+    entry = build.tree.get(INSTALLED_PATH)
+    if entry is None or entry.blob is None:
+        return None
+    installed = parse_installed(entry.blob.read(), source=f"{build.arch}:/{INSTALLED_PATH}")
+    base = None
+    if build.minirootfs is not None:
+        base = SbomBase(name=os.path.basename(build.minirootfs.url), version=build.release,
+                        url=build.minirootfs.url, sha256=build.minirootfs.sha256)
+    return SbomDocument(name=artifact_name(ctx, build.release, build.arch, ""), created=epoch,
+                        tool_version=ctx.tool_version, alpine_release=build.release,
+                        packages=sbom_packages_from_installed(installed), base=base)
+
+
+def write_sboms(job: OutputJob) -> list[OutputRecord]:
+    """SPDX 2.3 and CycloneDX 1.5 JSON for each architecture, next to the other outputs."""
+    records = []
+    for build in job.arches:
+        doc = sbom_document(job.ctx, build, job.epoch)
+        if doc is None:
+            continue
+        for suffix, fmt, writer in ((".spdx.json", "spdx", write_spdx_json),
+                                    (".cdx.json", "cyclonedx", write_cyclonedx_json)):
+            data = writer(doc)
+            name = f"{doc.name}{suffix}"
+            (job.stage / name).write_bytes(data)
+            records.append(OutputRecord(path=name, sha256=hashlib.sha256(data).hexdigest(),
+                                        size=len(data), format=fmt, arch=build.arch))
+    return records

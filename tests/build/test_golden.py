@@ -1,0 +1,75 @@
+"""A whole build against fixed inputs must keep its manifest, and so every output's bytes.
+
+The inputs are deterministic: the test minirootfs (fixed bytes), a committed public
+release key (the release is unsigned, ``allow_unsigned``, so no signing time enters),
+a fixed overlay. The manifest is compared after the one thing that varies between
+machines, the temporary folder in file:// URLs, is replaced by ``<tmp>`` (the profile
+digest covers the mirror URL too, so it is checked against the loaded profile instead).
+
+``make golden`` rewrites tests/golden/build-manifest.json and .sha256 after a
+deliberate change; review their diff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from composer.build.pipeline import build
+from tests.build.conftest import ContextFor
+from tests.helpers.mirror import build_mirror
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+GOLDEN_JSON = GOLDEN / "build-manifest.json"
+GOLDEN_SHA256 = GOLDEN / "build-manifest.sha256"
+UPDATE = os.environ.get("GOLDEN_UPDATE") == "1"
+
+PROFILE = {
+    "name": "golden",
+    "branch": "v3.20",
+    # Two platforms: a single-platform OCI image names its base by URL, which holds the
+    # temporary folder; an image index of two does not.
+    "arch": ["x86_64", "aarch64"],
+    "trust": {"fingerprint": "7AE631D819452E91652E14E19C30A736C3E7F3C1", "key": "release-key.asc",
+              "allow_unsigned": True},
+    "overlay": {
+        "remove": ["/home/user/.profile"],
+        "directories": [{"path": "/srv/data", "mode": "0750", "uid": 100, "gid": 101}],
+        "files": [{"path": "/etc/motd", "content": "golden\n"},
+                  {"path": "/etc/app.conf", "source": "app.conf", "mode": "0600"}],
+        "symlinks": [{"path": "/usr/local/bin/app", "target": "/opt/app/bin/app"}],
+        "hostname": "golden",
+    },
+    "config": {"cmd": ["/bin/sh"], "env": {"LANG": "C.UTF-8"}, "labels": {"team": "golden"}},
+    "outputs": [{"format": "tar", "compression": "gzip"}, {"format": "tar", "compression": "zstd"},
+                {"format": "tar", "compression": "xz"}, {"format": "oci"},
+                {"format": "oci-archive", "compression": "zstd"}],
+}
+
+
+def test_golden_manifest(tmp_path: Path, context_for: ContextFor) -> None:
+    mirror = build_mirror(tmp_path / "mirror", key=None, signed=False)
+    build_mirror(tmp_path / "mirror", key=None, signed=False, arch="aarch64")
+    folder = tmp_path / "profile"
+    folder.mkdir()
+    shutil.copy(GOLDEN / "release-key.asc", folder / "release-key.asc")
+    (folder / "app.conf").write_bytes(b"setting = 1\n")
+    path = folder / "golden.yaml"
+    path.write_text(yaml.safe_dump({**PROFILE, "mirror": mirror.file_url}, sort_keys=False))
+    ctx = context_for(path)
+    result = build(ctx)
+    text = result.manifest.to_json().decode()
+    assert f'"digest": "sha256:{ctx.loaded.digest}"' in text
+    text = text.replace(ctx.loaded.digest, "<profile digest>")
+    text = text.replace(tmp_path.resolve().as_uri(), "file://<tmp>")
+    normalized = text.encode()
+    digest = hashlib.sha256(normalized).hexdigest()
+    if UPDATE:
+        GOLDEN_JSON.write_bytes(normalized)
+        GOLDEN_SHA256.write_text(f"{digest}  {GOLDEN_JSON.name}\n")
+    assert normalized.decode() == GOLDEN_JSON.read_text()
+    assert GOLDEN_SHA256.read_text() == f"{digest}  {GOLDEN_JSON.name}\n"
