@@ -186,7 +186,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from composer.verify import rebuild_and_compare, verify_outputs
 
     if args.rebuild:
-        report = rebuild_and_compare(_context(args, args.target))
+        report = rebuild_and_compare(_context(args, args.target),
+                                     mirror_given=args.mirror is not None)
         verdict = "rebuild identical"
     else:
         report = verify_outputs(_verify_target(args))

@@ -58,11 +58,15 @@ class OutputRecord:
 
 @dataclass(frozen=True)
 class BuildManifest:
+    """What one build read and wrote. ``mirror`` is where the inputs were fetched from (the
+    profile's or ``--mirror``); no output names it, so ``verify --rebuild`` may use another."""
+
     tool_version: str
     profile_name: str
     profile_digest: str
     variant: str
     branch: str
+    mirror: str
     releases: Mapping[str, str]
     source_date_epoch: int
     epoch_source: str
@@ -78,6 +82,7 @@ class BuildManifest:
             "tool": {"name": "alpine-composer", "version": self.tool_version},
             "profile": {"name": self.profile_name, "digest": "sha256:" + self.profile_digest,
                         "variant": self.variant, "branch": self.branch},
+            "mirror": self.mirror,
             "releases": dict(self.releases),
             "source_date_epoch": self.source_date_epoch,
             "epoch_source": self.epoch_source,

@@ -25,3 +25,13 @@ def mirror_url(mirror: str, branch: str, *parts: str) -> str:
 def repository_file_url(repository: str, arch: str, name: str) -> str:
     """A file of an APK repository: ``<repository>/<arch>/<name>`` (index or package)."""
     return f"{repository}/{arch}/{name}"
+
+
+def rebase_url(url: str, old: str, new: str) -> str:
+    """``url`` moved from under the base ``old`` to under ``new``; any other URL is returned
+    as it is. Outputs name what was fetched from the build mirror under the profile's
+    ``image_mirror`` this way (the mirror is where bytes came from, not what they are)."""
+    old = old.rstrip("/")
+    if url == old or url.startswith(old + "/"):
+        return new.rstrip("/") + url[len(old):]
+    return url

@@ -13,6 +13,7 @@ from composer.diff import describe_differences, layout_differences, oci_archive_
 from composer.errors import UsageError, VerificationError
 from composer.hashing import hash_file
 from composer.manifest import MANIFEST_NAME, SUMS_NAME, parse_sha256sums
+from composer.urls import is_url
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,13 @@ def verify_outputs(target: Path) -> VerifyReport:
     return VerifyReport(folder=folder, checked=tuple(names))
 
 
-def rebuild_and_compare(ctx: BuildContext) -> VerifyReport:
-    """Build again into a temporary folder with the recorded release and timestamp; compare bytes."""
+def rebuild_and_compare(ctx: BuildContext, *, mirror_given: bool = False) -> VerifyReport:
+    """Build again into a temporary folder with the recorded release and timestamp; compare bytes.
+
+    The rebuild fetches from the mirror recorded in manifest.json unless ``mirror_given``
+    (``--mirror``) says the context's mirror was chosen for it; no output names the mirror,
+    so any mirror serving the same bytes must give the same outputs.
+    """
     from composer.build.pipeline import build
 
     published = ctx.output_dir / ctx.profile.name
@@ -108,6 +114,8 @@ def rebuild_and_compare(ctx: BuildContext) -> VerifyReport:
     source = manifest.get("epoch_source")
     if not isinstance(releases, dict) or not isinstance(epoch, int) or not isinstance(source, str):
         raise VerificationError(f"{published / MANIFEST_NAME}: lacks releases or source_date_epoch")
+    if not mirror_given:
+        ctx = _with_recorded_mirror(ctx, manifest, published / MANIFEST_NAME)
     scratch = Path(tempfile.mkdtemp(prefix=".rebuild-", dir=ctx.output_dir))
     try:
         again = build(replace(ctx, output_dir=scratch, pinned_release=dict(releases),
@@ -120,6 +128,22 @@ def rebuild_and_compare(ctx: BuildContext) -> VerifyReport:
         return VerifyReport(folder=published, checked=tuple(sorted(new)))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _with_recorded_mirror(ctx: BuildContext, manifest: dict[str, object],
+                          where: Path) -> BuildContext:
+    """``ctx`` with the manifest's build mirror, set the way ``--mirror`` sets it (a profile
+    override); unchanged for manifests that predate the field."""
+    recorded = manifest.get("mirror")
+    if recorded is None or recorded == ctx.profile.mirror:
+        return ctx
+    if not isinstance(recorded, str) or not is_url(recorded):
+        raise VerificationError(f"{where}: mirror {recorded!r} is not an http://, https:// or "
+                                "file:// URL")
+    from composer.profile import load_profile
+
+    ctx.log(f"==> rebuilding from the recorded mirror {recorded} (--mirror chooses another)")
+    return replace(ctx, loaded=load_profile(ctx.loaded.path, overrides={"mirror": recorded}))
 
 
 def compare_outputs(published: Path, rebuilt: Path, old: dict[str, str],

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from composer.build.kind import OutputJob, artifact_name
+from composer.build.kind import OutputJob, artifact_name, base_url
 from composer.context import BuildContext
 from composer.errors import NotSupportedError
 from composer.hashing import hash_file
@@ -49,7 +49,7 @@ def annotations_for(ctx: BuildContext, builds: Sequence[ComposedArch], epoch: in
     first = builds[0]
     base_name = base_digest = None
     if len(builds) == 1 and first.minirootfs is not None:
-        base_name = first.minirootfs.url
+        base_name = base_url(ctx, first)
         base_digest = "sha256:" + first.minirootfs.sha256
     return image_annotations(created=epoch, version=first.release, revision=config.revision,
                              source=config.source, base_name=base_name, base_digest=base_digest)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from composer.context import BuildContext
 from composer.manifest import OutputRecord
+from composer.urls import rebase_url
 
 if TYPE_CHECKING:
     from composer.build.compose import ComposedArch
@@ -45,6 +46,15 @@ class OutputKind(Protocol):
 def artifact_name(ctx: BuildContext, release: str, arch: str | None, suffix: str) -> str:
     """``<name>-<release>[-<arch>]<suffix>``: every artifact file is named this way."""
     return f"{ctx.profile.name}-{release}" + (f"-{arch}" if arch else "") + suffix
+
+
+def base_url(ctx: BuildContext, build: ComposedArch) -> str | None:
+    """The minirootfs's URL as outputs name it: under ``image_mirror``, never the build
+    mirror (None for ``base: packages``)."""
+    if build.minirootfs is None:
+        return None
+    profile = ctx.profile
+    return rebase_url(build.minirootfs.url, profile.mirror, profile.image_mirror)
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from composer.errors import ProfileError, VerificationError
 from composer.manifest import InputRole
 from composer.profile.load import LoadedProfile
 from composer.profile.model import PinnedKey, Profile
-from composer.urls import is_url, mirror_url, repository_file_url
+from composer.urls import is_url, mirror_url, rebase_url, repository_file_url
 
 if TYPE_CHECKING:
     from composer.sources.fetch import Fetcher
@@ -31,15 +31,18 @@ KEY_MAX_SIZE = 64 * 1024
 
 @dataclass(frozen=True)
 class RepositorySource:
-    """One repository: where its ``<arch>/APKINDEX.tar.gz`` lives and its optional tag."""
+    """One repository: where its ``<arch>/APKINDEX.tar.gz`` is fetched from (``url``), what
+    the image names it (``image_url``: under the profile's ``image_mirror``, not the build
+    mirror) and its optional tag."""
 
     url: str
+    image_url: str
     tag: str | None
 
     @property
     def line(self) -> str:
-        """The line apk expects in ``/etc/apk/repositories``."""
-        return f"@{self.tag} {self.url}" if self.tag else self.url
+        """The line apk expects in the image's ``/etc/apk/repositories``."""
+        return f"@{self.tag} {self.image_url}" if self.tag else self.image_url
 
     def index_url(self, arch: str) -> str:
         return repository_file_url(self.url, arch, "APKINDEX.tar.gz")
@@ -66,12 +69,14 @@ def repository_sources(profile: Profile, branch: str) -> list[RepositorySource]:
     sources = []
     for name, tag in names:
         if is_url(name):
-            sources.append(RepositorySource(url=name.rstrip("/"), tag=tag))
+            url = name.rstrip("/")
         elif name in NAMED_REPOSITORIES:
-            sources.append(RepositorySource(url=mirror_url(profile.mirror, branch, name), tag=tag))
+            url = mirror_url(profile.mirror, branch, name)
         else:
             raise ProfileError(f"repositories: {name!r} is neither one of "
                                f"{', '.join(NAMED_REPOSITORIES)} nor an http(s):// or file:// URL")
+        image_url = rebase_url(url, profile.mirror, profile.image_mirror)
+        sources.append(RepositorySource(url=url, image_url=image_url, tag=tag))
     return sources
 
 

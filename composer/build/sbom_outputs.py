@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 from composer.apk.db import INSTALLED_PATH, parse_installed
-from composer.build.kind import OutputJob, artifact_name
+from composer.build.kind import OutputJob, artifact_name, base_url
 from composer.context import BuildContext
 from composer.manifest import OutputRecord
 from composer.writers.sbom import (
@@ -29,9 +29,10 @@ def sbom_document(ctx: BuildContext, build: ComposedArch, epoch: int) -> SbomDoc
         return None
     installed = parse_installed(entry.blob.read(), source=f"{build.arch}:/{INSTALLED_PATH}")
     base = None
-    if build.minirootfs is not None:
-        base = SbomBase(name=os.path.basename(build.minirootfs.url), version=build.release,
-                        url=build.minirootfs.url, sha256=build.minirootfs.sha256)
+    url = base_url(ctx, build)
+    if build.minirootfs is not None and url is not None:
+        base = SbomBase(name=os.path.basename(url), version=build.release, url=url,
+                        sha256=build.minirootfs.sha256)
     return SbomDocument(name=artifact_name(ctx, build.release, build.arch, ""), created=epoch,
                         tool_version=ctx.tool_version, alpine_release=build.release,
                         packages=sbom_packages_from_installed(installed), base=base)

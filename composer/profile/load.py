@@ -23,9 +23,9 @@ from pydantic import BaseModel, ValidationError
 
 from composer.errors import ProfileError
 from composer.numbers import shorten
-from composer.profile.model import Profile, output_formats
+from composer.profile.model import DEFAULT_MIRROR, Profile, output_formats
 from composer.profile.yamlsafe import load_yaml
-from composer.urls import is_url
+from composer.urls import is_url, rebase_url
 
 MAX_EXTENDS_DEPTH = 16
 MAX_PROFILE_SIZE = 1024 * 1024
@@ -196,6 +196,7 @@ def load_profile(path: Path | str, *, overrides: dict[str, Any] | None = None) -
     path = Path(path)
     top_dir = path.resolve().parent
     data, layers = _load_raw(path, top_dir, [])
+    written_mirror = data.get("mirror", DEFAULT_MIRROR)
     if overrides:
         data = merge_profiles(data, overrides)
     try:
@@ -205,9 +206,21 @@ def load_profile(path: Path | str, *, overrides: dict[str, Any] | None = None) -
         origin = _origin(layers, tuple(errors[0]["loc"])) if errors else path
         via = "" if origin == path else f" (in the extends chain of {path})"
         raise ProfileError(f"{origin}: {format_validation_error(exc)}{via}") from None
+    if isinstance(written_mirror, str):
+        profile = _repositories_moved(profile, written_mirror)
     return LoadedProfile(profile=profile, path=path, base_dir=top_dir,
                          digest=profile_digest(profile),
                          files=tuple(layer.path.resolve() for layer in layers))
+
+
+def _repositories_moved(profile: Profile, written_mirror: str) -> Profile:
+    """A mirror override (``--mirror``) takes the repository URLs under the profile's own
+    mirror along, so they are fetched from the new mirror too (tags are kept)."""
+    if not profile.repositories or written_mirror.rstrip("/") == profile.mirror:
+        return profile
+    moved = [r.model_copy(update={"url": rebase_url(r.url, written_mirror, profile.mirror)})
+             for r in profile.repositories]
+    return profile.model_copy(update={"repositories": moved})
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

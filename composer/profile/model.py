@@ -309,7 +309,11 @@ class Profile(Strict):
     release: str | None = Field(default=None, description="Exact release (e.g. 3.20.3); default: "
                                                           "newest for the branch.")
     arch: list[Arch] = [Arch.X86_64]
-    mirror: str = DEFAULT_MIRROR
+    mirror: str = Field(default=DEFAULT_MIRROR, description=(
+        "Where inputs are fetched from (http://, https:// or file://); never named in an output."))
+    image_mirror: str = Field(default=DEFAULT_MIRROR, description=(
+        "The Alpine mirror the outputs name: the image's /etc/apk/repositories, the OCI base "
+        "annotation and the SBOMs' download locations. URLs under 'mirror' are rewritten to it."))
     trust: Trust = Trust()
     base: Base = Base.MINIROOTFS
     packages: list[str] = []
@@ -381,7 +385,7 @@ class Profile(Strict):
             raise ValueError("an architecture is listed twice")
         return value
 
-    @field_validator("mirror")
+    @field_validator("mirror", "image_mirror")
     @classmethod
     def _mirror(cls, value: str) -> str:
         if not is_url(value):

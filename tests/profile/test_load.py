@@ -85,13 +85,28 @@ def test_digest_is_stable_and_content_based(tmp_path: Path) -> None:
     c = load_profile(write(tmp_path / "three" / "p.yaml", "name: x\narch: aarch64\n"))
     assert a.digest == b.digest != c.digest
     # golden: changes only when the profile model (defaults, fields) changes
-    assert a.digest == "1d53d8c7f0ebe1d917a56dd182f3c6ecd097adbe28ec3c61e5a589c068bdb162"
+    assert a.digest == "59a8f02735da36840da831c11a9dd571c2e3c42f43c42a360438c39d7c6d7299"
 
 
 def test_overrides_win_over_the_file(tmp_path: Path) -> None:
     path = write(tmp_path / "p.yaml", "name: x\nmirror: https://example.org/alpine\n")
     loaded = load_profile(path, overrides={"mirror": "file:///srv/mirror/"})
     assert loaded.profile.mirror == "file:///srv/mirror"
+
+
+def test_a_mirror_override_takes_repository_urls_under_the_profile_mirror_along(
+        tmp_path: Path) -> None:
+    path = write(tmp_path / "p.yaml", "name: x\nmirror: https://example.org/alpine/\n"
+                 "repositories: [main, https://example.org/alpine/v3.20/community,\n"
+                 "  '@t https://example.org/alpine/edge/testing', https://example.org/alpinex/r,\n"
+                 "  https://other.org/repo]\n")
+    loaded = load_profile(path, overrides={"mirror": "http://127.0.0.1:1/m"})
+    assert [(r.url, r.tag) for r in loaded.profile.repositories or []] == [
+        ("main", None), ("http://127.0.0.1:1/m/v3.20/community", None),
+        ("http://127.0.0.1:1/m/edge/testing", "t"), ("https://example.org/alpinex/r", None),
+        ("https://other.org/repo", None)]
+    unchanged = load_profile(path).profile.repositories or []
+    assert unchanged[1].url == "https://example.org/alpine/v3.20/community"
 
 
 def test_merge_profiles_is_pure() -> None:
