@@ -9,7 +9,7 @@ MEDIUM ?= cd
 OUTPUT_DIR ?= out
 MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
 
-.PHONY: install build verify rebuild boot test test-fast golden bench schema clean
+.PHONY: install build verify rebuild boot test test-fast golden fuzz bench schema clean
 
 $(BIN)/alpine-composer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Mutates the real Alpine fixtures in ../shared and feeds every parser (not part of `make test`).
+FUZZ_CASES ?= 20000
+fuzz: install
+	$(BIN)/python fuzz/run.py --cases $(FUZZ_CASES)
 
 # Rewrite tests/golden/build-manifest.* after a deliberate change to build output; review the diff.
 golden: install

@@ -7,31 +7,49 @@ duplicates) are refused with an error naming the member.
 
 from __future__ import annotations
 
-import tarfile
+import bz2
+import lzma
+import zlib
 from collections.abc import Callable
 from dataclasses import replace
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from composer.errors import ArchiveError
+from composer.numbers import shorten
+from composer.tarread import (
+    BLOCKDEV,
+    CHARDEV,
+    DIRECTORY,
+    FIFO,
+    HARDLINK,
+    REGULAR_TYPES,
+    SYMLINK,
+    TarLimits,
+    TarMember,
+    TarReader,
+)
 from composer.tree import Entry, EntryType, FileTree, normalize_path, resolve_symlink_target
 
 _TYPES = {
-    tarfile.REGTYPE: EntryType.FILE,
-    tarfile.AREGTYPE: EntryType.FILE,
-    tarfile.CONTTYPE: EntryType.FILE,
-    tarfile.DIRTYPE: EntryType.DIR,
-    tarfile.SYMTYPE: EntryType.SYMLINK,
-    tarfile.CHRTYPE: EntryType.CHAR,
-    tarfile.BLKTYPE: EntryType.BLOCK,
-    tarfile.FIFOTYPE: EntryType.FIFO,
+    **dict.fromkeys(REGULAR_TYPES, EntryType.FILE),
+    DIRECTORY: EntryType.DIR,
+    SYMLINK: EntryType.SYMLINK,
+    CHARDEV: EntryType.CHAR,
+    BLOCKDEV: EntryType.BLOCK,
+    FIFO: EntryType.FIFO,
 }
 
 XATTR_PREFIX = "SCHILY.xattr."
+CHUNK = 1024 * 1024
+INFLATE_FLOOR = 64 * 1024 * 1024
+INFLATE_RATIO = 100
+"""A compressed tar may inflate to this many times its size (plus the floor), no more:
+Alpine's tarballs inflate about 2.5 times; a zero-filled bomb a thousand times."""
 
-MemberFilter = Callable[[tarfile.TarInfo], bool]
+MemberFilter = Callable[[TarMember], bool]
 
 
-def xattrs_of(member: tarfile.TarInfo) -> tuple[tuple[str, bytes], ...]:
+def xattrs_of(member: TarMember) -> tuple[tuple[str, bytes], ...]:
     """The member's extended attributes from its PAX ``SCHILY.xattr.*`` records."""
     found = []
     for key, value in member.pax_headers.items():
@@ -41,17 +59,108 @@ def xattrs_of(member: tarfile.TarInfo) -> tuple[tuple[str, bytes], ...]:
     return tuple(sorted(found))
 
 
-def open_tar_stream(stream: BinaryIO, *, source: str) -> tarfile.TarFile:
-    """Open a (possibly gzip/xz/bzip2-compressed) tar stream for one sequential pass."""
-    try:
-        return tarfile.open(fileobj=stream, mode="r|*")
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise ArchiveError(f"{source}: not a readable tar archive ({_short(exc)})") from exc
+class Decompressed:
+    """A gzip, xz or bzip2 stream (or a plain one) inflated in bounded steps.
+
+    Output beyond ``floor + ratio * compressed bytes read`` is refused, so a
+    compression bomb costs bounded time and disk whatever it declares.
+    """
+
+    def __init__(self, raw: BinaryIO, *, source: str, floor: int = INFLATE_FLOOR,
+                 ratio: int = INFLATE_RATIO) -> None:
+        self._raw = raw
+        self.source = source
+        self._floor = floor
+        self._ratio = ratio
+        self._pending = raw.read(CHUNK)
+        self.kind = _kind(self._pending)
+        self._decomp = self._new()
+        self._buffer = b""
+        self._in = 0
+        self._out = 0
+        self._done = False
+
+    def _new(self) -> Any:
+        if self.kind == "gzip":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        if self.kind == "xz":
+            return lzma.LZMADecompressor()
+        if self.kind == "bzip2":
+            return bz2.BZ2Decompressor()
+        return None
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` inflated bytes (fewer only at the end)."""
+        want = CHUNK if size < 0 else size
+        while len(self._buffer) < want and not self._done:
+            self._buffer += self._step()
+        data, self._buffer = self._buffer[:want], self._buffer[want:]
+        return data
+
+    def _step(self) -> bytes:
+        if not self._pending:
+            self._pending = self._raw.read(CHUNK)
+        decomp = self._decomp
+        if decomp is None:
+            data, self._pending = self._pending, b""
+            self._done = not data
+            return data
+        try:
+            if self.kind == "gzip":
+                feed = decomp.unconsumed_tail
+                if not feed:
+                    feed, self._pending = self._pending, b""
+                    self._in += len(feed)
+                out: bytes = decomp.decompress(feed, CHUNK)
+            else:
+                feed = b""
+                if decomp.needs_input:
+                    feed, self._pending = self._pending, b""
+                    self._in += len(feed)
+                out = decomp.decompress(feed, max_length=CHUNK)
+        except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError) as exc:
+            raise ArchiveError(f"{self.source}: not a readable tar archive (damaged {self.kind} "
+                               f"stream: {exc})") from exc
+        self._out += len(out)
+        if self._out > self._floor + self._ratio * self._in:
+            raise ArchiveError(f"{self.source}: inflates to more than {self._ratio} times its "
+                               "compressed size; refusing it as a compression bomb")
+        if decomp.eof:
+            rest = decomp.unused_data + self._pending
+            self._pending = rest
+            if rest.strip(b"\0") or self._raw_has_more():
+                self._decomp = self._new()
+            else:
+                self._done = True
+        elif not out and not self._pending and not self._unconsumed():
+            self._pending = self._raw.read(CHUNK)
+            if not self._pending:
+                raise ArchiveError(f"{self.source}: not a readable tar archive ({self.kind} "
+                                   "stream is truncated)")
+        return out
+
+    def _unconsumed(self) -> bool:
+        return self.kind == "gzip" and bool(self._decomp.unconsumed_tail)
+
+    def _raw_has_more(self) -> bool:
+        more = self._raw.read(CHUNK)
+        self._pending += more
+        return bool(more.strip(b"\0"))
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text
+def _kind(head: bytes) -> str:
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if head.startswith(b"BZh"):
+        return "bzip2"
+    return "tar"
+
+
+def open_tar_stream(stream: BinaryIO, *, source: str, limits: TarLimits | None = None) -> TarReader:
+    """A reader for one sequential pass over a (possibly gzip/xz/bzip2-compressed) tar stream."""
+    return TarReader(Decompressed(stream, source=source), source=source, limits=limits)
 
 
 def check_symlink_target(path: str, target: str, *, source: str) -> None:
@@ -62,42 +171,41 @@ def check_symlink_target(path: str, target: str, *, source: str) -> None:
         raise ArchiveError(f"{source}: symlink {path!r} -> {target!r} escapes the root")
 
 
-def load_tar(stream: BinaryIO | tarfile.TarFile, tree: FileTree, *, source: str,
+def load_tar(stream: BinaryIO | TarReader, tree: FileTree, *, source: str,
              accept: MemberFilter | None = None) -> list[str]:
     """Merge every member of a tar stream into ``tree``; return the paths added, in archive order.
 
-    ``stream`` may also be a :class:`tarfile.TarFile` already open for one sequential
-    pass (a caller with its own way of reading contents). ``accept`` may skip members
+    ``stream`` may also be a :class:`TarReader` already open for one sequential pass
+    (a caller with its own stream and limits). ``accept`` may skip members
     (for example an APK's ``.PKGINFO``). Later members of the same archive may not
     contradict earlier ones.
     """
     added: list[str] = []
     seen: dict[str, Entry] = {}
     link_ids: dict[str, int] = {}
+    archive = stream if isinstance(stream, TarReader) else open_tar_stream(stream, source=source)
     try:
-        archive = stream if isinstance(stream, tarfile.TarFile) \
-            else open_tar_stream(stream, source=source)
-        with archive:
-            for member in archive:
-                if accept is not None and not accept(member):
+        for member in archive:
+            if accept is not None and not accept(member):
+                continue
+            entry = _entry_from_member(member, archive, tree, seen, link_ids, source)
+            prior = seen.get(entry.path)
+            if prior is not None:
+                if _same(prior, entry):
                     continue
-                entry = _entry_from_member(member, archive, tree, seen, link_ids, source)
-                if entry is None:
-                    continue
-                prior = seen.get(entry.path)
-                if prior is not None:
-                    if _same(prior, entry):
-                        continue
-                    raise ArchiveError(
-                        f"{source}: member {member.name!r} appears twice with different contents")
-                tree.put(entry, what=f"{source}: member")
-                seen[entry.path] = entry
-                added.append(entry.path)
-    except ArchiveError:
-        raise
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+                raise ArchiveError(f"{source}: member {shorten(member.name)} appears twice with "
+                                   "different contents")
+            tree.put(entry, what=f"{source}: member")
+            seen[entry.path] = entry
+            added.append(entry.path)
+    except OSError as exc:
         raise ArchiveError(f"{source}: damaged tar archive ({_short(exc)})") from exc
     return added
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text
 
 
 def _same(a: Entry, b: Entry) -> bool:
@@ -107,18 +215,28 @@ def _same(a: Entry, b: Entry) -> bool:
             b.blob.sha256 if b.blob else None)
 
 
-def _entry_from_member(member: tarfile.TarInfo, archive: tarfile.TarFile, tree: FileTree,
-                       seen: dict[str, Entry], link_ids: dict[str, int],
-                       source: str) -> Entry | None:
+class _Content:
+    """The current member's content as a stream, for :meth:`BlobStore.from_stream`."""
+
+    def __init__(self, archive: TarReader, member: TarMember) -> None:
+        self._archive = archive
+        self._member = member
+
+    def read(self, size: int = -1) -> bytes | memoryview:
+        return self._archive.read_content(self._member, size)
+
+
+def _entry_from_member(member: TarMember, archive: TarReader, tree: FileTree,
+                       seen: dict[str, Entry], link_ids: dict[str, int], source: str) -> Entry:
     path = normalize_path(member.name, what=f"{source}: member")
-    base = Entry(path=path, type=EntryType.FILE, mode=member.mode & 0o7777, uid=member.uid,
-                 gid=member.gid, mtime=int(member.mtime), xattrs=xattrs_of(member))
-    if member.type == tarfile.LNKTYPE:
+    base = Entry(path=path, type=EntryType.FILE, mode=member.mode, uid=member.uid,
+                 gid=member.gid, mtime=member.mtime, xattrs=xattrs_of(member))
+    if member.type == HARDLINK:
         target_path = normalize_path(member.linkname, what=f"{source}: hard link target")
         target = seen.get(target_path)
         if target is None or target.type != EntryType.FILE:
             raise ArchiveError(
-                f"{source}: hard link {member.name!r} points to {member.linkname!r}, "
+                f"{source}: hard link {shorten(member.name)} points to {shorten(member.linkname)}, "
                 "which is not an earlier regular file in the archive")
         link_id = link_ids.get(target_path)
         if link_id is None:
@@ -129,15 +247,13 @@ def _entry_from_member(member: tarfile.TarInfo, archive: tarfile.TarFile, tree: 
             seen[target_path] = updated
         link_ids[path] = link_id
         return replace(base, blob=target.blob, link_id=link_id)
-    kind = _TYPES.get(member.type)
-    if kind is None:
-        raise ArchiveError(f"{source}: member {member.name!r} has unsupported tar type {member.type!r}")
+    kind = _TYPES[member.type]
     if path == "" and kind != EntryType.DIR:
-        raise ArchiveError(f"{source}: member {member.name!r} names the root but is not a directory")
+        raise ArchiveError(f"{source}: member {shorten(member.name)} names the root but is not a "
+                           "directory")
     if kind == EntryType.FILE:
-        fh = archive.extractfile(member)
-        assert fh is not None
-        return replace(base, blob=tree.store.from_stream(fh, member.size))  # type: ignore[arg-type]
+        content = _Content(archive, member)
+        return replace(base, blob=tree.store.from_stream(content, member.size))  # type: ignore[arg-type]
     if kind == EntryType.SYMLINK:
         check_symlink_target(path, member.linkname, source=source)
         return replace(base, type=kind, target=member.linkname)

@@ -18,7 +18,8 @@ NETWORK = ("requests", "urllib.request", "http.client", "socket")
 PROCESS_AND_TERMINAL = ("subprocess", "tqdm", "composer.cli")
 # The pure layers: format code and models, taking bytes, streams and values.
 PURE = ("composer.tree", "composer.archive", "composer.profile", "composer.writers",
-        "composer.apk", "composer.system", "composer.urls", "composer.hashing", "composer.errors")
+        "composer.apk", "composer.system", "composer.urls", "composer.hashing", "composer.errors",
+        "composer.tarread", "composer.numbers")
 
 # module prefix → prefixes it must never import (directly)
 FORBIDDEN = {
@@ -33,6 +34,10 @@ FORBIDDEN = {
     "composer.system": ("composer.sources", "composer.apk", "composer.writers", "composer.build"),
     "composer.sources": ("composer.build", "composer.apk", "composer.writers"),
     "composer.build": ("composer.cli", "composer.verify"),
+    "composer.tarread": ("composer.sources", "composer.apk", "composer.writers", "composer.tree",
+                         "composer.build", "composer.system"),
+    "composer.numbers": ("composer.",),
+    "composer.profile.yamlsafe": ("composer.profile.model",),
     "composer.errors": ("composer.",),
     **{pure: (*NETWORK, *PROCESS_AND_TERMINAL) for pure in PURE if pure != "composer.errors"},
 }

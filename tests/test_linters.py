@@ -15,7 +15,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    result = run("ruff", "check", "--output-format", "concise", "composer", "tests", "bench")
+    result = run("ruff", "check", "--output-format", "concise", "composer", "tests", "bench", "fuzz")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -17,13 +17,14 @@ stream, and the caller merges nothing before it returns.
 from __future__ import annotations
 
 import hashlib
-import tarfile
 import zlib
 from typing import BinaryIO
 
-from composer.apk.package import PAX_SHA1, DataContents, VerifiedPackage
+from composer.apk.package import PAX_SHA1, DataContents, VerifiedPackage, data_limits
 from composer.archive import load_tar
 from composer.errors import ArchiveError, VerificationError
+from composer.numbers import shorten
+from composer.tarread import TarMember, TarReader
 from composer.tree import Blob, BlobStore, EntryType, FileTree, normalize_path
 
 CHUNK = 1024 * 1024
@@ -32,14 +33,15 @@ CHUNK = 1024 * 1024
 class _InflatedStream:
     """Raw gzip member in, tar bytes out, hashing the raw bytes on the way.
 
-    Seeks forward only, which is all a sequential :class:`tarfile.TarFile` pass asks;
-    file contents come out as views of the inflated chunks (:meth:`read_view`) so a
-    file's bytes are copied only into their blob.
+    File contents come out as views of the inflated chunks (:meth:`read_view`) so a
+    file's bytes are copied only into their blob; more than ``limit`` inflated bytes
+    is an error.
     """
 
-    def __init__(self, raw: BinaryIO, *, where: str) -> None:
+    def __init__(self, raw: BinaryIO, *, where: str, limit: int) -> None:
         self.raw = raw
         self.where = where
+        self.limit = limit
         self.sha256 = hashlib.sha256()
         self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         self.chunk = b""
@@ -50,17 +52,6 @@ class _InflatedStream:
         # One raw buffer per package, refilled in place: a fresh 1 MiB object per read
         # costs more in page faults than the copy itself.
         self.buffer = bytearray(CHUNK)
-
-    def tell(self) -> int:
-        return self.base + self.pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        if whence != 0 or offset < self.base:
-            raise OSError("the data tar can only be read forwards")
-        while offset > self.base + len(self.chunk) and self._next_chunk():
-            pass
-        self.pos = min(offset - self.base, len(self.chunk))
-        return self.base + self.pos
 
     def read(self, size: int = -1) -> bytes:
         if 0 <= size <= len(self.chunk) - self.pos:
@@ -114,6 +105,9 @@ class _InflatedStream:
             raise ArchiveError(f"{self.where}: damaged gzip stream ({exc})") from exc
         if self.inflater.eof and self.inflater.unused_data:
             raise ArchiveError(f"{self.where}: unexpected bytes after the data member")
+        if self.base + len(out) > self.limit:
+            raise ArchiveError(f"{self.where}: inflates to more than {self.limit} bytes, beyond "
+                               "what the installed size in .PKGINFO allows")
         return out
 
     def drain(self) -> None:
@@ -128,54 +122,6 @@ class _InflatedStream:
         while chunk := self.raw.read(CHUNK):
             self.sha256.update(chunk)
         return self.sha256.hexdigest()
-
-
-class _MemberContent:
-    """One regular member's content, read straight from the inflated chunks."""
-
-    def __init__(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        self.stream: _InflatedStream = archive.fileobj  # type: ignore[assignment]
-        self.start = member.offset_data
-        self.left = member.size
-        self.started = False
-
-    def read(self, size: int = -1) -> bytes | memoryview:
-        """Up to ``size`` bytes, fewer at a chunk's end; all that is left when ``size`` < 0."""
-        if size < 0:
-            parts = []
-            while part := self.read(CHUNK):
-                parts.append(part)
-            return b"".join(parts)
-        if not self.started:
-            self.stream.seek(self.start)
-            self.started = True
-        want = min(size, self.left)
-        if want <= 0:
-            return b""
-        view = self.stream.read_view(want)
-        self.left -= len(view)
-        return view
-
-    def close(self) -> None:
-        """Nothing to release; the stream belongs to the archive."""
-
-    def __enter__(self) -> _MemberContent:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _member_content(archive: tarfile.TarFile, member: tarfile.TarInfo) -> object:
-    if member.sparse is not None:
-        return tarfile.ExFileObject(archive, member)
-    return _MemberContent(archive, member)
-
-
-class _DataTar(tarfile.TarFile):
-    """A sequential pass over an APK data tar whose file contents skip tarfile's copies."""
-
-    fileobject = staticmethod(_member_content)  # type: ignore[assignment]
 
 
 class _Sha1Tee:
@@ -237,7 +183,7 @@ def load_package_data(pkg: VerifiedPackage, store: BlobStore) -> tuple[FileTree,
     pax_sha1: dict[str, bytes] = {}
     hardlinks: set[str] = set()
 
-    def accept(member: tarfile.TarInfo) -> bool:
+    def accept(member: TarMember) -> bool:
         if is_control_name(member.name):
             return False
         path = normalize_path(member.name, what=f"{where}: member")
@@ -252,19 +198,17 @@ def load_package_data(pkg: VerifiedPackage, store: BlobStore) -> tuple[FileTree,
             except ValueError:
                 digest = b""
             if len(digest) != 20:
-                raise ArchiveError(f"{where}: member {member.name!r} has a malformed "
-                                   f"{PAX_SHA1} record {value!r}")
+                raise ArchiveError(f"{where}: member {shorten(member.name)} has a malformed "
+                                   f"{PAX_SHA1} record {shorten(value)}")
             pax_sha1[path] = digest
         return True
 
+    limits, inflate_limit = data_limits(pkg.info.size)
     raw = pkg.open_data_raw()
     try:
-        reader = _InflatedStream(raw, where=where)
+        reader = _InflatedStream(raw, where=where, limit=inflate_limit)
         try:
-            try:
-                archive = _DataTar(fileobj=reader, mode="r")  # type: ignore[arg-type]
-            except tarfile.TarError as exc:
-                raise ArchiveError(f"{where}: not a readable tar archive ({exc})") from exc
+            archive = TarReader(reader, source=where, limits=limits)
             added = load_tar(archive, scratch, source=where, accept=accept)
             reader.drain()
         except ArchiveError as exc:

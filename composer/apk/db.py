@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from composer.errors import ArchiveError
+from composer.numbers import parse_decimal, parse_octal, shorten
+from composer.tarread import read_tar_bytes
 
 INSTALLED_PATH = "lib/apk/db/installed"
 TRIGGERS_PATH = "lib/apk/db/triggers"
@@ -85,12 +87,12 @@ class Acl:
     def parse(cls, text: str, *, where: str) -> Acl:
         parts = text.split(":")
         if len(parts) not in (3, 4):
-            raise ArchiveError(f"{where}: bad owner/mode {text!r} (want uid:gid:mode[:digest])")
-        try:
-            return cls(int(parts[0]), int(parts[1]), int(parts[2], 8),
-                       parts[3] if len(parts) == 4 else "")
-        except ValueError as exc:
-            raise ArchiveError(f"{where}: bad owner/mode {text!r}") from exc
+            raise ArchiveError(f"{where}: bad owner/mode {shorten(text)} "
+                               "(want uid:gid:mode[:digest])")
+        uid, gid, mode = parse_decimal(parts[0]), parse_decimal(parts[1]), parse_octal(parts[2])
+        if uid is None or gid is None or mode is None:
+            raise ArchiveError(f"{where}: bad owner/mode {shorten(text)}")
+        return cls(uid, gid, mode, parts[3] if len(parts) == 4 else "")
 
 
 DEFAULT_DIR_ACL = Acl(0, 0, 0o755)
@@ -163,10 +165,7 @@ class InstalledPackage:
 
 def parse_installed(data: bytes, *, source: str = INSTALLED_PATH) -> list[InstalledPackage]:
     """Parse an installed database; records keep the file's order."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ArchiveError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    text = _decode(data, source)
     packages: list[InstalledPackage] = []
     record: list[tuple[int, str]] = []
     for number, line in enumerate(text.split("\n"), start=1):
@@ -189,7 +188,7 @@ def _parse_record(lines: list[tuple[int, str]], source: str) -> InstalledPackage
     for number, line in lines:
         where = f"{source} line {number}"
         if len(line) < 2 or line[1] != ":":
-            raise ArchiveError(f"{where}: expected 'X:value', got {line!r}")
+            raise ArchiveError(f"{where}: expected 'X:value', got {shorten(line)}")
         letter, value = line[0], line[2:]
         if letter == "F":
             current_dir = DbDir(path=value)
@@ -230,10 +229,10 @@ def _set_header(pkg: InstalledPackage, letter: str, value: str, where: str) -> N
     if letter in text_fields:
         setattr(pkg, text_fields[letter], value)
     elif letter in int_fields:
-        try:
-            setattr(pkg, int_fields[letter], int(value))
-        except ValueError as exc:
-            raise ArchiveError(f"{where}: {letter}: value {value!r} is not an integer") from exc
+        number = parse_decimal(value)
+        if number is None:
+            raise ArchiveError(f"{where}: {letter}: value {shorten(value)} is not an integer")
+        setattr(pkg, int_fields[letter], number)
     elif letter in _LIST_LETTERS or letter in ("r", "g"):
         attr = {"r": "replaces", "g": "tags"}.get(letter) or _LIST_LETTERS[letter]
         getattr(pkg, attr).extend(value.split())
@@ -299,9 +298,16 @@ def _write_record(out: io.StringIO, pkg: InstalledPackage) -> None:
 # ---------------------------------------------------------------- world, triggers
 
 
-def parse_world(data: bytes) -> list[str]:
+def _decode(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArchiveError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def parse_world(data: bytes, *, source: str = WORLD_PATH) -> list[str]:
     """The constraints in ``etc/apk/world`` (whitespace separated), in file order."""
-    return data.decode("utf-8").split()
+    return _decode(data, source).split()
 
 
 def format_world(constraints: Iterable[str]) -> bytes:
@@ -322,7 +328,7 @@ class TriggerLine:
 
 def parse_triggers(data: bytes, *, source: str = TRIGGERS_PATH) -> list[TriggerLine]:
     out = []
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(_decode(data, source).splitlines(), start=1):
         words = line.split()
         if not words:
             continue
@@ -397,31 +403,19 @@ def format_scripts_tar(scripts: Sequence[ScriptFile]) -> bytes:
 
 def parse_scripts_tar(data: bytes, *, source: str = SCRIPTS_PATH) -> list[ScriptFile]:
     """Read a ``scripts.tar``; member names are split from the right as apk does."""
-    import tarfile
-
-    out: list[ScriptFile] = []
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
-            for member in archive:
-                if not member.isfile():
-                    continue
-                fh = archive.extractfile(member)
-                assert fh is not None
-                body = fh.read()
-                out.append(_script_from_name(member.name, body, int(member.mtime), source))
-    except tarfile.TarError as exc:
-        raise ArchiveError(f"{source}: damaged tar ({exc})") from exc
-    return out
+    return [_script_from_name(f.name, f.data, f.mtime, source)
+            for f in read_tar_bytes(data, source=source, regular_only=False)]
 
 
 def _script_from_name(member: str, body: bytes, mtime: int, source: str) -> ScriptFile:
     head, _, action = member.rpartition(".")
     namever, _, checksum = head.rpartition(".")
     if action not in SCRIPT_ACTIONS or not checksum or not namever:
-        raise ArchiveError(f"{source}: member {member!r} is not <name>-<ver>.<csum>.<action>")
+        raise ArchiveError(f"{source}: member {shorten(member)} is not "
+                           "<name>-<ver>.<csum>.<action>")
     # pkgver is "<ver>-r<N>": the name ends before the second-to-last "-".
     parts = namever.rsplit("-", 2)
     if len(parts) != 3:
-        raise ArchiveError(f"{source}: member {member!r} has no <name>-<version> prefix")
+        raise ArchiveError(f"{source}: member {shorten(member)} has no <name>-<version> prefix")
     return ScriptFile(name=parts[0], version=f"{parts[1]}-{parts[2]}", checksum=checksum,
                       action=action, data=body, mtime=mtime)

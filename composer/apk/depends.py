@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from composer.apk.version import VALID_OPERATORS, is_valid_version, version_matches
 from composer.errors import ArchiveError, ComposerError
+from composer.numbers import shorten
 
 __all__ = ["Dependency", "parse_dependency", "parse_dependencies", "format_dependencies"]
 
@@ -91,7 +92,7 @@ def parse_dependency(
     """
 
     def fail(why: str) -> ComposerError:
-        return error_cls(f"{source}: invalid dependency {text!r}: {why}")
+        return error_cls(f"{source}: invalid dependency {shorten(text)}: {why}")
 
     body = text
     conflict = body.startswith("!")
@@ -120,13 +121,13 @@ def parse_dependency(
         raise fail("package name contains characters apk does not allow")
     if op:
         if op not in VALID_OPERATORS:
-            raise fail(f"unknown operator {op!r}")
+            raise fail(f"unknown operator {shorten(op)}")
         if not version:
             raise fail(f"operator {op!r} without a version")
         if any(c.isspace() for c in version):
             raise fail("whitespace inside the version")
         if strict and op != "><" and not is_valid_version(version):
-            raise fail(f"{version!r} is not a valid Alpine version")
+            raise fail(f"{shorten(version)} is not a valid Alpine version")
     return Dependency(name=name_part, op=op, version=version if op else None,
                       conflict=conflict, tag=tag)
 

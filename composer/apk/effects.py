@@ -14,6 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from composer.errors import InstallError
+from composer.numbers import parse_decimal
 from composer.system.accounts import AccountError, AccountFiles, UserSpec
 from composer.system.paths import make_dirs, resolve_dir
 from composer.system.shells import add_shells
@@ -321,8 +322,11 @@ def _addgroup(ctx: ScriptContext, args: list[str], report: ScriptReport) -> bool
     if ctx.accounts.group(name) is not None:
         report.effects.append(f"group {name} already exists")
         return True
-    gid = ctx.accounts.add_group(name, gid=int(opts["g"]) if "g" in opts else None,
-                                 system="S" in opts)
+    gid_text = opts.get("g")
+    wanted = parse_decimal(gid_text) if gid_text is not None else None
+    if gid_text is not None and wanted is None:
+        return False
+    gid = ctx.accounts.add_group(name, gid=wanted, system="S" in opts)
     report.effects.append(f"created group {name} (gid {gid})")
     return True
 
@@ -343,11 +347,15 @@ def _adduser(ctx: ScriptContext, args: list[str], report: ScriptReport) -> bool:
     if ctx.accounts.user(name) is not None:
         report.effects.append(f"user {name} already exists")
         return True
-    spec = UserSpec(name=name, uid=int(opts["u"]) if "u" in opts else None,
+    uid_text = opts.get("u")
+    uid = parse_decimal(uid_text) if uid_text is not None else None
+    if uid_text is not None and uid is None:
+        return False
+    spec = UserSpec(name=name, uid=uid,
                     group=opts.get("G"), home=opts.get("h"), shell=opts.get("s"),
                     gecos=opts.get("g"), system="S" in opts, create_home="H" not in opts)
-    uid, gid = ctx.accounts.add_user(spec)
-    report.effects.append(f"created user {name} (uid {uid}, gid {gid})")
+    new_uid, gid = ctx.accounts.add_user(spec)
+    report.effects.append(f"created user {name} (uid {new_uid}, gid {gid})")
     return True
 
 

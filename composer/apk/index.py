@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from composer.apk.depends import Dependency, format_dependencies, parse_dependencies
 from composer.errors import ArchiveError
+from composer.numbers import clip, parse_decimal, shorten
 
 __all__ = [
     "PackageInfo",
@@ -100,7 +101,7 @@ def parse_records(text: bytes, *, source: str) -> list[list[tuple[str, str, int]
                 current = []
             continue
         if len(line) < 2 or line[1] != ":":
-            raise ArchiveError(f"{source}: line {number}: expected 'X:value', got {line[:60]!r}")
+            raise ArchiveError(f"{source}: line {number}: expected 'X:value', got {shorten(line)}")
         current.append((line[0], line[2:], number))
     if current:
         records.append(current)
@@ -135,17 +136,18 @@ def package_from_fields(
         raw = known.get(letter)
         if raw is None:
             ints[letter] = None
-        elif raw.isascii() and raw.isdigit():
-            ints[letter] = int(raw)
+        elif (parsed := parse_decimal(raw)) is not None:
+            ints[letter] = parsed
         else:
-            raise ArchiveError(f"{where} ({name}): field '{letter}:' is not a number: {raw!r}")
+            raise ArchiveError(f"{where} ({clip(name)}): field '{letter}:' is not a number: "
+                               f"{shorten(raw)}")
     deps: dict[str, tuple[Dependency, ...]] = {}
     for letter in _DEP_FIELDS:
         raw = known.get(letter)
         if raw is None:
             deps[letter] = ()
             continue
-        deps[letter] = parse_dependencies(raw, source=f"{where} ({name}) field '{letter}:'",
+        deps[letter] = parse_dependencies(raw, source=f"{where} ({clip(name)}) field '{letter}:'",
                                           allow_tag=False)
     return PackageInfo(
         name=name,

@@ -27,15 +27,19 @@ from composer.apk.signing import (
     GzipMemberReader,
     SignatureCheck,
     SignatureEntry,
-    TarFile,
     new_digests,
     read_small_tar,
     signature_entries,
     verify_signature,
 )
 from composer.errors import ArchiveError, VerificationError
+from composer.numbers import parse_decimal, shorten
+from composer.tarread import TarFile, TarLimits
 
-MAX_CONTROL_MEMBER = 16 * 1024 * 1024
+CONTENT_SLACK = 1024 * 1024
+TAR_OVERHEAD = 16 * 1024 * 1024
+MAX_CONTROL_MEMBER = 4 * 1024 * 1024
+"""Signature and control members are inflated before the signature check: keep them small."""
 
 SCRIPT_NAMES = (".pre-install", ".post-install", ".pre-upgrade", ".post-upgrade",
                 ".pre-deinstall", ".post-deinstall", ".trigger")
@@ -102,16 +106,17 @@ def parse_pkginfo(text: bytes, *, source: str) -> PkgInfo:
         if not sep and line.endswith(" ="):
             key, sep, value = line[:-2], " = ", ""
         if not sep:
-            raise ArchiveError(f"{source}: .PKGINFO line {number} is not 'key = value': {line!r}")
+            raise ArchiveError(f"{source}: .PKGINFO line {number} is not 'key = value': "
+                               f"{shorten(line)}")
         pairs.append((key, value))
         if key in _LIST_KEYS:
             lists[key].extend(value.split())
         elif key in _INT_KEYS:
-            try:
-                ints[key] = int(value)
-            except ValueError:
-                raise ArchiveError(f"{source}: .PKGINFO {key} = {value!r} is not an "
-                                   "integer") from None
+            parsed = parse_decimal(value)
+            if parsed is None:
+                raise ArchiveError(f"{source}: .PKGINFO {key} = {shorten(value)} is not an "
+                                   "integer")
+            ints[key] = parsed
         elif key in _TEXT_KEYS:
             texts[key] = value
     for required in ("pkgname", "pkgver"):
@@ -120,7 +125,7 @@ def parse_pkginfo(text: bytes, *, source: str) -> PkgInfo:
     datahash = texts.get("datahash")
     if datahash is not None and (
             len(datahash) != 64 or any(c not in "0123456789abcdef" for c in datahash)):
-        raise ArchiveError(f"{source}: .PKGINFO datahash {datahash!r} is not a sha256 hex "
+        raise ArchiveError(f"{source}: .PKGINFO datahash {shorten(datahash)} is not a sha256 hex "
                            "digest")
     return PkgInfo(
         pkgname=texts["pkgname"], pkgver=texts["pkgver"], pkgdesc=texts.get("pkgdesc", ""),
@@ -319,7 +324,7 @@ def verify_apk(apk: ApkInput, keys: TrustedKeys, *, source: str,
             # the inflate at install time (load_package_data) still rejects a corrupt stream.
             data_size = reader.hash_rest(on_raw)
         else:
-            data_size = reader.stream_member(on_raw, lambda _chunk: None, what="data")
+            data_size = reader.stream_member(on_raw, _capped(info.size, label), what="data")
             if not reader.at_end():
                 raise ArchiveError(
                     f"{label}: {reader.remaining_bytes()} unexpected bytes after the data member")
@@ -327,7 +332,7 @@ def verify_apk(apk: ApkInput, keys: TrustedKeys, *, source: str,
         if info.datahash is not None:
             if data_checked and data_sha256.hexdigest() != info.datahash:
                 if legacy is None:
-                    _diagnose_data_member(fh, base + data_offset, label)
+                    _diagnose_data_member(fh, base + data_offset, label, info.size)
                 raise VerificationError(
                     f"{label}: data hash mismatch (.PKGINFO datahash {info.datahash}, "
                     f"data member sha256 {data_sha256.hexdigest()})")
@@ -349,11 +354,37 @@ def verify_apk(apk: ApkInput, keys: TrustedKeys, *, source: str,
         _opener=opener, data_checked=data_checked)
 
 
-def _diagnose_data_member(fh: BinaryIO, offset: int, label: str) -> None:
+def data_limits(installed_size: int) -> tuple[TarLimits, int]:
+    """Bounds for a data tar from the installed size its signed ``.PKGINFO`` declares.
+
+    abuild counts every regular file's blocks once, so file contents never add up
+    to more than that; headers and padding get a fixed allowance on top.
+    Returns the tar limits and the most bytes the member may inflate to.
+    """
+    content = 2 * installed_size + CONTENT_SLACK
+    return TarLimits(max_member=content, max_content=content), 2 * content + TAR_OVERHEAD
+
+
+def _capped(installed_size: int, label: str) -> Callable[[bytes], None]:
+    """An output sink that refuses a data member inflating past :func:`data_limits`."""
+    limit = data_limits(installed_size)[1]
+    total = 0
+
+    def count(chunk: bytes) -> None:
+        nonlocal total
+        total += len(chunk)
+        if total > limit:
+            raise ArchiveError(f"{label}: data gzip member inflates to more than {limit} bytes, "
+                               "beyond what the installed size in .PKGINFO allows")
+
+    return count
+
+
+def _diagnose_data_member(fh: BinaryIO, offset: int, label: str, installed_size: int) -> None:
     """After a data hash mismatch, name a structural fault (truncation, trailing bytes) if any."""
     fh.seek(offset)
     reader = GzipMemberReader(fh, source=label)
-    reader.stream_member(lambda _chunk: None, lambda _chunk: None, what="data")
+    reader.stream_member(lambda _chunk: None, _capped(installed_size, label), what="data")
     if not reader.at_end():
         raise ArchiveError(
             f"{label}: {reader.remaining_bytes()} unexpected bytes after the data member")

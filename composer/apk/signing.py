@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import tarfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from composer.apk.keys import TrustedKeys
 from composer.errors import ArchiveError, VerificationError
+from composer.tarread import TarFile, TarLimits, read_tar_bytes
 
 READ_CHUNK = 1024 * 1024
 SMALL_READ = 64 * 1024
@@ -119,8 +119,8 @@ class GzipMemberReader:
                     f"{self.source}: {what} gzip member inflates to more than {max_size} bytes")
             out_parts.append(chunk)
 
-        self._inflate(raw_parts.append, take_output, what=what, limit=max_size + 1,
-                      read_size=SMALL_READ)
+        self._inflate(raw_parts.append, take_output, what=what,
+                      limit=min(max_size + 1, OUTPUT_STEP), read_size=SMALL_READ)
         return GzipMember(offset=start, raw=b"".join(raw_parts), content=b"".join(out_parts))
 
     def stream_member(self, on_raw: Callable[[bytes], None], on_output: Callable[[bytes], None],
@@ -207,45 +207,15 @@ def parse_signature_name(name: str) -> tuple[str | None, str] | None:
     return None, key_name
 
 
-@dataclass(frozen=True)
-class TarFile:
-    """A regular file read from a small in-memory tar (control, signature, index members)."""
-
-    name: str
-    data: bytes
-    mode: int
-    uid: int
-    gid: int
-    mtime: int
-    uname: str
-    gname: str
-
-
 def read_small_tar(content: bytes, *, source: str, what: str) -> list[TarFile]:
     """Every regular file of an inflated tar member; the end-of-archive blocks may be cut."""
     if len(content) % 512:
         raise ArchiveError(f"{source}: {what} is not a tar archive ({len(content)} bytes "
                            "is not a multiple of 512)")
-    files: list[TarFile] = []
-    try:
-        with tarfile.open(fileobj=io.BytesIO(content), mode="r:") as archive:
-            for member in archive:
-                if not member.isreg():
-                    raise ArchiveError(
-                        f"{source}: {what} member {member.name!r} is not a regular file")
-                fh = archive.extractfile(member)
-                assert fh is not None
-                data = fh.read()
-                if len(data) != member.size:
-                    raise ArchiveError(f"{source}: {what} member {member.name!r} is truncated")
-                files.append(TarFile(name=member.name, data=data, mode=member.mode & 0o7777,
-                                     uid=member.uid, gid=member.gid, mtime=int(member.mtime),
-                                     uname=member.uname, gname=member.gname))
-    except ArchiveError:
-        raise
-    except (tarfile.TarError, EOFError, ValueError) as exc:
-        raise ArchiveError(f"{source}: {what} is not a readable tar archive ({exc})") from exc
-    return files
+    if not content:
+        raise ArchiveError(f"{source}: {what} is not a readable tar archive (empty file)")
+    return read_tar_bytes(content, source=f"{source}: {what}",
+                          limits=TarLimits(max_extended=64 * 1024, max_content=len(content)))
 
 
 def signature_entries(files: Sequence[TarFile], *, source: str) -> list[SignatureEntry]:
@@ -316,8 +286,10 @@ def new_digests() -> dict[str, hashlib._Hash]:
 # the index is handed out before it has been checked.
 
 MAX_INDEX_SIGNATURE_MEMBER = 1024 * 1024
-MAX_INDEX_MEMBER = 1024 * 1024 * 1024
+"""The only part of an index inflated before its signature is checked."""
+MAX_INDEX_MEMBER = 256 * 1024 * 1024
 MAX_DESCRIPTION = 160
+DIAGNOSE_LIMIT = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -331,8 +303,15 @@ class VerifiedIndex:
     index_member_sha256: str
 
 
-def verify_apkindex(data: bytes, keys: TrustedKeys, *, source: str) -> VerifiedIndex:
-    """Check an ``APKINDEX.tar.gz`` against trusted keys and return its ``APKINDEX`` text."""
+def verify_apkindex(data: bytes, keys: TrustedKeys, *, source: str,
+                    max_index_size: int = MAX_INDEX_MEMBER) -> VerifiedIndex:
+    """Check an ``APKINDEX.tar.gz`` against trusted keys and return its ``APKINDEX`` text.
+
+    Only the small signature member is inflated before the check: the signature
+    covers the raw bytes of the index member, which run to the end of the file, so
+    they are verified as stored and inflated (to at most ``max_index_size`` bytes)
+    only once a trusted key has signed them.
+    """
     reader = GzipMemberReader(io.BytesIO(data), source=source)
     if reader.at_end():
         raise ArchiveError(f"{source}: empty index file")
@@ -343,11 +322,16 @@ def verify_apkindex(data: bytes, keys: TrustedKeys, *, source: str) -> VerifiedI
     if reader.at_end():
         raise ArchiveError(f"{source}: index gzip member is missing after the signature")
     entries = signature_entries(first_files, source=source)
-    index = reader.read_member(what="index", max_size=MAX_INDEX_MEMBER)
+    signed = data[reader.offset:]
+    try:
+        check = verify_signature(entries, keys, source=source, message=signed)
+    except VerificationError:
+        _diagnose_index_member(signed, source=source)
+        raise
+    index = reader.read_member(what="index", max_size=max_index_size)
     if not reader.at_end():
         raise ArchiveError(
             f"{source}: {reader.remaining_bytes()} unexpected bytes after the index gzip member")
-    check = verify_signature(entries, keys, source=source, message=index.raw)
 
     files = read_small_tar(index.content, source=source, what="index tar")
     text: bytes | None = None
@@ -368,3 +352,31 @@ def verify_apkindex(data: bytes, keys: TrustedKeys, *, source: str) -> VerifiedI
     return VerifiedIndex(text=text, description=description, signer=check.signer,
                          algorithm=check.algorithm,
                          index_member_sha256=hashlib.sha256(index.raw).hexdigest())
+
+
+def _diagnose_index_member(raw: bytes, *, source: str) -> None:
+    """After a failed check, name a structural fault of the index member if it has one.
+
+    The output is discarded and the look stops after :data:`DIAGNOSE_LIMIT` bytes, so
+    an untrusted member costs bounded work and the caller's error stands.
+    """
+    reader = GzipMemberReader(io.BytesIO(raw), source=source)
+    total = 0
+
+    def count(chunk: bytes) -> None:
+        nonlocal total
+        total += len(chunk)
+        if total > DIAGNOSE_LIMIT:
+            raise _GiveUp
+
+    try:
+        reader.stream_member(lambda _chunk: None, count, what="index")
+    except _GiveUp:
+        return
+    if not reader.at_end():
+        raise ArchiveError(
+            f"{source}: {reader.remaining_bytes()} unexpected bytes after the index gzip member")
+
+
+class _GiveUp(Exception):
+    """The index member is too large to be worth diagnosing."""

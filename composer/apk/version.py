@@ -72,6 +72,19 @@ class _Token:
     number: int = 0
 
 
+def _uint64(digits: str) -> int:
+    """The value of an ASCII digit run modulo 2**64, for runs of any length.
+
+    ``int()`` refuses more than 4,300 digits; folding 18 digits at a time is
+    linear and gives the same residue.
+    """
+    value = 0
+    for start in range(0, len(digits), 18):
+        part = digits[start:start + 18]
+        value = (value * 10 ** len(part) + int(part)) % _UINT64
+    return value
+
+
 def _span(s: str, i: int, allowed: frozenset[str]) -> int:
     while i < len(s) and s[i] in allowed:
         i += 1
@@ -85,7 +98,7 @@ def _tokens(s: str) -> tuple[_Token, ...]:
     end = _span(s, 0, _DIGITS)
     if end == 0:
         return (_Token(_Tok.INVALID),)
-    out.append(_Token(_Tok.INITIAL_DIGIT, s[:end], int(s[:end]) % _UINT64))
+    out.append(_Token(_Tok.INITIAL_DIGIT, s[:end], _uint64(s[:end])))
     i = end
     kind = _Tok.INITIAL_DIGIT
     while True:
@@ -104,7 +117,7 @@ def _tokens(s: str) -> tuple[_Token, ...]:
             if end == start:
                 break
             kind = _Tok.DIGIT if c == "." else _Tok.SUFFIX_NO
-            out.append(_Token(kind, s[start:end], int(s[start:end]) % _UINT64))
+            out.append(_Token(kind, s[start:end], _uint64(s[start:end])))
             i = end
             continue
         if c == "_" and kind <= _Tok.SUFFIX_NO:
@@ -129,7 +142,7 @@ def _tokens(s: str) -> tuple[_Token, ...]:
             if end == i + 2:
                 break
             kind = _Tok.REVISION_NO
-            out.append(_Token(kind, s[i + 2:end], int(s[i + 2:end]) % _UINT64))
+            out.append(_Token(kind, s[i + 2:end], _uint64(s[i + 2:end])))
             i = end
             continue
         break

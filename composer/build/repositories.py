@@ -133,7 +133,7 @@ def fetch_indexes(fetcher: Fetcher, sources: Sequence[RepositorySource], arch: s
     indexes = []
     for source in sources:
         url = source.index_url(arch)
-        data = fetcher.fetch_metadata(url, what=f"repository {source.url} index", role=InputRole.INDEX)
+        data = fetcher.fetch_metadata(url, what=f"repository {source.url} index", role=InputRole.INDEX, check=lambda raw: verify_apkindex(raw, keys, source=url))  # noqa: B023, E501
         verified = verify_apkindex(data, keys, source=url)
         parsed = parse_apkindex(verified.text, source=url, description=verified.description,
                                 repository=source.url, tag=source.tag)

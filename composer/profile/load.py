@@ -14,18 +14,22 @@ import difflib
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from composer.errors import ProfileError
+from composer.numbers import shorten
 from composer.profile.model import DEFAULT_MIRROR, Profile, output_formats
+from composer.profile.yamlsafe import load_yaml
 from composer.urls import is_url, rebase_url
 
 MAX_EXTENDS_DEPTH = 16
+MAX_PROFILE_SIZE = 1024 * 1024
+MAX_NAME = 255
 # pydantic puts the union member (an output format, a model name) into an error's location.
 _UNION_TAGS = frozenset((*output_formats(), "PinnedKey", "str", "Repository"))
 
@@ -47,18 +51,21 @@ class LoadedProfile:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ProfileError(f"{path}: not a regular file")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_PROFILE_SIZE + 1)
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such profile file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{path}: cannot read profile ({exc})") from exc
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read profile ({exc.strerror or exc})") from None
+    if len(raw) > MAX_PROFILE_SIZE:
+        raise ProfileError(f"{path}: larger than {MAX_PROFILE_SIZE} bytes; not a profile")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ProfileError(f"{path}: invalid YAML{where}: {problem}") from exc
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path}: cannot read profile (not UTF-8 at byte {exc.start})") from None
+    data = load_yaml(text, source=str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -140,10 +147,16 @@ def _load_raw(path: Path, top_dir: Path, chain: list[Path]) -> tuple[dict[str, A
     data = _rebase_paths(data, resolved.parent, top_dir)
     if parent_ref is None:
         return data, layers
-    if not isinstance(parent_ref, str):
+    if not isinstance(parent_ref, str) or not parent_ref or "\0" in parent_ref:
         raise ProfileError(f"{path}: extends: expected a path to another profile file")
+    if any(len(part) > MAX_NAME for part in Path(parent_ref).parts) or len(parent_ref) > 4096:
+        raise ProfileError(f"{path}: extends: {shorten(parent_ref)} is too long for a file name")
     parent_path = (resolved.parent / parent_ref)
-    if not parent_path.exists():
+    try:
+        exists = parent_path.exists()
+    except OSError as exc:
+        raise ProfileError(f"{path}: extends: {shorten(parent_ref)}: {exc.strerror}") from None
+    if not exists:
         raise ProfileError(f"{path}: extends: {parent_ref!r} does not exist")
     parent, parent_layers = _load_raw(parent_path, top_dir, [*chain, resolved])
     if "name" not in data and "name" in parent:
@@ -276,7 +289,7 @@ def format_validation_error(exc: ValidationError) -> str:
         else:
             msg = err["msg"].removeprefix("Value error, ")
             got = err.get("input")
-            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            shown = "" if isinstance(got, (dict, list)) else f" (got {shorten(got)})"
             text = f"{where}: {msg}{shown}"
         messages.append(text)
     seen: list[str] = []

@@ -179,11 +179,14 @@ class Fetcher:
     def fetch_metadata(
         self, url: str, *, what: str, max_size: int = METADATA_MAX_SIZE, refresh: bool = False,
         role: InputRole = InputRole.METADATA,
+        check: Callable[[bytes], object] | None = None,
     ) -> bytes:
         """Return a small file's bytes, from the cache while younger than the TTL.
 
         Offline, any cached copy is used; a missing one is an OfflineError.
         A 404 raises NotFoundError so callers can treat optional files apart.
+        ``check`` (a parser or signature check) runs on new bytes before they enter
+        the cache; whatever it raises propagates and nothing is stored.
         """
         record = self.cache.lookup_url(url)
         cached = self.cache.path_for(record.sha256) if record else None
@@ -214,6 +217,8 @@ class Fetcher:
                     return data
                 meta = self._download(url, tmp, what=what, size=None, max_size=max_size)
             data = tmp.read_bytes()
+            if check is not None:
+                check(data)
             actual, got = hash_file(tmp)
             if local and record is not None and cached is not None and record.sha256 == actual:
                 # A local file is read every time; while its bytes stay the same, its

@@ -112,7 +112,8 @@ def _find_image(
     """The yaml entry to use; None when a pinned release must be fetched by name."""
     what = f"latest-releases.yaml for {branch}/{arch}"
     try:
-        data = fetcher.fetch_metadata(yaml_url, what=what)
+        data = fetcher.fetch_metadata(
+            yaml_url, what=what, check=lambda raw: parse_latest_releases(raw, source=yaml_url))
     except NotFoundError:
         if release is None:
             raise
@@ -134,7 +135,9 @@ def _checksum(
     """The sha256 to download against; yaml and ``.sha256`` must agree when both exist."""
     sha_url = tarball_url + ".sha256"
     try:
-        data = fetcher.fetch_metadata(sha_url, what=f"{what} checksum")
+        data = fetcher.fetch_metadata(
+            sha_url, what=f"{what} checksum",
+            check=lambda raw: parse_checksum_file(raw, filename=file, source=sha_url))
     except NotFoundError:
         if yaml_sha256 is None:
             raise

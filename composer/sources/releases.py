@@ -1,7 +1,7 @@
 """Parsing of Alpine's ``latest-releases.yaml`` and ``.sha256`` files (pure).
 
-The mirror's YAML is read with yaml's BaseLoader so every scalar stays a
-string: ``version: 3.20`` must not turn into the float 3.2.
+The mirror's YAML is read with the bounded loader in text mode, so every
+scalar stays a string: ``version: 3.20`` must not turn into the float 3.2.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from composer.errors import ArchiveError, NotFoundError, VerificationError
+from composer.numbers import MAX_DIGITS, clip, parse_decimal, shorten
+from composer.profile.yamlsafe import load_yaml
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _HEX128 = re.compile(r"[0-9a-fA-F]{128}")
+_VERSION = re.compile(r"[0-9A-Za-z._+~-]{1,64}")
+"""Release versions are short: ``3.20.3``, ``20240923`` (edge), ``3.21.0_rc1``."""
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,8 @@ class ReleaseImage:
 
 def parse_latest_releases(data: bytes, *, source: str) -> list[ReleaseImage]:
     """Every usable image entry; entries without flavor/file/version (e.g. Netboot) are skipped."""
-    try:
-        document = yaml.load(data, Loader=yaml.BaseLoader)  # noqa: S506 - BaseLoader builds only str/list/dict
-    except yaml.YAMLError as exc:
-        problem = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
-        raise ArchiveError(f"latest-releases.yaml at {source}: not valid YAML: {problem}") from exc
+    document = load_yaml(data, source=f"latest-releases.yaml at {source}", typed=False,
+                         error_cls=ArchiveError)
     if document is None:
         return []
     if not isinstance(document, list):
@@ -67,21 +66,23 @@ def _parse_entry(entry: dict[str, Any], *, index: int, source: str) -> ReleaseIm
     file = text("file") or text("iso")
     if flavor is None or version is None or file is None:
         return None
-    where = f"latest-releases.yaml at {source}: entry {index} ({file})"
-    if "/" in file or file in (".", ".."):
+    where = f"latest-releases.yaml at {source}: entry {index} ({clip(file)})"
+    if "/" in file or file in (".", "..") or len(file) > 255:
         raise ArchiveError(f"{where}: file name must not contain a path")
+    if not _VERSION.fullmatch(version):
+        raise ArchiveError(f"{where}: version {shorten(version)} is not a release version")
     size_text = text("size")
     size: int | None = None
     if size_text is not None:
-        if not size_text.isdigit():
-            raise ArchiveError(f"{where}: size {size_text!r} is not a number")
-        size = int(size_text)
+        size = parse_decimal(size_text)
+        if size is None:
+            raise ArchiveError(f"{where}: size {shorten(size_text)} is not a number")
     sha256 = text("sha256")
     if sha256 is not None and not _HEX64.fullmatch(sha256):
-        raise ArchiveError(f"{where}: sha256 {sha256!r} is not 64 hex digits")
+        raise ArchiveError(f"{where}: sha256 {shorten(sha256)} is not 64 hex digits")
     sha512 = text("sha512")
     if sha512 is not None and not _HEX128.fullmatch(sha512):
-        raise ArchiveError(f"{where}: sha512 {sha512!r} is not 128 hex digits")
+        raise ArchiveError(f"{where}: sha512 {shorten(sha512)} is not 128 hex digits")
     return ReleaseImage(
         branch=text("branch") or "",
         arch=text("arch") or "",
@@ -98,7 +99,8 @@ def _parse_entry(entry: dict[str, Any], *, index: int, source: str) -> ReleaseIm
 def _version_key(version: str) -> tuple[tuple[int, str], ...]:
     """Order release versions numerically part by part (3.20.10 > 3.20.9)."""
     return tuple(
-        (int(part), "") if part.isdigit() else (-1, part)
+        (number, "") if (number := parse_decimal(part, max_digits=MAX_DIGITS)) is not None
+        else (-1, part)
         for part in re.split(r"[._-]", version)
     )
 

@@ -72,24 +72,31 @@ def load_release_key(
     pin = normalize_fingerprint(fingerprint)
     try:
         certs = pysequoia.Cert.split_bytes(data)
-    except (RuntimeError, ValueError) as exc:
+        fingerprints = [c.fingerprint.lower() for c in certs]
+    except (RuntimeError, ValueError, OverflowError) as exc:
         raise VerificationError(
             f"release key {source}: not an OpenPGP public key: {_first_line(exc)}"
         ) from exc
     if not certs:
         raise VerificationError(f"release key {source}: no OpenPGP certificate found")
-    matching = [c for c in certs if c.fingerprint.lower() == pin]
+    matching = [c for c, fpr in zip(certs, fingerprints, strict=True) if fpr == pin]
     if not matching:
-        found = ", ".join(format_fingerprint(c.fingerprint) for c in certs)
+        found = ", ".join(format_fingerprint(fpr) for fpr in fingerprints)
         raise VerificationError(
             f"release key {source}: fingerprint {found} does not match the pinned "
             f"{format_fingerprint(pin)}"
         )
     cert = matching[0]
-    if cert.is_revoked:
+    try:
+        revoked = cert.is_revoked
+        expiration = cert.expiration
+    except (RuntimeError, ValueError, OverflowError) as exc:
+        raise VerificationError(
+            f"release key {source}: key {format_fingerprint(pin)} is unusable: {_first_line(exc)}"
+        ) from exc
+    if revoked:
         raise VerificationError(f"release key {source}: key {format_fingerprint(pin)} is revoked")
     moment = now if now is not None else dt.datetime.now(dt.UTC)
-    expiration = cert.expiration
     if expiration is not None and expiration <= moment:
         raise VerificationError(
             f"release key {source}: key {format_fingerprint(pin)} expired on "
@@ -109,7 +116,7 @@ def _component_fingerprints(cert: pysequoia.Cert) -> set[str]:
         for packet in PacketPile.from_bytes(bytes(cert)):
             if packet.fingerprint:
                 fingerprints.add(packet.fingerprint.lower())
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError, OverflowError):
         pass
     return fingerprints
 
@@ -118,17 +125,18 @@ def verify_detached(data_path: Path, signature: bytes, key: ReleaseKey, *, what:
     """Check a detached signature over ``data_path``; return the signing primary fingerprint."""
     try:
         sig = pysequoia.Sig.from_bytes(signature)
-    except (RuntimeError, ValueError) as exc:
+        hash_algorithm = sig.hash_algorithm
+        issuer = (sig.issuer_fingerprint or "").lower()
+        issuer_id = (sig.issuer_key_id or "").lower()
+    except (RuntimeError, ValueError, OverflowError) as exc:
         raise VerificationError(
             f"{what}: signature is not a valid OpenPGP signature: {_first_line(exc)}"
         ) from exc
-    weak = next((name for algo, name in _WEAK_HASHES if sig.hash_algorithm == algo), None)
+    weak = next((name for algo, name in _WEAK_HASHES if hash_algorithm == algo), None)
     if weak is not None:
         raise VerificationError(
             f"{what}: signature uses the weak hash {weak}, which the OpenPGP policy rejects"
         )
-    issuer = (sig.issuer_fingerprint or "").lower()
-    issuer_id = (sig.issuer_key_id or "").lower()
     if (issuer and issuer not in key.key_fingerprints) or (
         not issuer and issuer_id and issuer_id not in key.key_ids()
     ):
@@ -141,14 +149,17 @@ def verify_detached(data_path: Path, signature: bytes, key: ReleaseKey, *, what:
         result = pysequoia.verify(
             file=os.fspath(data_path), store=lambda _ids: [key.cert], signature=sig
         )
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError, OverflowError) as exc:
         raise VerificationError(
             f"{what}: bad OpenPGP signature (key {format_fingerprint(key.fingerprint)}): "
             f"{_first_line(exc)}"
         ) from exc
-    for valid in result.valid_sigs:
-        if str(valid.certificate).lower() == key.fingerprint:
-            return key.fingerprint
+    try:
+        signers = [str(valid.certificate).lower() for valid in result.valid_sigs]
+    except (RuntimeError, ValueError) as exc:
+        raise VerificationError(f"{what}: bad OpenPGP signature: {_first_line(exc)}") from exc
+    if key.fingerprint in signers:
+        return key.fingerprint
     raise VerificationError(
         f"{what}: no valid signature by the pinned release key {format_fingerprint(key.fingerprint)}"
     )

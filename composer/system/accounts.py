@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from composer.errors import InstallError
+from composer.numbers import parse_decimal
 from composer.tree import Entry, EntryType, FileTree
 
 FIRST_SYSTEM_ID = 100
@@ -165,7 +166,9 @@ class AccountFiles:
             row = self.group(group)
             if row is None:
                 raise AccountError(f"unknown group {group}")
-            gid = int(row[2])
+            gid = parse_decimal(row[2])
+            if gid is None:
+                raise AccountError(f"group {group} has no numeric gid in etc/group")
         shell = spec.shell or ("/bin/false" if spec.system else self._root_shell())
         uid, last = ((spec.uid, LAST_ID) if spec.uid is not None else
                      (FIRST_SYSTEM_ID, LAST_SYSTEM_ID) if spec.system else

@@ -207,3 +207,16 @@ def test_ca_bundle_concatenates_sorted_certificates() -> None:
     tree.add_file("usr/local/share/ca-certificates/local.crt", b"L\n")
     assert rebuild_ca_bundle(tree, mtime=EPOCH) == 3
     assert tree.read_file("etc/ssl/certs/ca-certificates.crt") == b"A\nB\nL\n"
+
+
+def test_non_numeric_and_huge_ids_in_scripts_are_not_understood() -> None:
+    """``int()`` used to turn these lines into an internal error (issue 11, root cause A)."""
+    tree = _accounts_tree()
+    ctx = ScriptContext(tree=tree, accounts=AccountFiles(tree, epoch=EPOCH), mtime=EPOCH)
+    body = (b"addgroup -S -g abc svc\n"
+            b"adduser -S -u " + b"9" * 4301 + b" svc\n"
+            b"adduser -S -u \xc2\xb9\xc2\xb2 svc\n")
+    report = emulate_script(ctx, "svc-1.0-r0", "pre-install", body)
+    assert report.effects == []
+    assert report.unhandled_lines == ["addgroup -S -g abc svc", "adduser -S -u " + "9" * 4301 + " svc",
+                                      "adduser -S -u ¹² svc"]

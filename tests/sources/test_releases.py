@@ -86,7 +86,7 @@ def test_empty_document_has_no_images() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"- [unclosed\n", f"latest-releases.yaml at {SRC}: not valid YAML: "),
+        (b"- [unclosed\n", f"latest-releases.yaml at {SRC}: invalid YAML at line 2"),
         (b"flavor: x\n", f"latest-releases.yaml at {SRC}: expected a list of images, got dict"),
         (b"- {flavor: f, version: '1', file: x, size: big}\n",
          f"latest-releases.yaml at {SRC}: entry 0 (x): size 'big' is not a number"),
