@@ -100,7 +100,8 @@ class LayerCompression(enum.StrEnum):
 
 
 def _parse_mode(value: Any) -> Any:
-    """Accept 0o644 / 420 (YAML 1.1 reads 0644 as octal) and the strings '0644', '644', '0o644'."""
+    """Accept the strings '0644', '644', '0o644' and, from YAML, 0644 and 644 alike (octal, as
+    users mean them); a YAML number with the digits 8 or 9 is refused with a hint."""
     if isinstance(value, bool):
         raise ValueError("a mode must be an octal number like '0644'")
     if isinstance(value, str):
@@ -108,6 +109,14 @@ def _parse_mode(value: Any) -> Any:
         if not re.fullmatch(r"[0-7]{1,4}", text):
             raise ValueError(f"{value!r} is not an octal mode like '0644'")
         return int(text, 8)
+    written = getattr(value, "written", None)
+    if isinstance(value, int) and isinstance(written, str):
+        text = written.replace("_", "").lstrip("+")
+        if text.startswith("0"):  # 0644 (YAML 1.1 octal) or 0x1ed: already the number meant
+            return int(value)
+        if re.fullmatch(r"[0-7]{1,4}", text):  # 644: octal digits, as chmod reads them
+            return int(text, 8)
+        raise ValueError(f"{written} is not an octal mode: write modes in octal, e.g. '0644'")
     return value
 
 

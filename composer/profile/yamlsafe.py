@@ -96,11 +96,23 @@ class _TypedLoader(_Bounds, yaml.reader.Reader, yaml.scanner.Scanner, yaml.parse
         if digits > MAX_INT_DIGITS:
             raise _Refused(_line(node), f"number with more than {MAX_INT_DIGITS} digits")
         value: int = super().construct_yaml_int(node)
-        return value
+        return WrittenInt(value, str(node.value))
 
 
 _TypedLoader.add_constructor(  # type: ignore[type-var]
     "tag:yaml.org,2002:int", _TypedLoader.construct_yaml_int)
+
+
+class WrittenInt(int):
+    """An integer that remembers how the file wrote it: ``mode: 644`` and ``mode: 0644`` are
+    different numbers to YAML, but a user means the same thing by both."""
+
+    written: str
+
+    def __new__(cls, value: int, written: str) -> WrittenInt:
+        number = super().__new__(cls, value)
+        number.written = written
+        return number
 
 
 class _TextLoader(_Bounds, yaml.BaseLoader):

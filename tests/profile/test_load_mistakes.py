@@ -61,3 +61,27 @@ def test_the_same_path_twice_in_overlay_files_is_refused(tmp_path: Path) -> None
     with pytest.raises(ProfileError) as caught:
         load_profile(profile)
     assert str(caught.value) == f"{profile}: overlay: files: /etc/motd is listed twice"
+
+
+@pytest.mark.parametrize(("written", "mode"), [("644", 0o644), ("0644", 0o644), ("755", 0o755),
+                                               ("'0600'", 0o600), ("4755", 0o4755)])
+def test_yaml_modes_are_octal_as_users_mean(tmp_path: Path, written: str, mode: int) -> None:
+    profile = write(tmp_path / "p.yaml", "name: p\noverlay:\n  files:\n"
+                    f"    - {{path: /etc/motd, content: a, mode: {written}}}\n")
+    assert load_profile(profile).profile.overlay.files[0].mode == mode
+
+
+def test_a_decimal_looking_mode_is_refused(tmp_path: Path) -> None:
+    profile = write(tmp_path / "p.yaml", "name: p\noverlay:\n  files:\n"
+                    "    - {path: /etc/motd, content: a, mode: 493}\n")
+    with pytest.raises(ProfileError) as caught:
+        load_profile(profile)
+    assert str(caught.value) == (f"{profile}: overlay.files[0].mode: 493 is not an octal mode: "
+                                 "write modes in octal, e.g. '0644' (got 493)")
+
+
+def test_duplicate_keys_name_both_lines(tmp_path: Path) -> None:
+    profile = write(tmp_path / "p.yaml", "name: p\noverlay:\n  hostname: a\noverlay:\n  hostname: b\n")
+    with pytest.raises(ProfileError) as caught:
+        load_profile(profile)
+    assert str(caught.value) == f"{profile}:4: duplicate key 'overlay' (first at line 2)"
