@@ -96,12 +96,23 @@ def download_packages(fetcher: Fetcher, wanted: Sequence[tuple[str, PackageInfo,
 
 
 def _refetcher(fetcher: Fetcher, info: PackageInfo, arch: str,
-               keys: TrustedKeys) -> Callable[[], VerifiedPackage] | None:
-    """Fetch again, verified in full, when a cached copy fails its data hash at load time
-    (offline there is nothing else to fetch from)."""
-    if fetcher.settings.offline:
-        return None
-    return lambda: fetch_package(fetcher, info, arch, keys, reuse_cache=False)
+               keys: TrustedKeys) -> Callable[[], VerifiedPackage]:
+    """Fetch again, verified in full, when a cached copy fails its data hash at load time.
+    Offline there is nothing to fetch from: the damaged cache file is removed and named."""
+    if not fetcher.settings.offline:
+        return lambda: fetch_package(fetcher, info, arch, keys, reuse_cache=False)
+
+    def damaged() -> VerifiedPackage:
+        url = f"{info.repository}/{arch}/{info.filename}"
+        record = fetcher.cache.lookup_url(url)
+        cached = fetcher.cache.path_for(record.sha256) if record else None
+        if cached is not None:
+            fetcher.cache.discard(cached)
+        raise OfflineError(f"package {info.label}: the cache file {cached or url} is damaged (its "
+                           "data does not match the signed data hash) and was removed; run once "
+                           "without --offline to fetch it again")
+
+    return damaged
 
 
 def install_planned(tree: FileTree, plan: PackagePlan, arch: str, fetcher: Fetcher) -> Installed:
