@@ -69,10 +69,7 @@ def fetch_package(fetcher: Fetcher, info: PackageInfo, arch: str, keys: TrustedK
             final = fetcher.fetch_blob(url, sha256=record.sha256, size=None, what=what,
                                        check=check, role=InputRole.PACKAGE, rehash=False)
         except VerificationError as exc:
-            if fetcher.settings.offline:
-                raise OfflineError(
-                    f"{what}: the cache file {cached} is damaged ({exc}); remove it and run once "
-                    "without --offline to fetch it again") from exc
+            fetcher.drop_damaged(cached, what=what, why=str(exc))
     if final is None:
         cached = None
         final = fetcher.fetch_blob(url, sha256=None, size=None, what=what, check=check,
@@ -106,10 +103,11 @@ def _refetcher(fetcher: Fetcher, info: PackageInfo, arch: str,
         url = f"{info.repository}/{arch}/{info.filename}"
         record = fetcher.cache.lookup_url(url)
         cached = fetcher.cache.path_for(record.sha256) if record else None
+        what = f"package {info.label}"
+        why = "its data does not match the signed data hash"
         if cached is not None:
-            fetcher.cache.discard(cached)
-        raise OfflineError(f"package {info.label}: the cache file {cached or url} is damaged (its "
-                           "data does not match the signed data hash) and was removed; run once "
+            fetcher.drop_damaged(cached, what=what, why=why)  # offline: raises
+        raise OfflineError(f"{what}: {url}: the cached copy is damaged ({why}); run once "
                            "without --offline to fetch it again")
 
     return damaged

@@ -251,17 +251,20 @@ class Fetcher:
         self._drop_damaged(cached, actual, what)
         return None
 
-    def _drop_damaged(self, cached: Path, actual: str, what: str) -> None:
-        """Remove a cache entry whose bytes no longer match its name; offline, that is the end."""
+    def drop_damaged(self, cached: Path, *, what: str, why: str) -> None:
+        """Remove a cache entry found damaged (``why``); online the caller fetches it again,
+        offline that is the end of the build, with the file named."""
         self.cache.discard(cached)
         if self.settings.offline:
-            raise OfflineError(
-                f"{what}: the cache file {cached} is damaged (its content hashes to "
-                f"{actual[:12]}…, not to its name) and was removed; run once without --offline "
-                "to fetch it again")
+            raise OfflineError(f"{what}: the cache file {cached} is damaged ({why}) and was removed; "
+                               "run once without --offline to fetch it again")
         if self.settings.log is not None:
-            self.settings.log(f"warning: {what}: the cache file {cached} is damaged (its content "
-                              f"hashes to {actual[:12]}…, not to its name); removed it, fetching again")
+            self.settings.log(f"warning: {what}: the cache file {cached} is damaged ({why}); "
+                              "removed it, fetching again")
+
+    def _drop_damaged(self, cached: Path, actual: str, what: str) -> None:
+        self.drop_damaged(cached, what=what,
+                          why=f"its content hashes to {actual[:12]}…, not to its name")
 
     # -- transport -----------------------------------------------------------
 
