@@ -45,7 +45,7 @@ fuzz: install
 
 # Rewrite tests/golden/build-manifest.* after a deliberate change to build output; review the diff.
 golden: install
-	GOLDEN_UPDATE=1 $(BIN)/python -m pytest -q tests/build/test_golden.py
+	GOLDEN_UPDATE=1 $(BIN)/python -m pytest -q tests/stages/test_golden.py
 
 bench: install
 	$(BIN)/python bench/run.py

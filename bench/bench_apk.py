@@ -124,9 +124,9 @@ def in_process(profile: Path, work: Path) -> float:
 
 
 def time_build_in_process(profile: Path, work: Path) -> float:
-    from composer.build.pipeline import build
     from composer.context import BuildContext
     from composer.profile import load_profile
+    from composer.stages.pipeline import build
 
     ctx = BuildContext.from_environment(load_profile(profile), env={},
                                         output_dir=work / "out-inproc",

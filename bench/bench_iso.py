@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_tar import median_times  # noqa: E402
 from composer.archive import load_tar  # noqa: E402
-from composer.build.boot import BootSettings, boot_media  # noqa: E402
 from composer.profile.model import Firmware  # noqa: E402
+from composer.stages.boot import BootSettings, boot_media  # noqa: E402
 from composer.tree import EntryType, FileTree  # noqa: E402
 from composer.writers.iso import IsoSpec, write_iso  # noqa: E402
 from tests.helpers.bootpkgs import (  # noqa: E402

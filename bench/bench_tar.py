@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from composer.build.pipeline import build  # noqa: E402
 from composer.context import BuildContext  # noqa: E402
 from composer.profile import load_profile  # noqa: E402
+from composer.stages.pipeline import build  # noqa: E402
 from tests.conftest import write_profile  # noqa: E402
 from tests.helpers.gpg import make_signing_key  # noqa: E402
 from tests.helpers.mirror import build_mirror  # noqa: E402

@@ -162,7 +162,7 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from composer.build.pipeline import build
+    from composer.stages.pipeline import build
 
     result = build(_context(args, args.profile))
     if args.json:
@@ -187,7 +187,7 @@ def artifact_lines(outputs: Sequence[OutputRecord]) -> list[tuple[str, str]]:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from composer.build.pipeline import fetch
+    from composer.stages.pipeline import fetch
 
     inputs = fetch(_context(args, args.profile))
     if args.json:

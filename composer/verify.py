@@ -104,7 +104,7 @@ def rebuild_and_compare(ctx: BuildContext, *, mirror_given: bool = False) -> Ver
     (``--mirror``) says the context's mirror was chosen for it; no output names the mirror,
     so any mirror serving the same bytes must give the same outputs.
     """
-    from composer.build.pipeline import build
+    from composer.stages.pipeline import build
 
     published = ctx.output_dir / ctx.profile.name
     manifest = _read_manifest(published)

@@ -1,6 +1,6 @@
 """The import arrows of design.md, checked on the source: pure layers stay pure, no cycles.
 
-    python -m composer → cli → build/{validate, plan, compose, outputs} → writers
+    python -m composer → cli → stages/{validate, plan, compose, outputs} → writers
                                  ↘ sources (network, cache)   ↘ apk, system, overlay
                                                                → tree, profile → errors
 """
@@ -23,19 +23,19 @@ PURE = ("composer.tree", "composer.archive", "composer.profile", "composer.write
 
 # module prefix → prefixes it must never import (directly)
 FORBIDDEN = {
-    "composer.tree": ("composer.sources", "composer.apk", "composer.writers", "composer.build",
+    "composer.tree": ("composer.sources", "composer.apk", "composer.writers", "composer.stages",
                       "composer.system"),
-    "composer.archive": ("composer.sources", "composer.build"),
-    "composer.profile": ("composer.sources", "composer.apk", "composer.writers", "composer.build",
+    "composer.archive": ("composer.sources", "composer.stages"),
+    "composer.profile": ("composer.sources", "composer.apk", "composer.writers", "composer.stages",
                          "composer.system"),
     "composer.writers": ("composer.sources", "composer.apk.resolver", "composer.apk.install",
-                         "composer.build"),
-    "composer.apk": ("composer.sources", "composer.writers", "composer.build", "composer.profile"),
-    "composer.system": ("composer.sources", "composer.apk", "composer.writers", "composer.build"),
-    "composer.sources": ("composer.build", "composer.apk", "composer.writers"),
-    "composer.build": ("composer.cli", "composer.verify"),
+                         "composer.stages"),
+    "composer.apk": ("composer.sources", "composer.writers", "composer.stages", "composer.profile"),
+    "composer.system": ("composer.sources", "composer.apk", "composer.writers", "composer.stages"),
+    "composer.sources": ("composer.stages", "composer.apk", "composer.writers"),
+    "composer.stages": ("composer.cli", "composer.verify"),
     "composer.tarread": ("composer.sources", "composer.apk", "composer.writers", "composer.tree",
-                         "composer.build", "composer.system"),
+                         "composer.stages", "composer.system"),
     "composer.numbers": ("composer.",),
     "composer.profile.yamlsafe": ("composer.profile.model",),
     "composer.errors": ("composer.",),
@@ -129,7 +129,7 @@ def test_cycle_check_finds_cycles(tmp_path: Path) -> None:
 def test_output_kinds_are_rows_of_real_classes() -> None:
     import importlib
 
-    from composer.build.outputs import OUTPUT_KINDS
+    from composer.stages.outputs import OUTPUT_KINDS
 
     for fmt, (module, name) in OUTPUT_KINDS.items():
         kind = getattr(importlib.import_module(module), name)

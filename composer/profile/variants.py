@@ -37,7 +37,7 @@ ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100
 """
 _CONSOLES = {"files": [{"path": "/etc/inittab", "content": SERIAL_INITTAB, "mode": "0644"}]}
 # What an ISO needs from the repositories to boot: a kernel, ISOLINUX for BIOS and the
-# EFI stub the UEFI loader is built on (see composer/build/boot.py).
+# EFI stub the UEFI loader is built on (see composer/stages/boot.py).
 BOOT_PACKAGES = ["syslinux", "gummiboot"]
 
 # An ISO output's kernel flavor and command line when it names none, by variant. The last

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from composer.build.kind import OutputJob, artifact_name, progress_bar
 from composer.context import BuildContext
 from composer.manifest import OutputRecord
 from composer.profile.model import Compression, TarOutput
+from composer.stages.kind import OutputJob, artifact_name, progress_bar
 
 
 class TarKind:

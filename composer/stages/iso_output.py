@@ -1,18 +1,18 @@
 """``format: iso``: a bootable hybrid ISO per architecture (BIOS + UEFI, CD + disk).
 
 ``check`` refuses settings no tree can satisfy before any download; ``write`` hands
-each composed tree to the boot stage (:mod:`composer.build.boot`), which checks the
+each composed tree to the boot stage (:mod:`composer.stages.boot`), which checks the
 tree's boot files and returns a plain spec, and masters it with the ISO writer.
 """
 
 from __future__ import annotations
 
-from composer.build.boot import BootSettings, boot_media, check_settings, default_label
-from composer.build.kind import OutputJob, artifact_name
 from composer.context import BuildContext
 from composer.manifest import OutputRecord
 from composer.profile.model import IsoOutput
 from composer.profile.variants import iso_defaults
+from composer.stages.boot import BootSettings, boot_media, check_settings, default_label
+from composer.stages.kind import OutputJob, artifact_name
 
 SUFFIX = ".iso"
 

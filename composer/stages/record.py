@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from composer.build.compose import ComposedArch
-from composer.build.epoch import Epoch
-from composer.build.plan import BuildPlan
 from composer.context import BuildContext
 from composer.manifest import BuildManifest, InputRecord, InputRole, OutputRecord
 from composer.overlay import OverlayInput
+from composer.stages.compose import ComposedArch
+from composer.stages.epoch import Epoch
+from composer.stages.plan import BuildPlan
 
 if TYPE_CHECKING:
     from composer.sources.fetch import FetchedInput

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from composer.build import validate as validate_module
-from composer.build.pipeline import build, fetch
-from composer.build.validate import validate
 from composer.errors import ComposerError, NotSupportedError, ProfileError
-from tests.build.conftest import ContextFor
+from composer.stages import validate as validate_module
+from composer.stages.pipeline import build, fetch
+from composer.stages.validate import validate
 from tests.conftest import write_profile
 from tests.helpers.gpg import SigningKey
+from tests.stages.conftest import ContextFor
 
 # Nothing is served here: a check that came after a download would fail with a fetch error.
 NOWHERE = "file:///nonexistent/alpine-composer-mirror"
@@ -48,7 +48,7 @@ def test_iso_settings_are_checked_before_any_download(tmp_path: Path, context_fo
 
 def test_a_format_without_a_writer(tmp_path: Path, context_for: ContextFor,
                                    signing_key: SigningKey, monkeypatch: pytest.MonkeyPatch) -> None:
-    from composer.build import outputs
+    from composer.stages import outputs
 
     monkeypatch.delitem(outputs.OUTPUT_KINDS, "iso")
     monkeypatch.setitem(outputs.NOT_YET, "iso", "the bootable ISO writer")

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from composer.build.outputs import check_outputs, output_kind
 from composer.context import BuildContext
 from composer.errors import ProfileError
 from composer.profile.model import Base, ImageConfig, PinnedKey
+from composer.stages.outputs import check_outputs, output_kind
 from composer.urls import is_url
 
 
@@ -37,7 +37,7 @@ def check_packages(ctx: BuildContext) -> None:
     profile = ctx.profile
     if not (profile.packages or profile.base == Base.PACKAGES):
         return
-    from composer.build.repositories import repository_sources, world_constraints
+    from composer.stages.repositories import repository_sources, world_constraints
 
     repository_sources(profile, profile.branch)
     world_constraints(profile.packages, [])

@@ -1,7 +1,7 @@
 """What every output kind shares: the job it is given, its protocol, artifact names.
 
 A kind module (``tar_output``, ``image_outputs`` …) imports only this; the registry in
-:mod:`composer.build.outputs` imports the kinds, so nothing loops back.
+:mod:`composer.stages.outputs` imports the kinds, so nothing loops back.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from composer.manifest import OutputRecord
 from composer.urls import rebase_url
 
 if TYPE_CHECKING:
-    from composer.build.compose import ComposedArch
+    from composer.stages.compose import ComposedArch
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,6 @@
 validate → plan (release, repositories, keys, resolved packages, epoch) → compose
 (base tree + install + system config + overlay) → outputs (one registry of kinds)
 → record (inputs and the manifest). Each stage takes values and returns frozen
-values; :mod:`composer.build.pipeline` threads them. Nothing is imported here, so
-``import composer.build.x`` stays cheap.
+values; :mod:`composer.stages.pipeline` threads them. Nothing is imported here, so
+``import composer.stages.x`` stays cheap.
 """

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from composer.build.pipeline import build
-from tests.build.conftest import ContextFor
+from composer.stages.pipeline import build
 from tests.helpers.mirror import build_mirror
+from tests.stages.conftest import ContextFor
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 GOLDEN_JSON = GOLDEN / "build-manifest.json"

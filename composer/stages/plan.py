@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING
 from composer.apk.index import PackageInfo
 from composer.apk.keys import TrustedKeys
 from composer.apk.resolver import resolve
-from composer.build.base import BaseFacts
-from composer.build.epoch import choose_epoch
-from composer.build.repositories import (
+from composer.context import BuildContext
+from composer.profile.model import Base
+from composer.stages.base import BaseFacts
+from composer.stages.epoch import choose_epoch
+from composer.stages.repositories import (
     RepositorySource,
     fetch_indexes,
     fetch_package_keys,
@@ -25,8 +27,6 @@ from composer.build.repositories import (
     repository_sources,
     world_constraints,
 )
-from composer.context import BuildContext
-from composer.profile.model import Base
 
 if TYPE_CHECKING:
     from composer.sources.fetch import Fetcher

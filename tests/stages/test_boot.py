@@ -13,7 +13,9 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from composer.build.boot import (
+from composer.errors import InstallError, ProfileError
+from composer.profile.model import EfiLoader, Firmware
+from composer.stages.boot import (
     BootSettings,
     boot_media,
     check_settings,
@@ -22,8 +24,6 @@ from composer.build.boot import (
     initramfs_entries,
     syslinux_config,
 )
-from composer.errors import InstallError, ProfileError
-from composer.profile.model import EfiLoader, Firmware
 from composer.tree import EntryType, FileTree
 from composer.writers.iso import write_iso
 from tests.helpers.bootpkgs import FAKE_ISOLINUX

@@ -12,21 +12,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from composer.build.base import ReleaseKeySource, fetch_base, load_base_tree, newest_mtime, read_base
-from composer.build.compose import ComposedArch, compose_arch
-from composer.build.epoch import choose_epoch
-from composer.build.kind import OutputJob
-from composer.build.outputs import (
-    check_output_place,
-    final_dir,
-    output_errors,
-    publish,
-    staging_dir,
-    write_outputs,
-)
-from composer.build.plan import ArchPlan, BuildPlan, plan_arch, wanted_packages
-from composer.build.record import build_manifest, input_records, overlay_inputs
-from composer.build.validate import validate
 from composer.context import BuildContext
 from composer.manifest import (
     MANIFEST_NAME,
@@ -39,6 +24,21 @@ from composer.manifest import (
 from composer.profile.model import Base
 from composer.sources.cache import ContentCache
 from composer.sources.fetch import Fetcher, FetchSettings
+from composer.stages.base import ReleaseKeySource, fetch_base, load_base_tree, newest_mtime, read_base
+from composer.stages.compose import ComposedArch, compose_arch
+from composer.stages.epoch import choose_epoch
+from composer.stages.kind import OutputJob
+from composer.stages.outputs import (
+    check_output_place,
+    final_dir,
+    output_errors,
+    publish,
+    staging_dir,
+    write_outputs,
+)
+from composer.stages.plan import ArchPlan, BuildPlan, plan_arch, wanted_packages
+from composer.stages.record import build_manifest, input_records, overlay_inputs
+from composer.stages.validate import validate
 from composer.tree import FileTree
 
 
@@ -85,7 +85,7 @@ def fetch(ctx: BuildContext) -> list[InputRecord]:
     fetcher = open_fetcher(ctx)
     with planned(ctx, fetcher) as (plan, _bases):
         if any(a.packages for a in plan.arches):
-            from composer.build.packages import download_packages
+            from composer.stages.packages import download_packages
 
             download_packages(fetcher, wanted_packages(plan))
     return list(input_records(ctx, fetcher.inputs, plan))

@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from composer.build.base import fetch_base, fetch_release_key, load_base_tree, read_base
-from composer.build.compose import compose_arch
-from composer.build.outputs import NOT_YET, OUTPUT_KINDS, output_kind
-from composer.build.pipeline import build, fetch, open_fetcher
-from composer.build.plan import plan_arch
 from composer.manifest import MANIFEST_NAME, SUMS_NAME
 from composer.profile.model import output_formats
-from tests.build.conftest import ContextFor
+from composer.stages.base import fetch_base, fetch_release_key, load_base_tree, read_base
+from composer.stages.compose import compose_arch
+from composer.stages.outputs import NOT_YET, OUTPUT_KINDS, output_kind
+from composer.stages.pipeline import build, fetch, open_fetcher
+from composer.stages.plan import plan_arch
 from tests.conftest import write_profile
 from tests.helpers.apkrepo import build_repository
 from tests.helpers.apkrepo import signing_key as apk_signing_key
 from tests.helpers.gpg import SigningKey
 from tests.helpers.mirror import MINIROOTFS_MTIME, MirrorInfo, build_mirror, minirootfs_without_world
+from tests.stages.conftest import ContextFor
 from tests.test_cli_packages import HELLO
 
 
@@ -151,7 +151,7 @@ def test_a_failed_output_leaves_nothing(tmp_path: Path, workdir: Path, mirror: M
 
 
 def test_plan_packages_takes_any_requested_set(package_profile: Path, context_for: ContextFor) -> None:
-    from composer.build.plan import plan_packages
+    from composer.stages.plan import plan_packages
 
     ctx = context_for(package_profile)
     fetcher = open_fetcher(ctx)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from composer.build.boot import BootSettings, boot_media
 from composer.profile.model import Firmware
+from composer.stages.boot import BootSettings, boot_media
 from composer.writers.iso import ELTORITO_MAX_SECTORS, write_iso
-from tests.build.conftest import EPOCH, ComposeTree
 from tests.helpers.bootpkgs import BOOT_MARKER
 from tests.helpers.qemu import MODE_IDS, MODES, boot, boot_to_marker, missing_tools
+from tests.stages.conftest import EPOCH, ComposeTree
 
 pytestmark = pytest.mark.slow
 

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from composer.build.pipeline import BuildResult, build
-from composer.build.repositories import repository_sources
 from composer.manifest import SUMS_NAME
 from composer.profile.model import DEFAULT_MIRROR, Profile
+from composer.stages.pipeline import BuildResult, build
+from composer.stages.repositories import repository_sources
 from composer.urls import rebase_url
-from tests.build.conftest import ContextFor
 from tests.conftest import write_profile
 from tests.helpers.apkrepo import PackageSpec, build_repository
 from tests.helpers.apkrepo import signing_key as apk_signing_key
 from tests.helpers.gpg import SigningKey
 from tests.helpers.httpserver import serve_directory
 from tests.helpers.mirror import MirrorInfo, build_mirror, minirootfs_without_world
+from tests.stages.conftest import ContextFor
 from tests.test_cli_packages import HELLO
 
 TOOLS = [PackageSpec(name="tools", version="1.0-r0",

@@ -7,9 +7,9 @@ import os
 from typing import TYPE_CHECKING
 
 from composer.apk.db import INSTALLED_PATH, parse_installed
-from composer.build.kind import OutputJob, artifact_name, base_url
 from composer.context import BuildContext
 from composer.manifest import OutputRecord
+from composer.stages.kind import OutputJob, artifact_name, base_url
 from composer.writers.sbom import (
     SbomBase,
     SbomDocument,
@@ -19,7 +19,7 @@ from composer.writers.sbom import (
 )
 
 if TYPE_CHECKING:
-    from composer.build.compose import ComposedArch
+    from composer.stages.compose import ComposedArch
 
 
 def sbom_document(ctx: BuildContext, build: ComposedArch, epoch: int) -> SbomDocument | None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from composer.build.epoch import Epoch, choose_epoch, fixed_epoch
-from tests.build.conftest import ContextFor
+from composer.stages.epoch import Epoch, choose_epoch, fixed_epoch
 from tests.conftest import write_profile
 from tests.helpers.gpg import SigningKey
+from tests.stages.conftest import ContextFor
 
 
 def test_cascade(tmp_path: Path, context_for: ContextFor, signing_key: SigningKey) -> None:

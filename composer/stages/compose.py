@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from composer.build.base import newest_mtime, release_from_tree
-from composer.build.epoch import choose_epoch
-from composer.build.plan import ArchPlan
 from composer.context import BuildContext
 from composer.errors import ProfileError
 from composer.overlay import OverlayInput, apply_overlay
 from composer.profile.model import Base
+from composer.stages.base import newest_mtime, release_from_tree
+from composer.stages.epoch import choose_epoch
+from composer.stages.plan import ArchPlan
 from composer.tree import EntryType, FileTree
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def compose_arch(ctx: BuildContext, fetcher: Fetcher, plan: ArchPlan, tree: File
     packages: tuple[str, ...] = ()
     scripts: tuple[dict[str, Any], ...] = ()
     if plan.packages is not None:
-        from composer.build.packages import install_planned
+        from composer.stages.packages import install_planned
 
         ctx.log(f"==> {profile.name} ({plan.arch}): installing {len(plan.packages.wanted)} "
                 "package(s)")

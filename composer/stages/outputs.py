@@ -5,7 +5,7 @@ imported only when a profile uses it. A kind's ``check`` runs in the validation
 pass, before any download; its ``write`` runs once the trees are composed and
 returns one :class:`OutputRecord` per file it wrote. Adding a format is one
 pydantic model in the profile's ``Output`` union plus one row here (and one kind
-class in a module of its own, built on :mod:`composer.build.kind`). This module and
+class in a module of its own, built on :mod:`composer.stages.kind`). This module and
 ``kind`` are the only ones that know the ``out/`` layout and name artifacts.
 """
 
@@ -19,19 +19,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from composer.build.kind import OutputJob, OutputKind
 from composer.context import BuildContext
 from composer.errors import NotSupportedError, OutputError, ProfileError
 from composer.leftovers import pid_tag, sweep_dead
 from composer.manifest import MANIFEST_NAME, OutputRecord
+from composer.stages.kind import OutputJob, OutputKind
 
 # format → (module, class); the module is imported on first use.
 OUTPUT_KINDS: dict[str, tuple[str, str]] = {
-    "tar": ("composer.build.tar_output", "TarKind"),
-    "oci": ("composer.build.image_outputs", "OciLayoutKind"),
-    "oci-archive": ("composer.build.image_outputs", "OciArchiveKind"),
-    "docker-archive": ("composer.build.image_outputs", "DockerArchiveKind"),
-    "iso": ("composer.build.iso_output", "IsoKind"),
+    "tar": ("composer.stages.tar_output", "TarKind"),
+    "oci": ("composer.stages.image_outputs", "OciLayoutKind"),
+    "oci-archive": ("composer.stages.image_outputs", "OciArchiveKind"),
+    "docker-archive": ("composer.stages.image_outputs", "DockerArchiveKind"),
+    "iso": ("composer.stages.iso_output", "IsoKind"),
 }
 # Formats the profile accepts but this version cannot write yet, and what they need.
 NOT_YET: dict[str, str] = {}
@@ -72,7 +72,7 @@ def write_outputs(job: OutputJob) -> list[OutputRecord]:
     for output in job.ctx.profile.outputs:
         records.extend(output_kind(job.ctx, output.format).write(job, output))
     if job.ctx.profile.sbom:
-        from composer.build.sbom_outputs import write_sboms
+        from composer.stages.sbom_outputs import write_sboms
 
         records.extend(write_sboms(job))
     return records

@@ -11,18 +11,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from composer.build.kind import OutputJob, artifact_name, base_url
 from composer.context import BuildContext
 from composer.errors import NotSupportedError
 from composer.hashing import hash_file
 from composer.manifest import OutputRecord
 from composer.profile.model import DockerArchiveOutput, OciOutput
+from composer.stages.kind import OutputJob, artifact_name, base_url
 from composer.writers.oci import OciImageSpec, OciResult, image_annotations, write_oci_layout
 from composer.writers.oci_archive import write_docker_archive, write_oci_archive
 from composer.writers.stream import HashingWriter
 
 if TYPE_CHECKING:
-    from composer.build.compose import ComposedArch
+    from composer.stages.compose import ComposedArch
 
 OCI_DIR = "oci"
 

@@ -22,8 +22,8 @@ from composer.tree import FileTree
 from composer.urls import repository_file_url
 
 if TYPE_CHECKING:
-    from composer.build.plan import PackagePlan
     from composer.sources.fetch import Fetcher
+    from composer.stages.plan import PackagePlan
 
 VERIFY_WORKERS = 2
 
