@@ -19,7 +19,7 @@ PROCESS_AND_TERMINAL = ("subprocess", "tqdm", "composer.cli")
 # The pure layers: format code and models, taking bytes, streams and values.
 PURE = ("composer.tree", "composer.archive", "composer.profile", "composer.writers",
         "composer.apk", "composer.system", "composer.urls", "composer.hashing", "composer.errors",
-        "composer.tarread", "composer.numbers")
+        "composer.tarread", "composer.numbers", "composer.jsonsafe")
 
 # module prefix → prefixes it must never import (directly)
 FORBIDDEN = {
