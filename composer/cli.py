@@ -73,6 +73,15 @@ def _build_flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
                         f"{DEFAULT_TIMEOUT:g})", **default(DEFAULT_TIMEOUT))
 
 
+def _lock_flags(parser: argparse.ArgumentParser) -> None:
+    locks = parser.add_mutually_exclusive_group()
+    locks.add_argument("--lock", type=Path, metavar="FILE",
+                       help="install exactly what this lock pins (default: <profile>.lock.json "
+                       "when it exists)")
+    locks.add_argument("--no-lock", action="store_true",
+                       help="resolve against the mirror even when a lock exists")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="alpine-composer",
                      description="Build reproducible Alpine Linux root filesystems and images.")
@@ -84,11 +93,37 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="build every output of a profile into <output-dir>/<name>/")
     p.add_argument("profile", type=Path)
+    _lock_flags(p)
+    p.add_argument("--sign", type=Path, metavar="KEYFILE",
+                   help="sign SHA256SUMS with this OpenPGP secret key (a protected key's "
+                   "passphrase is read from $ALPINE_COMPOSER_SIGNING_PASSPHRASE)")
     _build_flags(p)
     _common(p)
 
     p = sub.add_parser("fetch", help="download and verify a profile's inputs only")
     p.add_argument("profile", type=Path)
+    _lock_flags(p)
+    _build_flags(p)
+    _common(p)
+
+    p = sub.add_parser("lock", help="resolve a profile and pin every input in <profile>.lock.json")
+    p.add_argument("profile", type=Path)
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--update", action="store_true",
+                     help="resolve again and rewrite the lock, printing what changed")
+    how.add_argument("--check", action="store_true",
+                     help="exit non-zero when the lock is stale (the profile or the mirror moved on)")
+    p.add_argument("--lock", type=Path, metavar="FILE",
+                   help="the lock file (default: <profile>.lock.json beside the profile)")
+    _build_flags(p)
+    _common(p)
+
+    p = sub.add_parser("vendor", help="copy every locked input into DIR, laid out as an Alpine "
+                       "mirror (for offline rebuilds with --mirror DIR)")
+    p.add_argument("profile", type=Path)
+    p.add_argument("dir", type=Path)
+    p.add_argument("--lock", type=Path, metavar="FILE",
+                   help="the lock file (default: <profile>.lock.json beside the profile)")
     _build_flags(p)
     _common(p)
 
@@ -98,6 +133,8 @@ def make_parser() -> argparse.ArgumentParser:
                    "with --rebuild, a profile")
     p.add_argument("--rebuild", action="store_true",
                    help="build the profile again and compare byte for byte with its published outputs")
+    p.add_argument("--signature", type=Path, metavar="KEYFILE",
+                   help="also check SHA256SUMS.asc against this OpenPGP public key")
     _build_flags(p)
     _common(p)
 
@@ -150,11 +187,16 @@ def _context(args: argparse.Namespace, profile_path: Path):  # type: ignore[no-u
         raise UsageError("--timeout must be a positive number of seconds")
     overrides = {"mirror": mirror_url(args.mirror)} if args.mirror else None
     loaded = load_profile(profile_path, overrides=overrides)
-    return BuildContext.from_environment(loaded, env=os.environ, output_dir=args.output_dir,
-                                         cache_dir=args.cache_dir, offline=args.offline,
-                                         retries=args.retries, retry_delay=args.retry_delay,
-                                         timeout=args.timeout,
-                                         allow_host_paths=args.allow_host_paths)
+    ctx = BuildContext.from_environment(loaded, env=os.environ, output_dir=args.output_dir,
+                                        cache_dir=args.cache_dir, offline=args.offline,
+                                        retries=args.retries, retry_delay=args.retry_delay,
+                                        timeout=args.timeout,
+                                        allow_host_paths=args.allow_host_paths)
+    if getattr(args, "no_lock", False) or args.command not in ("build", "fetch"):
+        return ctx
+    from composer.stages.lock import with_lock
+
+    return with_lock(ctx, getattr(args, "lock", None))
 
 
 def _print_json(value: Any) -> None:
@@ -184,6 +226,41 @@ def artifact_lines(outputs: Sequence[OutputRecord]) -> list[tuple[str, str]]:
         elif "/" not in output.path:
             lines.append((f"sha256:{output.sha256}", output.path))
     return lines
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from composer.stages.pipeline import lock_profile
+
+    mode = "update" if args.update else "check" if args.check else "lock"
+    report = lock_profile(_context(args, args.profile), args.lock, mode=mode)
+    if args.json:
+        _print_json({"ok": not report.stale, "lock": str(report.path), "written": report.written,
+                     "changes": report.changes})
+    else:
+        for line in report.changes:
+            print(line)
+        print(f"{report.verdict}  {report.path}")
+    if report.stale:
+        from composer.errors import VerificationError
+
+        raise VerificationError(f"{report.path}: stale ({report.summary}); run `alpine-composer "
+                                f"lock --update {args.profile}`")
+    return 0
+
+
+def cmd_vendor(args: argparse.Namespace) -> int:
+    from composer.stages.vendor import vendor
+
+    report = vendor(_context(args, args.profile), args.dir, args.lock)
+    if args.json:
+        _print_json({"ok": True, "dir": str(report.folder), "added": list(report.added),
+                     "present": len(report.present)})
+    else:
+        for name in report.added:
+            print(f"added  {report.folder / name}")
+        print(f"vendored {len(report.added)} new and {len(report.present)} present file(s) "
+              f"into {report.folder}")
+    return 0
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -260,8 +337,8 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "fetch": cmd_fetch, "verify": cmd_verify, "boot": cmd_boot,
-            "schema": cmd_schema, "version": cmd_version}
+COMMANDS = {"build": cmd_build, "fetch": cmd_fetch, "lock": cmd_lock, "vendor": cmd_vendor,
+            "verify": cmd_verify, "boot": cmd_boot, "schema": cmd_schema, "version": cmd_version}
 
 
 def _report_failure(kind: str, message: str, code: int, *, as_json: bool) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from composer import __version__
 from composer.errors import UsageError
+from composer.lockfile import LockFile
 from composer.profile import LoadedProfile, Profile
 from composer.sources.cache import default_cache_dir
 
@@ -52,6 +53,9 @@ class BuildContext:
     pinned_epoch: tuple[int, str] | None = None
     log: Callable[[str], None] = _stderr_log
     tool_version: str = __version__
+    lock: LockFile | None = None
+    """The lock the plan is loaded from (None: resolve against the mirror)."""
+    lock_path: Path | None = None
 
     @classmethod
     def from_environment(cls, loaded: LoadedProfile, *, env: Mapping[str, str],

@@ -14,6 +14,8 @@ from typing import Any
 
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
+LOCK_NAME = "lock.json"
+"""The plan the build followed, as a lock (beside manifest.json): ``verify --rebuild`` uses it."""
 MANIFEST_SCHEMA = 1
 
 
@@ -75,6 +77,7 @@ class BuildManifest:
     packages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     scripts_not_run: tuple[Mapping[str, Any], ...] = ()
     notes: tuple[str, ...] = ()
+    lock: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +95,7 @@ class BuildManifest:
             "packages": {k: list(v) for k, v in self.packages.items()},
             "scripts_not_run": [dict(s) for s in self.scripts_not_run],
             "notes": list(self.notes),
+            **({"lock": dict(self.lock)} if self.lock is not None else {}),
         }
 
     def to_json(self) -> bytes:

@@ -185,10 +185,29 @@ def _origin(layers: list[_Layer], loc: tuple[Any, ...]) -> Path:
 _ABSENT = object()
 
 
-def profile_digest(profile: Profile) -> str:
-    """sha256 of the profile's canonical JSON (defaults and presets filled in)."""
-    body = json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+def _canonical_sha256(value: Any) -> str:
+    body = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def profile_parts(profile: Profile) -> dict[str, str]:
+    """sha256 of each top-level key's canonical JSON (defaults and presets filled in), so a
+    change can be named by key. The build mirror is left out: it says where bytes are
+    fetched from, not what is built (``--mirror`` must not change a profile's digest), and
+    repository URLs under it are taken as the same paths under ``image_mirror``."""
+    data = profile.model_dump(mode="json")
+    data.pop("mirror", None)
+    if profile.repositories:
+        data["repositories"] = [
+            {**r.model_dump(mode="json"),
+             "url": rebase_url(r.url, profile.mirror, profile.image_mirror)}
+            for r in profile.repositories]
+    return {key: _canonical_sha256(value) for key, value in sorted(data.items())}
+
+
+def profile_digest(profile: Profile) -> str:
+    """sha256 over :func:`profile_parts`: the profile as built, whatever mirror it is read from."""
+    return _canonical_sha256(profile_parts(profile))
 
 
 def load_profile(path: Path | str, *, overrides: dict[str, Any] | None = None) -> LoadedProfile:

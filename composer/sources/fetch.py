@@ -174,6 +174,22 @@ class Fetcher:
                        role=role)
         return path
 
+    def fetch_pinned(self, urls: list[str], *, sha256: str, size: int | None, what: str,
+                     check: Callable[[Path], None] | None = None, max_size: int | None = None,
+                     role: InputRole = InputRole.METADATA) -> Path:
+        """A file whose sha256 a lock pins, from the cache or the first of ``urls`` that
+        serves those bytes; the error of the first URL that answered is the one raised (a
+        404 only when every URL said so)."""
+        errors: list[FetchError | VerificationError] = []
+        for url in urls:
+            try:
+                return self.fetch_blob(url, sha256=sha256, size=size, what=what, check=check,
+                                       max_size=max_size, role=role)
+            except (FetchError, VerificationError) as exc:
+                errors.append(exc)
+        found = [e for e in errors if not isinstance(e, NotFoundError)]
+        raise (found or errors)[0]
+
     # -- metadata ------------------------------------------------------------
 
     def fetch_metadata(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from composer.context import BuildContext
-from composer.manifest import BuildManifest, InputRecord, InputRole, OutputRecord
+from composer.manifest import LOCK_NAME, BuildManifest, InputRecord, InputRole, OutputRecord
 from composer.overlay import OverlayInput
 from composer.stages.compose import ComposedArch
 from composer.stages.epoch import Epoch
@@ -45,12 +46,15 @@ def overlay_inputs(composed: Sequence[ComposedArch]) -> tuple[OverlayInput, ...]
 
 def build_manifest(ctx: BuildContext, composed: Sequence[ComposedArch],
                    epoch: Epoch, inputs: tuple[InputRecord, ...],
-                   outputs: Sequence[OutputRecord]) -> BuildManifest:
+                   outputs: Sequence[OutputRecord], *, profile_digest: str,
+                   lock: bytes) -> BuildManifest:
+    """The manifest; ``profile_digest`` covers the profile and its overlay files (never the
+    build mirror), ``lock`` is the plan the build followed as it is written beside it."""
     profile = ctx.profile
     return BuildManifest(
         tool_version=ctx.tool_version,
         profile_name=profile.name,
-        profile_digest=ctx.loaded.digest,
+        profile_digest=profile_digest,
         variant=profile.variant.value,
         branch=profile.branch,
         mirror=profile.mirror,
@@ -61,5 +65,15 @@ def build_manifest(ctx: BuildContext, composed: Sequence[ComposedArch],
         outputs=tuple(outputs),
         packages={c.arch: c.packages for c in composed if c.packages},
         scripts_not_run=tuple(s for c in composed for s in c.scripts_not_run),
-        notes=tuple(f"{c.arch}: {change}" for c in composed for change in c.system_changes),
+        notes=tuple(f"{c.arch}: {change}" for c in composed for change in c.system_changes)
+        + _unlocked_note(ctx),
+        lock={"file": LOCK_NAME, "sha256": hashlib.sha256(lock).hexdigest(),
+              "locked": ctx.lock is not None},
     )
+
+
+def _unlocked_note(ctx: BuildContext) -> tuple[str, ...]:
+    if ctx.lock is None and ctx.profile.branch == "edge":
+        return ("edge built without a lock: not reproducible from the live mirror later; the "
+                "indexes read are the inputs of kind apkindex",)
+    return ()
