@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -12,7 +13,8 @@ from composer.context import BuildContext
 from composer.diff import describe_differences, layout_differences, oci_archive_differences
 from composer.errors import UsageError, VerificationError
 from composer.hashing import hash_file
-from composer.manifest import MANIFEST_NAME, SUMS_NAME, parse_sha256sums
+from composer.lockfile import LockFile, parse_lock
+from composer.manifest import LOCK_NAME, MANIFEST_NAME, SUMS_NAME, parse_sha256sums
 from composer.urls import is_url
 
 
@@ -94,6 +96,8 @@ def verify_outputs(target: Path) -> VerifyReport:
             from composer.verify_oci import verify_oci_layout
 
             verify_oci_layout(folder / layout)
+    if only is None:
+        recorded_lock(manifest, folder)
     return VerifyReport(folder=folder, checked=tuple(names))
 
 
@@ -116,6 +120,7 @@ def rebuild_and_compare(ctx: BuildContext, *, mirror_given: bool = False) -> Ver
         raise VerificationError(f"{published / MANIFEST_NAME}: lacks releases or source_date_epoch")
     if not mirror_given:
         ctx = _with_recorded_mirror(ctx, manifest, published / MANIFEST_NAME)
+    ctx = _with_recorded_lock(ctx, manifest, published)
     scratch = Path(tempfile.mkdtemp(prefix=".rebuild-", dir=ctx.output_dir))
     try:
         again = build(replace(ctx, output_dir=scratch, pinned_release=dict(releases),
@@ -128,6 +133,31 @@ def rebuild_and_compare(ctx: BuildContext, *, mirror_given: bool = False) -> Ver
         return VerifyReport(folder=published, checked=tuple(sorted(new)))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def recorded_lock(manifest: dict[str, object], folder: Path) -> LockFile | None:
+    """The lock a build recorded beside its manifest (checked against the manifest's sha256);
+    None for builds that predate it."""
+    record = manifest.get("lock")
+    path = folder / LOCK_NAME
+    if not isinstance(record, dict) or not path.is_file():
+        return None
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if record.get("sha256") != actual:
+        raise VerificationError(f"{path}: sha256 {actual} does not match the "
+                                f"{record.get('sha256')} manifest.json records")
+    return parse_lock(data, what=str(path))
+
+
+def _with_recorded_lock(ctx: BuildContext, manifest: dict[str, object],
+                        folder: Path) -> BuildContext:
+    """A rebuild installs exactly what the published build did: the lock it recorded."""
+    lock = recorded_lock(manifest, folder)
+    if lock is None:
+        return ctx
+    ctx.log(f"==> rebuilding with the lock the build recorded ({folder / LOCK_NAME})")
+    return replace(ctx, lock=lock, lock_path=folder / LOCK_NAME)
 
 
 def _with_recorded_mirror(ctx: BuildContext, manifest: dict[str, object],

@@ -209,3 +209,114 @@ def test_lock_update_names_the_upgrade_and_check_fails_when_stale(
         assert "upgraded hello 2.1-r3 -> 2.1-r4 (x86_64)" in updated.stdout.splitlines()
         lock = parse_lock(profile.with_name("pinned" + LOCK_SUFFIX).read_bytes(), what="lock")
         assert {p.name: p.version for p in lock.arches[0].packages}["hello"] == "2.1-r4"
+
+
+def test_rebuild_uses_the_recorded_lock_after_the_mirror_moved_on(
+        tmp_path: Path, live: MirrorInfo, signing_key: SigningKey) -> None:
+    """An unlocked build records its plan as lock.json; `verify --rebuild` installs exactly
+    that, even once the mirror has a newer hello and no longer the old one."""
+    with serve_directory(live.root) as server:
+        profile = locked_profile(tmp_path / "p", server, signing_key)
+        out, cache = tmp_path / "out", tmp_path / "cache"
+        built = run_cli("build", profile, "--output-dir", out, "--cache-dir", cache, *FAST)
+        assert built.returncode == 0, built.stderr
+        manifest = json.loads((out / "pinned" / "manifest.json").read_text())
+        assert manifest["lock"]["locked"] is False
+        newer = [s if s.name != "hello" else PackageSpec(
+            name="hello", version="2.1-r4", depends=s.depends, files=s.files) for s in HELLO]
+        shutil.rmtree(live.root / "v3.20" / "main")
+        build_repository(live.root / "v3.20" / "main", newer, apk_signing_key())
+        again = run_cli("verify", "--rebuild", profile, "--output-dir", out, "--cache-dir", cache,
+                        *FAST)
+        assert again.returncode == 0, again.stderr
+        assert "with the lock the build recorded" in again.stderr
+        assert "taking the locked packages from it by checksum" not in again.stderr
+        cold = run_cli("verify", "--rebuild", profile, "--output-dir", out,
+                       "--cache-dir", tmp_path / "cold", *FAST)
+        assert cold.returncode == 3
+        assert "package hello-2.1-r3 (x86_64) is locked, but the index of v3.20/main no longer " \
+               "lists it" in cold.stderr
+        assert "alpine-composer vendor" in cold.stderr
+    lock = out / "pinned" / "lock.json"
+    lock.write_bytes(lock.read_bytes().replace(b'"2.1-r3"', b'"2.1-r4"'))
+    checked = run_cli("verify", out / "pinned")
+    assert checked.returncode == 4
+    assert f"{lock}: sha256 " in checked.stderr and "manifest.json records" in checked.stderr
+
+
+def edge_mirror(root: Path, key: SigningKey, version: str, tarball: bytes) -> MirrorInfo:
+    return build_mirror(root, key=key, branch="edge", version=version, tarball=tarball)
+
+
+def test_shipped_edge_profile_is_reproducible_through_its_lock(
+        tmp_path: Path, signing_key: SigningKey) -> None:
+    """The shipped edge profile (the real edge snapshot of 2024-09-23 on a test mirror): an
+    unlocked build warns once and records what it read; once the mirror publishes the next
+    snapshot, only the locked build still gives the first bytes."""
+    from tests.conftest import REPO, require_shared
+
+    real = require_shared() / "minirootfs" / "alpine-minirootfs-20240923-x86_64.tar.gz"
+    mirror = edge_mirror(tmp_path / "mirror", signing_key, "20240923", real.read_bytes())
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "release-key.asc").write_bytes(signing_key.public_armored)
+    profile = folder / "edge.yaml"
+    profile.write_text(yaml.safe_dump({
+        "name": "edge", "extends": str(REPO / "profiles" / "edge.yaml"),
+        "mirror": mirror.file_url,
+        "trust": {"fingerprint": signing_key.fingerprint, "key": "release-key.asc"}}))
+    cache = tmp_path / "cache"
+    unlocked = run_cli("build", profile, "--output-dir", tmp_path / "out", "--cache-dir", cache)
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert unlocked.stderr.count("this build is not locked") == 1
+    manifest = json.loads((tmp_path / "out" / "edge" / "manifest.json").read_text())
+    assert any(n.startswith("edge built without a lock") for n in manifest["notes"])
+    first = artifacts(tmp_path / "out" / "edge")
+    assert sorted(first) == ["SHA256SUMS", "edge-20240923-x86_64.cdx.json",
+                             "edge-20240923-x86_64.spdx.json", "edge-20240923-x86_64.tar.zst"]
+
+    made = run_cli("lock", profile, "--cache-dir", cache)
+    assert made.returncode == 0, made.stderr
+    lock = parse_lock(profile.with_name("edge.lock.json").read_bytes(), what="lock")
+    assert lock.branch == "edge" and lock.arches[0].release == "20240923"
+    assert lock.arches[0].minirootfs is not None
+    assert lock.arches[0].minirootfs.path == \
+        "edge/releases/x86_64/alpine-minirootfs-20240923-x86_64.tar.gz"
+
+    # The next day edge publishes a new snapshot (and lists only it).
+    from tests.helpers.mirror import make_minirootfs_tarball
+
+    edge_mirror(tmp_path / "mirror", signing_key, "20240924", make_minirootfs_tarball("20240924"))
+    moved = run_cli("lock", "--check", profile, "--cache-dir", cache)
+    assert moved.returncode == 4
+    assert "upgraded minirootfs 20240923 -> 20240924 (x86_64)" in moved.stdout.splitlines()
+    locked = run_cli("build", profile, "--output-dir", tmp_path / "out-locked",
+                     "--cache-dir", tmp_path / "cold")
+    assert locked.returncode == 0, locked.stderr
+    assert "not locked" not in locked.stderr
+    assert artifacts(tmp_path / "out-locked" / "edge") == first
+
+
+def test_unlocked_edge_build_records_the_indexes_it_read(tmp_path: Path,
+                                                         signing_key: SigningKey) -> None:
+    mirror = edge_mirror(tmp_path / "mirror", signing_key, "20240923", minirootfs_without_world())
+    build_repository(mirror.root / "edge" / "main", HELLO, apk_signing_key())
+    build_repository(mirror.root / "edge" / "community", TOOLS, apk_signing_key())
+    apk_key = apk_signing_key()
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / apk_key.name).write_bytes(apk_key.public_pem)
+    profile = write_profile(folder, mirror_url=mirror.file_url, key=signing_key, name="e",
+                            variant="edge", branch="edge", packages=["hello"], keys=[apk_key.name])
+    result = run_cli("build", profile, "--output-dir", tmp_path / "out",
+                     "--cache-dir", tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("this build is not locked") == 1
+    manifest = json.loads((tmp_path / "out" / "e" / "manifest.json").read_text())
+    import hashlib
+
+    seen = {i["url"].removeprefix(mirror.file_url + "/"): i["sha256"]
+            for i in manifest["inputs"] if i["kind"] == "apkindex"}
+    assert seen == {f"edge/{repo}/x86_64/APKINDEX.tar.gz": hashlib.sha256(
+        (mirror.root / "edge" / repo / "x86_64" / "APKINDEX.tar.gz").read_bytes()).hexdigest()
+        for repo in ("main", "community")}
