@@ -192,6 +192,10 @@ def _context(args: argparse.Namespace, profile_path: Path):  # type: ignore[no-u
                                         retries=args.retries, retry_delay=args.retry_delay,
                                         timeout=args.timeout,
                                         allow_host_paths=args.allow_host_paths)
+    if getattr(args, "sign", None) is not None:
+        from dataclasses import replace
+
+        ctx = replace(ctx, sign_key=args.sign)
     if getattr(args, "no_lock", False) or args.command not in ("build", "fetch"):
         return ctx
     from composer.stages.lock import with_lock
@@ -285,11 +289,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         report = verify_outputs(_verify_target(args))
         verdict = "OK"
+    signed: list[tuple[str, str]] = []
+    if args.signature is not None:
+        from composer.verify import verify_signatures
+
+        signed = verify_signatures(report.folder, args.signature)
     if args.json:
-        _print_json({"folder": str(report.folder), "checked": list(report.checked), "ok": True})
+        _print_json({"folder": str(report.folder), "checked": list(report.checked), "ok": True,
+                     **({"signed_by": {n: f for n, f in signed}} if signed else {})})
     else:
         for name in report.checked:
             print(f"{verdict}  {report.folder / name}")
+        for name, signer in signed:
+            print(f"signed by {signer}  {report.folder / name}")
     return 0
 
 

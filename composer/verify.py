@@ -13,8 +13,10 @@ from composer.context import BuildContext
 from composer.diff import describe_differences, layout_differences, oci_archive_differences
 from composer.errors import UsageError, VerificationError
 from composer.hashing import hash_file
+from composer.jsonsafe import load_json
 from composer.lockfile import LockFile, parse_lock
 from composer.manifest import LOCK_NAME, MANIFEST_NAME, SUMS_NAME, parse_sha256sums
+from composer.provenance import PROVENANCE_NAME, STATEMENT_TYPE
 from composer.urls import is_url
 
 
@@ -98,7 +100,36 @@ def verify_outputs(target: Path) -> VerifyReport:
             verify_oci_layout(folder / layout)
     if only is None:
         recorded_lock(manifest, folder)
+        check_provenance(folder, sums)
     return VerifyReport(folder=folder, checked=tuple(names))
+
+
+def check_provenance(folder: Path, sums: dict[str, str]) -> None:
+    """The in-toto statement beside the outputs names exactly what SHA256SUMS lists."""
+    path = folder / PROVENANCE_NAME
+    if not path.is_file():
+        return
+    doc = load_json(path.read_bytes(), what=str(path), error=VerificationError)
+    if doc.field("_type").str() != STATEMENT_TYPE:
+        doc.field("_type").fail(f"expected {STATEMENT_TYPE}")
+    subjects: dict[str, str] = {}
+    for subject in doc.field("subject").items(max_items=1_000_000):
+        subjects[subject.field("name").str()] = subject.field("digest").field("sha256").str()
+    for name in sorted(set(subjects) | set(sums)):
+        if subjects.get(name) != sums.get(name):
+            raise VerificationError(f"{path}: subject {name} has sha256 {subjects.get(name)}, "
+                                    f"but SHA256SUMS records {sums.get(name)}")
+
+
+def verify_signatures(folder: Path, keyfile: Path) -> list[tuple[str, str]]:
+    """``verify --signature``: SHA256SUMS must carry a valid detached signature by a key in
+    ``keyfile``; the provenance statement too when it is signed. (name, signer) pairs."""
+    from composer.sign import SIGNATURE_SUFFIX, verify_detached_file
+
+    checked = [(SUMS_NAME, verify_detached_file(folder / SUMS_NAME, keyfile))]
+    if (folder / (PROVENANCE_NAME + SIGNATURE_SUFFIX)).is_file():
+        checked.append((PROVENANCE_NAME, verify_detached_file(folder / PROVENANCE_NAME, keyfile)))
+    return checked
 
 
 def rebuild_and_compare(ctx: BuildContext, *, mirror_given: bool = False) -> VerifyReport:

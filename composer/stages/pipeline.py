@@ -7,10 +7,12 @@ are imported where first used, so a small build does not pay their start-up.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from composer.context import BuildContext
 from composer.errors import VerificationError
@@ -25,6 +27,7 @@ from composer.manifest import (
     format_sha256sums,
 )
 from composer.profile.model import Base
+from composer.provenance import PROVENANCE_NAME, provenance_statement
 from composer.sources.cache import ContentCache
 from composer.sources.fetch import Fetcher, FetchSettings
 from composer.stages.base import ReleaseKeySource, fetch_base, load_base_tree, newest_mtime, read_base
@@ -51,6 +54,9 @@ from composer.stages.plan import ArchPlan, BuildPlan, plan_arch, wanted_packages
 from composer.stages.record import build_manifest, input_records, overlay_inputs
 from composer.stages.validate import validate
 from composer.tree import FileTree
+
+if TYPE_CHECKING:
+    from composer.sign import SigningKey
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,25 @@ def planned(ctx: BuildContext, fetcher: Fetcher) -> Iterator[tuple[BuildPlan, di
         yield BuildPlan(release_key=keys.key, arches=tuple(arches)), bases
 
 
+def load_signer(ctx: BuildContext) -> SigningKey | None:
+    """``build --sign``: the key is read (and its passphrase tried) before any download."""
+    if ctx.sign_key is None:
+        return None
+    from composer.sign import load_signing_key
+
+    key = load_signing_key(ctx.sign_key, ctx.sign_passphrase)
+    ctx.log(f"==> signing SHA256SUMS with {key.fingerprint}")
+    return key
+
+
+def sign_outputs(stage: Path, key: SigningKey) -> None:
+    """Detached signatures of SHA256SUMS and of the provenance statement, beside them."""
+    from composer.sign import SIGNATURE_SUFFIX, sign_detached
+
+    for name in (SUMS_NAME, PROVENANCE_NAME):
+        (stage / (name + SIGNATURE_SUFFIX)).write_bytes(sign_detached(key, (stage / name).read_bytes()))
+
+
 def check_lock_applies(ctx: BuildContext) -> None:
     """A locked build starts by checking that the profile is the one locked; an unlocked
     build of the moving edge branch says once that it cannot be repeated later."""
@@ -145,6 +170,7 @@ def build(ctx: BuildContext) -> BuildResult:
     validate(ctx)
     check_lock_applies(ctx)
     check_output_place(ctx)
+    signer = load_signer(ctx)
     fetcher = open_fetcher(ctx)
     final = final_dir(ctx)
     with staging_dir(ctx) as stage, planned(ctx, fetcher) as (plan, bases):
@@ -158,12 +184,19 @@ def build(ctx: BuildContext) -> BuildResult:
             overlay = overlay_inputs(composed)
             inputs = input_records(ctx, fetcher.inputs, plan, overlay)
             state = current_state(ctx, overlay)
-            lock = render_lock(ctx.lock or lock_from_plan(ctx, plan, fetcher.inputs, state))
-            (stage / LOCK_NAME).write_bytes(lock)
-            manifest = build_manifest(ctx, composed, epoch, inputs, outputs, profile_digest=state.digest,
-                                      lock=lock)
+            lock = ctx.lock or lock_from_plan(ctx, plan, fetcher.inputs, state)
+            lock_bytes = render_lock(lock)
+            (stage / LOCK_NAME).write_bytes(lock_bytes)
+            manifest = build_manifest(ctx, composed, epoch, inputs, outputs,
+                                      profile_digest=state.digest, lock=lock_bytes)
             (stage / MANIFEST_NAME).write_bytes(manifest.to_json())
+            (stage / PROVENANCE_NAME).write_bytes(provenance_statement(
+                outputs=outputs, lock=lock, lock_sha256=hashlib.sha256(lock_bytes).hexdigest(),
+                image_mirror=ctx.profile.image_mirror, tool_version=ctx.tool_version,
+                profile_file=ctx.loaded.path.name, releases=manifest.releases))
             (stage / SUMS_NAME).write_bytes(format_sha256sums(outputs))
+            if signer is not None:
+                sign_outputs(stage, signer)
             publish(stage, final)
     return BuildResult(manifest=manifest, output_dir=final, outputs=tuple(outputs))
 
