@@ -19,7 +19,8 @@ PROCESS_AND_TERMINAL = ("subprocess", "tqdm", "composer.cli")
 # The pure layers: format code and models, taking bytes, streams and values.
 PURE = ("composer.tree", "composer.archive", "composer.profile", "composer.writers",
         "composer.apk", "composer.system", "composer.urls", "composer.hashing", "composer.errors",
-        "composer.tarread", "composer.numbers", "composer.jsonsafe")
+        "composer.tarread", "composer.numbers", "composer.jsonsafe", "composer.lockfile",
+        "composer.provenance")
 
 # module prefix → prefixes it must never import (directly)
 FORBIDDEN = {
@@ -28,8 +29,8 @@ FORBIDDEN = {
     "composer.archive": ("composer.sources", "composer.stages"),
     "composer.profile": ("composer.sources", "composer.apk", "composer.writers", "composer.stages",
                          "composer.system"),
-    "composer.writers": ("composer.sources", "composer.apk.resolver", "composer.apk.install",
-                         "composer.stages"),
+    # Writers take a tree or plain records from the stage that calls them: no APK engine.
+    "composer.writers": ("composer.sources", "composer.apk", "composer.stages", "composer.lockfile"),
     "composer.apk": ("composer.sources", "composer.writers", "composer.stages", "composer.profile"),
     "composer.system": ("composer.sources", "composer.apk", "composer.writers", "composer.stages"),
     "composer.sources": ("composer.stages", "composer.apk", "composer.writers"),
@@ -39,6 +40,10 @@ FORBIDDEN = {
     "composer.numbers": ("composer.",),
     "composer.profile.yamlsafe": ("composer.profile.model",),
     "composer.errors": ("composer.",),
+    "composer.lockfile": ("composer.sources", "composer.stages", "composer.apk", "composer.writers",
+                          "composer.profile", "composer.tree"),
+    "composer.provenance": ("composer.sources", "composer.stages", "composer.apk",
+                            "composer.writers"),
     **{pure: (*NETWORK, *PROCESS_AND_TERMINAL) for pure in PURE if pure != "composer.errors"},
 }
 
