@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import urllib.parse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from composer.context import BuildContext
@@ -27,16 +29,29 @@ def input_records(ctx: BuildContext, fetched: Sequence[FetchedInput], plan: Buil
     for item in fetched:
         mini = minis.get(item.url) if item.role == InputRole.MINIROOTFS else None
         is_key = item.role == InputRole.RELEASE_KEY
+        beside = _profile_relative(ctx, item.url)
         records.append(InputRecord(
             kind=item.role,
-            name=ctx.profile.trust.key if is_key else item.url.rsplit("/", 1)[-1],
-            sha256=item.sha256, size=item.size, url=item.url,
+            name=ctx.profile.trust.key if is_key else beside or item.url.rsplit("/", 1)[-1],
+            sha256=item.sha256, size=item.size, url=None if beside else item.url,
             arch=arch_of.get(item.url) if mini else None,
             signed_by=mini.signed_by if mini else None,
             fingerprint=key.fingerprint.upper() if key and is_key else None))
     records.extend(InputRecord(kind=InputRole.OVERLAY, name=i.path, sha256=i.sha256, size=i.size)
                    for i in overlay)
     return tuple(records)
+
+
+def _profile_relative(ctx: BuildContext, url: str) -> str | None:
+    """A file beside the profile (a key file) by its path relative to the profile, as the
+    profile names it: where the checkout lives is not part of what was built."""
+    if not url.startswith("file://"):
+        return None
+    path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+    base = ctx.loaded.base_dir
+    if not path.is_relative_to(base):
+        return None
+    return path.relative_to(base).as_posix()
 
 
 def overlay_inputs(composed: Sequence[ComposedArch]) -> tuple[OverlayInput, ...]:
