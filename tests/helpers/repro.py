@@ -80,10 +80,19 @@ def copy_in_order(source: Path, dest: Path, *, reverse: bool) -> None:
             shutil.copy2(src, dst)
 
 
+def listing_keeps_order() -> Path | None:
+    """A tmpfs folder (``/dev/shm``) when there is one: tmpfs lists a folder's entries in the
+    order they were made, where ext4 lists them by hash and hides the variation."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK | os.X_OK) else None
+
+
 def _build(conditions: Conditions, profile: Path, work: Path, mirror: str,
-           extra: tuple[str, ...]) -> tuple[Path, subprocess.CompletedProcess[str]]:
+           extra: tuple[str, ...], profiles: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
     root = work / conditions.name
-    copy_in_order(profile.parent, root / "profile", reverse=conditions.reverse_order)
+    root.mkdir(parents=True)
+    copied = profiles / conditions.name
+    copy_in_order(profile.parent, copied, reverse=conditions.reverse_order)
     home = root / "home"
     home.mkdir()
     cwd = root.joinpath(*["deeper"] * conditions.cwd_depth) if conditions.cwd_depth else root
@@ -99,7 +108,7 @@ def _build(conditions: Conditions, profile: Path, work: Path, mirror: str,
 
     out = Path(os.path.relpath(root / "out", cwd))
     result = subprocess.run(
-        [sys.executable, "-m", "composer", "build", os.fspath(root / "profile" / profile.name),
+        [sys.executable, "-m", "composer", "build", os.fspath(copied / profile.name),
          "--output-dir", os.fspath(out), "--cache-dir", os.fspath(root / "cache"),
          "--mirror", mirror, *extra],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=1800, preexec_fn=prepare,
@@ -138,8 +147,15 @@ def explain(first: Path, second: Path, differing: list[str]) -> str:
 
 def reproduce(profile: Path, *, mirror: str, work: Path,
               extra: tuple[str, ...] = ()) -> ReproResult:
-    """Build ``profile`` (its folder copied twice) under :data:`FIRST` and :data:`SECOND`."""
-    builds = [_build(c, profile, work, mirror, extra) for c in (FIRST, SECOND)]
+    """Build ``profile`` (its folder copied twice, onto tmpfs where there is one) under
+    :data:`FIRST` and :data:`SECOND`."""
+    import tempfile
+
+    profiles = Path(tempfile.mkdtemp(prefix="repro-profiles-", dir=listing_keeps_order() or work))
+    try:
+        builds = [_build(c, profile, work, mirror, extra, profiles) for c in (FIRST, SECOND)]
+    finally:
+        shutil.rmtree(profiles, ignore_errors=True)
     for (_folder, result), conditions in zip(builds, (FIRST, SECOND), strict=True):
         if result.returncode != 0:
             raise AssertionError(f"the {conditions.name} build of {profile} failed "
