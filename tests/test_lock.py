@@ -320,3 +320,89 @@ def test_unlocked_edge_build_records_the_indexes_it_read(tmp_path: Path,
     assert seen == {f"edge/{repo}/x86_64/APKINDEX.tar.gz": hashlib.sha256(
         (mirror.root / "edge" / repo / "x86_64" / "APKINDEX.tar.gz").read_bytes()).hexdigest()
         for repo in ("main", "community")}
+
+
+def test_real_alpine_repository_locks_vendors_and_rebuilds(tmp_path: Path) -> None:
+    """Alpine's own signed 3.19.1 index and packages (the standard ISO's repository), laid
+    out as v3.19/main of a mirror: the lock pins their real digests, vendor copies the
+    original signed index, and the offline rebuild from it has the same bytes."""
+    from tests.conftest import require_shared
+
+    fixtures = require_shared()
+    repo = tmp_path / "mirror" / "v3.19" / "main"
+    shutil.copytree(fixtures / "iso-3.19.1-x86_64" / "apks", repo)
+    key = "alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub"
+    folder = tmp_path / "p"
+    folder.mkdir()
+    shutil.copy(fixtures / "apk-keys" / key, folder / key)
+    profile = folder / "real.yaml"
+    profile.write_text(yaml.safe_dump({
+        "name": "real", "base": "packages", "branch": "v3.19",
+        "mirror": (tmp_path / "mirror").as_uri(), "repositories": ["main"],
+        "packages": ["alpine-baselayout", "alpine-keys", "apk-tools", "busybox", "libc-utils"],
+        "keys": [key], "outputs": [{"format": "tar", "compression": "gzip"}]}))
+    assert run_cli("lock", profile, "--cache-dir", tmp_path / "c").returncode == 0
+    lock = parse_lock(profile.with_name("real.lock.json").read_bytes(), what="lock")
+    (arch,) = lock.arches
+    assert arch.minirootfs is None
+    (index,) = arch.repositories
+    import hashlib
+
+    assert index.sha256 == hashlib.sha256((repo / "x86_64" / "APKINDEX.tar.gz").read_bytes()) \
+        .hexdigest()
+    assert index.signer == key
+    busybox = next(p for p in arch.packages if p.name == "busybox")
+    assert (busybox.version, busybox.checksum, busybox.sha256) == (
+        "1.36.1-r15", "Q1AYNx2pLOAHRYZQgv3nM8TNtvRWY=",
+        "997f38499967e55a60d759cfade0a1c62f517a318e4d0ce4bb9b23faf0c44cee")  # SOURCES.md
+    assert len(arch.packages) == 15
+    built = run_cli("build", profile, "--output-dir", tmp_path / "out", "--cache-dir",
+                    tmp_path / "c")
+    assert built.returncode == 0, built.stderr
+    vendored = tmp_path / "vendored"
+    assert run_cli("vendor", profile, vendored, "--cache-dir", tmp_path / "c").returncode == 0
+    assert (vendored / "v3.19/main/x86_64/APKINDEX.tar.gz").read_bytes() == \
+        (repo / "x86_64" / "APKINDEX.tar.gz").read_bytes()
+    assert len(list((vendored / "v3.19/main/x86_64").glob("*.apk"))) == 15
+    shutil.rmtree(tmp_path / "mirror")
+    offline = run_cli("build", profile, "--mirror", vendored, "--offline", "--output-dir",
+                      tmp_path / "out2", "--cache-dir", tmp_path / "empty")
+    assert offline.returncode == 0, offline.stderr
+    assert artifacts(tmp_path / "out2" / "real") == artifacts(tmp_path / "out" / "real")
+
+
+def test_two_profiles_locked_on_different_days_share_one_vendored_mirror(
+        tmp_path: Path, live: MirrorInfo, signing_key: SigningKey) -> None:
+    with serve_directory(live.root) as server:
+        old = locked_profile(tmp_path / "old", server, signing_key)
+        cache = tmp_path / "cache"
+        assert run_cli("lock", old, "--cache-dir", cache, *FAST).returncode == 0
+        vendored = tmp_path / "v"
+        assert run_cli("vendor", old, vendored, "--cache-dir", cache, *FAST).returncode == 0
+        newer = [s if s.name != "hello" else PackageSpec(
+            name="hello", version="2.1-r4", depends=s.depends, files=s.files) for s in HELLO]
+        shutil.rmtree(live.root / "v3.20" / "main")
+        build_repository(live.root / "v3.20" / "main", newer, apk_signing_key())
+        new = locked_profile(tmp_path / "new", server, signing_key)
+        assert run_cli("lock", new, "--cache-dir", cache, *FAST).returncode == 0
+        second = run_cli("vendor", new, vendored, "--cache-dir", cache, *FAST)
+        assert second.returncode == 0, second.stderr
+    import hashlib
+
+    index = (live.root / "v3.20/main/x86_64/APKINDEX.tar.gz").read_bytes()
+    side = f"v3.20/main/x86_64/APKINDEX.{hashlib.sha256(index).hexdigest()}.tar.gz"
+    assert sorted(line.split("  ", 1)[1].removeprefix(str(vendored) + "/")
+                  for line in second.stdout.splitlines() if line.startswith("added")) == sorted([
+        "v3.20/main/x86_64/hello-2.1-r4.apk", side])
+    assert (vendored / side).read_bytes() == index
+    assert (vendored / "v3.20/main/x86_64/hello-2.1-r3.apk").is_file()
+    for profile in (old, new):
+        out = tmp_path / f"out-{profile.parent.name}"
+        result = run_cli("build", profile, "--mirror", vendored, "--offline", "--output-dir", out,
+                         "--cache-dir", tmp_path / f"empty-{profile.parent.name}", *FAST)
+        assert result.returncode == 0, result.stderr
+        assert "taking the locked packages from it by checksum" not in result.stderr
+    (vendored / "v3.20/main/x86_64/hello-2.1-r4.apk").write_bytes(b"not the package")
+    refused = run_cli("vendor", new, vendored, "--cache-dir", cache, *FAST)
+    assert refused.returncode == 4
+    assert "hello-2.1-r4.apk: holds other bytes than the sha256" in refused.stderr
