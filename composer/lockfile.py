@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -173,24 +173,9 @@ class LockFile:
     epoch_source: str
     arches: tuple[LockedArch, ...]
     release_key: LockedKey | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def arch(self, name: str) -> LockedArch | None:
         return next((a for a in self.arches if a.arch == name), None)
-
-    def files(self) -> list[tuple[str, str]]:
-        """(path, sha256) of every mirror file the lock names, for vendoring and provenance."""
-        found: list[tuple[str, str]] = []
-        for arch in self.arches:
-            mini = arch.minirootfs
-            if mini is not None:
-                found.append((mini.path, mini.sha256))
-                if mini.signature is not None:
-                    found.append((mini.signature.path, mini.signature.sha256))
-            found.extend((r.path, r.sha256) for r in arch.repositories)
-            found.extend((package_path(arch.arch, p), p.sha256) for p in arch.packages
-                         if p.sha256 is not None and p.repository is not None)
-        return found
 
 
 def package_path(arch: str, package: LockedPackage) -> str:
@@ -207,8 +192,7 @@ def _compact(record: Any) -> Any:
         out = {}
         for f in fields(record):
             value = getattr(record, f.name)
-            if f.name == "extra" or value is None or value is False or value == () \
-                    or value == {}:
+            if value is None or value is False or value == () or value == {}:
                 continue
             out[f.name] = _compact(value)
         return out
@@ -493,13 +477,3 @@ def compare_locks(old: LockFile | None, new: LockFile, *,
 def _mini_id(mini: LockedMinirootfs | None) -> str | None:
     return mini.sha256 if mini is not None else None
 
-
-def same_packages(a: Sequence[LockedPackage], b: Sequence[LockedPackage]) -> bool:
-    """Whether two package lists install the same packages in the same order."""
-    key = [(p.name, p.version, p.checksum) for p in a]
-    return key == [(p.name, p.version, p.checksum) for p in b]
-
-
-def as_plain(lock: LockFile) -> dict[str, Any]:
-    """The lock's values (for tests and JSON output)."""
-    return asdict(lock)

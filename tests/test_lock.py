@@ -406,3 +406,22 @@ def test_two_profiles_locked_on_different_days_share_one_vendored_mirror(
     refused = run_cli("vendor", new, vendored, "--cache-dir", cache, *FAST)
     assert refused.returncode == 4
     assert "hello-2.1-r4.apk: holds other bytes than the sha256" in refused.stderr
+
+
+def test_a_locked_source_date_epoch_is_kept(tmp_path: Path, live: MirrorInfo,
+                                           signing_key: SigningKey) -> None:
+    profile = locked_profile(tmp_path / "p", type("S", (), {"url": live.file_url})(),  # type: ignore[arg-type]
+                             signing_key, outputs=[{"format": "tar", "compression": "none"}])
+    cache = tmp_path / "cache"
+    made = run_cli("lock", profile, "--cache-dir", cache, env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert made.returncode == 0, made.stderr
+    lock = parse_lock(profile.with_name("pinned" + LOCK_SUFFIX).read_bytes(), what="lock")
+    assert (lock.source_date_epoch, lock.epoch_source) == (1700000000, "environment")
+    built = run_cli("build", profile, "--output-dir", tmp_path / "out", "--cache-dir", cache)
+    assert built.returncode == 0, built.stderr
+    manifest = json.loads((tmp_path / "out" / "pinned" / "manifest.json").read_text())
+    assert (manifest["source_date_epoch"], manifest["epoch_source"]) == (1700000000, "lock")
+    other = run_cli("build", profile, "--output-dir", tmp_path / "out2", "--cache-dir", cache,
+                    env={"SOURCE_DATE_EPOCH": "1700000001"})
+    assert other.returncode == 0
+    assert "SOURCE_DATE_EPOCH=1700000001 overrides the timestamp 1700000000" in other.stderr

@@ -186,7 +186,16 @@ def with_lock(ctx: BuildContext, explicit: Path | None) -> BuildContext:
     if path is None:
         return ctx
     ctx.log(f"==> {ctx.profile.name}: installing what {path} pins")
-    return replace(ctx, lock=read_lock(path), lock_path=path)
+    lock = read_lock(path)
+    ctx = replace(ctx, lock=lock, lock_path=path)
+    if lock.epoch_source == "environment":
+        # The timestamp was SOURCE_DATE_EPOCH when locking: the lock keeps it.
+        if ctx.env_epoch is None:
+            return replace(ctx, pinned_epoch=(lock.source_date_epoch, "lock"))
+        if ctx.env_epoch != lock.source_date_epoch:
+            ctx.log(f"warning: SOURCE_DATE_EPOCH={ctx.env_epoch} overrides the timestamp "
+                    f"{lock.source_date_epoch} that {path} pins")
+    return ctx
 
 
 @dataclass(frozen=True)
