@@ -65,8 +65,12 @@ def test_golden_manifest(tmp_path: Path, context_for: ContextFor) -> None:
     text = text.replace(tmp_path.resolve().as_uri(), "file://<tmp>")
     normalized = text.encode()
     digest = hashlib.sha256(normalized).hexdigest()
+    # The provenance names no build mirror and no temporary folder: pinned as written.
+    statement = (result.output_dir / "provenance.intoto.json").read_bytes()
+    sums = (f"{digest}  {GOLDEN_JSON.name}\n"
+            f"{hashlib.sha256(statement).hexdigest()}  provenance.intoto.json\n")
     if UPDATE:
         GOLDEN_JSON.write_bytes(normalized)
-        GOLDEN_SHA256.write_text(f"{digest}  {GOLDEN_JSON.name}\n")
+        GOLDEN_SHA256.write_text(sums)
     assert normalized.decode() == GOLDEN_JSON.read_text()
-    assert GOLDEN_SHA256.read_text() == f"{digest}  {GOLDEN_JSON.name}\n"
+    assert GOLDEN_SHA256.read_text() == sums
