@@ -403,14 +403,23 @@ def _write_artifacts(blobs: _BlobWriter, spec: OciImageSpec, subject: Descriptor
             continue
         empty = blobs.add_bytes(EMPTY_JSON, MEDIA_EMPTY)
         payload = blobs.add_bytes(artifact.data, artifact.media_type or artifact.artifact_type)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": MEDIA_MANIFEST,
-            "artifactType": artifact.artifact_type,
-            "config": empty.as_json(),
-            "layers": [payload.as_json()],
-            "subject": subject.as_json(),
-            "annotations": {ANNOTATION_CREATED: rfc3339(spec.created), **artifact.annotations},
-        }
-        written.append((blobs.add_bytes(canonical_json(manifest), MEDIA_MANIFEST), artifact))
+        manifest = artifact_manifest(artifact, subject, empty=empty, payload=payload,
+                                     created=rfc3339(spec.created))
+        written.append((blobs.add_bytes(manifest, MEDIA_MANIFEST), artifact))
     return written
+
+
+def artifact_manifest(artifact: OciArtifact, subject: Descriptor, *, empty: Descriptor,
+                      payload: Descriptor, created: str) -> bytes:
+    """The image-spec 1.1 artifact manifest of ``artifact`` (``artifactType``, the empty
+    config, one layer, ``subject``): the same bytes in a layout and in a registry."""
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "artifactType": artifact.artifact_type,
+        "config": empty.as_json(),
+        "layers": [payload.as_json()],
+        "subject": subject.as_json(),
+        "annotations": {ANNOTATION_CREATED: created, **artifact.annotations},
+    }
+    return canonical_json(manifest)

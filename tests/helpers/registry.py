@@ -1,0 +1,217 @@
+"""A real registry for push tests: Debian's ``docker-registry`` (CNCF distribution) on 127.0.0.1.
+
+    with run_registry(tmp / "reg", users={"alice": "s3cret"}) as reg:   # TLS + htpasswd
+        reg.host            # "127.0.0.1:40123"
+        reg.ca              # the test CA (PEM) to pass as --ca-cert
+        reg.requests()      # [(method, uri, status), …] the registry completed so far
+        reg.stop()          # a stopped registry, for connection-refused tests
+
+The certificate is made in the test with openssl (an IP SAN for 127.0.0.1), the htpasswd
+file with ``htpasswd -B`` (bcrypt, as distribution requires), the config in a temp folder.
+``tls=False`` gives a plain-HTTP registry (for the loopback proxy that cuts connections).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REGISTRY = "/usr/bin/docker-registry"
+
+
+def require_registry_tools() -> None:
+    for tool in ("docker-registry", "htpasswd", "openssl", "skopeo"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (apt-get install docker-registry apache2-utils "
+                        "openssl skopeo); .ci/run installs them")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (it is its own CA)."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+@dataclass
+class Registry:
+    host: str
+    folder: Path
+    ca: Path | None
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+    users: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ca else "http"
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        """(method, uri, status) of every response the registry completed, in order."""
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("msg") == "response completed":
+                found.append((record["http.request.method"], record["http.request.uri"],
+                              int(record["http.response.status"])))
+        return found
+
+    def uploads(self, since: int = 0) -> list[tuple[str, str, int]]:
+        """Requests that move blob bytes or open an upload (mount attempts included)."""
+        return [r for r in self.requests()[since:]
+                if "/blobs/uploads/" in r[1] and r[0] in ("POST", "PATCH", "PUT")]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _config(folder: Path, port: int, ca: tuple[Path, Path] | None, htpasswd: Path | None) -> str:
+    lines = ["version: 0.1", "log:", "  level: info", "  formatter: json", "  accesslog:",
+             "    disabled: true", "storage:", "  filesystem:", f"    rootdirectory: {folder / 'data'}",
+             "  delete:", "    enabled: true", "http:", f"  addr: 127.0.0.1:{port}",
+             "  secret: alpine-composer-tests"]
+    if ca is not None:
+        lines += ["  tls:", f"    certificate: {ca[0]}", f"    key: {ca[1]}"]
+    if htpasswd is not None:
+        lines += ["auth:", "  htpasswd:", "    realm: alpine-composer-tests", f"    path: {htpasswd}"]
+    return "\n".join(lines) + "\n"
+
+
+def _wait_ready(reg: Registry, deadline: float) -> bool:
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(reg.ca)) if reg.ca else None
+    while time.monotonic() < deadline:
+        if reg.process is not None and reg.process.poll() is not None:
+            return False
+        try:
+            urllib.request.urlopen(f"{reg.scheme}://{reg.host}/v2/", timeout=2, context=context)
+            return True
+        except urllib.error.HTTPError:
+            return True  # 401: up, and asking for credentials
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+@contextlib.contextmanager
+def run_registry(folder: Path, *, users: dict[str, str] | None = None,
+                 tls: bool = True) -> Iterator[Registry]:
+    """Start a registry (TLS and htpasswd users unless turned off) for the block."""
+    require_registry_tools()
+    folder.mkdir(parents=True, exist_ok=True)
+    cert = make_certificate(folder) if tls else None
+    htpasswd = None
+    if users:
+        htpasswd = folder / "htpasswd"
+        text = "".join(subprocess.run(["htpasswd", "-Bbn", name, password], check=True,
+                                      capture_output=True, text=True).stdout.strip() + "\n"
+                       for name, password in users.items())
+        htpasswd.write_text(text)
+    for _ in range(5):
+        port = free_port()
+        config = folder / "config.yml"
+        config.write_text(_config(folder, port, cert, htpasswd))
+        log = folder / "registry.log"
+        reg = Registry(host=f"127.0.0.1:{port}", folder=folder, ca=cert[0] if cert else None,
+                       log=log, users=dict(users or {}))
+        with open(log, "wb") as out:
+            reg.process = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=out,
+                                           stderr=subprocess.STDOUT)
+        if _wait_ready(reg, time.monotonic() + 20):
+            break
+        reg.stop()
+    else:
+        pytest.fail(f"docker-registry did not start; see {folder / 'registry.log'}")
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 that forwards to ``target`` and, once, drops the client's
+    connection after ``cut_after`` bytes came from clients (mid-upload)."""
+
+    def __init__(self, target: str, cut_after: int) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.cut_after = cut_after
+        self.sent = 0
+        self.cuts = 0
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self._server.getsockname()[1]}"
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self._server.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if from_client:
+                    with self._lock:
+                        self.sent += len(data)
+                        cut = self.cuts == 0 and self.sent > self.cut_after
+                        if cut:
+                            self.cuts += 1
+                    if cut:
+                        for sock in (source, sink):
+                            with contextlib.suppress(OSError):
+                                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                                sock.close()
+                        return
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()

@@ -1,0 +1,271 @@
+"""``push`` and ``publish`` against a real registry (Debian's docker-registry, TLS + htpasswd),
+read back with skopeo: the bytes a registry serves are the bytes the build wrote."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from composer.context import BuildContext
+from composer.profile import load_profile
+from composer.stages.pipeline import build
+from tests.conftest import require_shared, run_cli, write_profile
+from tests.helpers.gpg import SigningKey
+from tests.helpers.mirror import build_mirror
+from tests.helpers.registry import CuttingProxy, Registry, run_registry
+
+pytestmark = pytest.mark.slow
+
+USER, PASSWORD = "alice", "s3cret"
+
+
+@dataclass(frozen=True)
+class Built:
+    folder: Path
+    digest: str
+
+    @property
+    def layout(self) -> Path:
+        return self.folder / "oci"
+
+    def blob(self, digest: str) -> bytes:
+        return (self.layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes()
+
+
+def build_profile(path: Path, out: Path, cache: Path) -> Built:
+    ctx = BuildContext.from_environment(load_profile(path), env={}, output_dir=out, cache_dir=cache,
+                                        progress=False, log=lambda _m: None)
+    result = build(ctx)
+    record = next(o for o in result.outputs if o.path == "oci/index.json")
+    assert record.digest is not None
+    return Built(result.output_dir, record.digest)
+
+
+@pytest.fixture(scope="module")
+def real_mirror(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningKey) -> str:
+    fixtures = require_shared() / "minirootfs"
+    root = tmp_path_factory.mktemp("mirror")
+    for arch in ("x86_64", "aarch64"):
+        info = build_mirror(root, key=signing_key, arch=arch, tarball=(
+            fixtures / f"alpine-minirootfs-3.20.3-{arch}.tar.gz").read_bytes())
+    return info.file_url
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="module")
+def single(work: Path, real_mirror: str, signing_key: SigningKey) -> Built:
+    profile = write_profile(work / "p1", mirror_url=real_mirror, key=signing_key, name="mini",
+                            outputs=[{"format": "oci", "tag": "3.20"}])
+    return build_profile(profile, work / "out", work / "cache")
+
+
+@pytest.fixture(scope="module")
+def multi(work: Path, real_mirror: str, signing_key: SigningKey) -> Built:
+    profile = write_profile(work / "p2", mirror_url=real_mirror, key=signing_key, name="multi",
+                            arch=["x86_64", "aarch64"], outputs=[{"format": "oci", "tag": "edge"}])
+    return build_profile(profile, work / "out", work / "cache")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with run_registry(tmp_path_factory.mktemp("registry"), users={USER: PASSWORD}) as reg:
+        yield reg
+
+
+def auth_file(folder: Path, reg: Registry, user: str = USER, password: str = PASSWORD) -> Path:
+    path = folder / "auth.json"
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path.write_text(json.dumps({"auths": {reg.host: {"auth": token}}}))
+    return path
+
+
+def push(reg: Registry, *args: str | os.PathLike[str], env: dict[str, str] | None = None,
+         cache: Path | None = None) -> subprocess.CompletedProcess[str]:
+    flags: list[str | os.PathLike[str]] = ["--ca-cert", reg.ca] if reg.ca else ["--insecure"]
+    if cache is not None:
+        flags += ["--cache-dir", cache]
+    return run_cli("push", *args, *flags, "--retry-delay", "0.05", env=env)
+
+
+def cert_dir(reg: Registry) -> str:
+    assert reg.ca is not None
+    certs = reg.folder / "certs.d"
+    certs.mkdir(exist_ok=True)
+    (certs / "ca.crt").write_bytes(reg.ca.read_bytes())
+    return str(certs)
+
+
+def skopeo(reg: Registry, command: str, *args: str, override_arch: str | None = None
+           ) -> subprocess.CompletedProcess[str]:
+    """skopeo inspect/copy/list-tags from the test registry, with its CA and the test user."""
+    prefix = ["--src-creds", f"{USER}:{PASSWORD}", "--src-cert-dir"] if command == "copy" \
+        else ["--creds", f"{USER}:{PASSWORD}", "--cert-dir"]
+    arch = ["--override-arch", override_arch] if override_arch else []
+    return subprocess.run(["skopeo", *arch, command, *prefix, cert_dir(reg), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def raw(reg: Registry, ref: str) -> bytes:
+    shown = skopeo(reg, "inspect", "--raw", f"docker://{ref}")
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout.encode()
+
+
+def test_push_single_arch_reads_back_byte_for_byte(tmp_path: Path, registry: Registry,
+                                                  single: Built) -> None:
+    ref = f"{registry.host}/team/mini:3.20"
+    env = {"REGISTRY_AUTH_FILE": str(auth_file(tmp_path, registry))}
+    started = time.monotonic()
+    first = push(registry, single.folder, ref, env=env, cache=tmp_path / "c")
+    took = time.monotonic() - started
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == f"{single.digest}  {ref}@{single.digest}\n"
+    sums = (single.folder / "SHA256SUMS").read_text()
+    manifest_bytes = single.blob(single.digest)
+    assert f"{single.digest[7:]}  oci/blobs/sha256/{single.digest[7:]}" in sums
+
+    assert raw(registry, ref) == manifest_bytes
+    assert raw(registry, f"{registry.host}/team/mini@{single.digest}") == manifest_bytes
+    copied = tmp_path / "copied"
+    done = skopeo(registry, "copy", f"docker://{ref}", f"oci:{copied}:x")
+    assert done.returncode == 0, done.stderr
+    local = json.loads(manifest_bytes)
+    index = json.loads((copied / "index.json").read_text())
+    pulled = json.loads((copied / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_bytes())
+    assert [layer["digest"] for layer in pulled["layers"]] == [layer["digest"] for layer in local["layers"]]
+    assert pulled["config"]["digest"] == local["config"]["digest"]
+
+    # The SBOMs went up as artifacts of the image; this registry has no referrers API, so
+    # the spec's fallback tag sha256-<hex> lists them.
+    referrers = json.loads(raw(registry, f"{registry.host}/team/mini:sha256-{single.digest[7:]}"))
+    types = sorted(m["artifactType"] for m in referrers["manifests"])
+    assert types == ["application/spdx+json", "application/vnd.cyclonedx+json"]
+    spdx = next(m for m in referrers["manifests"] if m["artifactType"] == "application/spdx+json")
+    artifact = json.loads(raw(registry, f"{registry.host}/team/mini@{spdx['digest']}"))
+    assert artifact["subject"]["digest"] == single.digest
+    sbom = (single.folder / "mini-3.20.3-x86_64.spdx.json").read_bytes()
+    assert artifact["layers"][0]["digest"] == "sha256:" + hashlib.sha256(sbom).hexdigest()
+
+    # Again: only HEAD requests, nothing uploaded, and it says so.
+    before = len(registry.requests())
+    again = push(registry, single.folder, ref, env=env, cache=tmp_path / "c")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
+    assert "nothing to upload" in again.stderr
+    assert {m for m, _, _ in registry.requests()[before:]} == {"HEAD", "GET"}
+    print(f"push of the minirootfs image: {took:.2f} s")
+
+
+def test_publish_multi_arch_two_tags_and_a_second_repository(tmp_path: Path, registry: Registry,
+                                                             multi: Built) -> None:
+    env = {"ALPINE_COMPOSER_REGISTRY_USER": USER, "ALPINE_COMPOSER_REGISTRY_PASSWORD": PASSWORD}
+    refs = [f"{registry.host}/fleet/multi:edge", f"{registry.host}/fleet/multi:2024-09",
+            f"{registry.host}/other/multi:edge"]
+    before = len(registry.requests())
+    result = push(registry, multi.folder, *refs, env=env, cache=tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{multi.digest}  {r}@{multi.digest}" for r in refs]
+    index_bytes = multi.blob(multi.digest)
+    for ref in refs:
+        assert raw(registry, ref) == index_bytes
+    # The second repository got every blob by a cross-repository mount, none uploaded again.
+    seen = registry.requests()[before:]
+    other = [r for r in seen if r[1].startswith("/v2/other/multi/blobs/uploads/")]
+    assert other and all("mount=" in uri and status == 201 for _, uri, status in other), other
+    assert not any(m == "PATCH" or (m == "PUT" and "/blobs/" in uri) for m, uri, _ in seen
+                   if uri.startswith("/v2/other/"))
+
+    pulled = tmp_path / "arm"
+    copied = skopeo(registry, "copy", f"docker://{registry.host}/fleet/multi@{multi.digest}",
+                    f"oci:{pulled}:x", override_arch="arm64")
+    assert copied.returncode == 0, copied.stderr
+    index = json.loads(index_bytes)
+    arm = next(m for m in index["manifests"] if m["platform"]["architecture"] == "arm64")
+    local_arm = json.loads(multi.blob(arm["digest"]))
+    got = json.loads((pulled / "index.json").read_text())["manifests"][0]
+    assert got["digest"] == arm["digest"]
+    remote = json.loads((pulled / "blobs" / "sha256" / got["digest"][7:]).read_bytes())
+    assert [x["digest"] for x in remote["layers"]] == [x["digest"] for x in local_arm["layers"]]
+
+
+def test_wrong_or_missing_credentials(tmp_path: Path, registry: Registry, single: Built) -> None:
+    ref = f"{registry.host}/team/denied:1"
+    wrong = push(registry, single.folder, ref, env={"ALPINE_COMPOSER_REGISTRY_USER": USER,
+                                                    "ALPINE_COMPOSER_REGISTRY_PASSWORD": "nope"})
+    assert wrong.returncode == 3, wrong.stderr
+    line = wrong.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"alpine-composer: error: {registry.host}/team/denied: checking ")
+    assert "HTTP 401 unauthorized" in line and "user 'alice'" in line, line
+    nobody = push(registry, single.folder, ref, env={"HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path)})
+    assert nobody.returncode == 3
+    assert "no credentials found" in nobody.stderr
+
+
+def test_tls_is_verified(tmp_path: Path, registry: Registry, single: Built) -> None:
+    env = {"ALPINE_COMPOSER_REGISTRY_USER": USER, "ALPINE_COMPOSER_REGISTRY_PASSWORD": PASSWORD}
+    result = run_cli("push", single.folder, f"{registry.host}/team/tls:1", "--retries", "0", env=env)
+    assert result.returncode == 3
+    assert "TLS failed (certificate verify failed)" in result.stderr and "--ca-cert" in result.stderr
+
+
+def test_stopped_registry(tmp_path: Path, single: Built) -> None:
+    with run_registry(tmp_path / "gone", users={USER: PASSWORD}) as reg:
+        reg.stop()
+        env = {"ALPINE_COMPOSER_REGISTRY_USER": USER, "ALPINE_COMPOSER_REGISTRY_PASSWORD": PASSWORD}
+        result = run_cli("push", single.folder, f"{reg.host}/team/x:1", "--ca-cert", str(reg.ca),
+                         "--retries", "1", "--retry-delay", "0.05", env=env)
+    assert result.returncode == 3
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"{reg.host}/team/x: checking " in last and "connection refused after 2 attempts" in last
+
+
+def test_reset_mid_upload_is_retried(tmp_path: Path, single: Built) -> None:
+    with run_registry(tmp_path / "plain", tls=False) as reg:
+        proxy = CuttingProxy(reg.host, cut_after=1_500_000)
+        try:
+            ref = f"{proxy.host}/team/mini:1"
+            result = run_cli("push", single.folder, ref, "--insecure", "--chunk-size", "512K",
+                             "--retry-delay", "0.05")
+        finally:
+            proxy.close()
+        assert proxy.cuts == 1
+        assert result.returncode == 0, result.stderr
+        assert "connection reset" in result.stderr and "retrying" in result.stderr
+        direct = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                                 f"docker://{reg.host}/team/mini:1"], capture_output=True, timeout=60)
+        assert direct.stdout == single.blob(single.digest)
+        patches = [r for r in reg.requests() if r[0] == "PATCH"]
+        assert len(patches) >= 7  # a 3.4 MB layer in 512 KiB chunks, at least one sent again
+
+
+def test_corrupt_layer_is_refused_by_the_registry(tmp_path: Path, registry: Registry,
+                                                  single: Built) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(single.folder, copy)
+    manifest = json.loads(single.blob(single.digest))
+    config = copy / "oci" / "blobs" / "sha256" / manifest["config"]["digest"][7:]
+    data = bytearray(config.read_bytes())
+    data[-2] ^= 1
+    config.write_bytes(bytes(data))
+    env = {"ALPINE_COMPOSER_REGISTRY_USER": USER, "ALPINE_COMPOSER_REGISTRY_PASSWORD": PASSWORD}
+    result = push(registry, copy, f"{registry.host}/team/corrupt:1", env=env)
+    assert result.returncode == 4, result.stderr
+    assert "digest mismatch" in result.stderr and config.name in result.stderr
+    assert f"{registry.host}/team/corrupt" in result.stderr
+    tags = skopeo(registry, "list-tags", f"docker://{registry.host}/team/corrupt")
+    assert '"1"' not in tags.stdout  # no tag points at the incomplete image
