@@ -161,12 +161,17 @@ def run_registry(folder: Path, *, users: dict[str, str] | None = None,
 
 class CuttingProxy:
     """A TCP proxy on 127.0.0.1 that forwards to ``target`` and, once, drops the client's
-    connection after ``cut_after`` bytes came from clients (mid-upload)."""
+    connection: after ``cut_after`` bytes came from clients (mid-chunk: the registry has part
+    of it), or (plain HTTP only) when the ``cut_patch``-th ``PATCH`` request starts, before
+    any of it reaches the registry (the upload can be resumed where it stood)."""
 
-    def __init__(self, target: str, cut_after: int) -> None:
+    def __init__(self, target: str, *, cut_after: int | None = None,
+                 cut_patch: int | None = None) -> None:
         host, port = target.rsplit(":", 1)
         self.target = (host, int(port))
         self.cut_after = cut_after
+        self.cut_patch = cut_patch
+        self.patches = 0
         self.sent = 0
         self.cuts = 0
         self._lock = threading.Lock()
@@ -194,7 +199,10 @@ class CuttingProxy:
                 if from_client:
                     with self._lock:
                         self.sent += len(data)
-                        cut = self.cuts == 0 and self.sent > self.cut_after
+                        self.patches += data.startswith(b"PATCH ")
+                        cut = self.cuts == 0 and (
+                            (self.cut_after is not None and self.sent > self.cut_after)
+                            or (data.startswith(b"PATCH ") and self.patches == self.cut_patch))
                         if cut:
                             self.cuts += 1
                     if cut:
