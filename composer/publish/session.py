@@ -121,7 +121,8 @@ class RegistrySession:
         timeout = (self.settings.network.connect_timeout, self.settings.network.read_timeout)
         try:
             return self.session.request(method, url, headers=all_headers, data=data, stream=True,
-                                        timeout=timeout, verify=self.verify, allow_redirects=method in ("GET", "HEAD"))
+                                        timeout=timeout, verify=self.verify,
+                                        allow_redirects=method in ("GET", "HEAD"))
         except requests.exceptions.SSLError as exc:
             raise RegistryError(f"{where}: TLS failed ({_ssl_reason(exc)}); give the registry's CA "
                                 "with --ca-cert FILE, or --insecure for a plain-HTTP registry") from exc
