@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -261,10 +262,8 @@ def test_reset_mid_upload_is_retried(tmp_path: Path, single: Built, cut: str) ->
             assert len(patches) > chunks
 
 
-def test_corrupt_layer_is_refused_by_the_registry(tmp_path: Path, registry: Registry,
+def test_corrupt_blob_is_refused_by_the_registry(tmp_path: Path, registry: Registry,
                                                   single: Built) -> None:
-    import shutil
-
     copy = tmp_path / "copy"
     shutil.copytree(single.folder, copy)
     manifest = json.loads(single.blob(single.digest))
@@ -279,3 +278,60 @@ def test_corrupt_layer_is_refused_by_the_registry(tmp_path: Path, registry: Regi
     assert f"{registry.host}/team/corrupt" in result.stderr
     tags = skopeo(registry, "list-tags", f"docker://{registry.host}/team/corrupt")
     assert '"1"' not in tags.stdout  # no tag points at the incomplete image
+
+
+def layered_profile(work: Path, mirror: str, key: SigningKey, name: str, motd: str,
+                    layering: str = "stages") -> Path:
+    return write_profile(work / f"p-{name}", mirror_url=mirror, key=key, name=name,
+                         overlay={"files": [{"path": "/etc/motd", "content": motd}],
+                                  "remove": ["/etc/issue"]},
+                         accounts={"users": [{"name": "app", "uid": 1500}]},
+                         outputs=[{"format": "oci", "tag": "1", "layering": layering}])
+
+
+def test_layered_images_share_the_base_layer_in_the_registry(
+        tmp_path: Path, registry: Registry, real_mirror: str, signing_key: SigningKey,
+        single: Built) -> None:
+    first = build_profile(layered_profile(tmp_path, real_mirror, signing_key, "web", "web\n"),
+                          tmp_path / "out", tmp_path / "cache")
+    second = build_profile(layered_profile(tmp_path, real_mirror, signing_key, "api", "api\n"),
+                           tmp_path / "out", tmp_path / "cache")
+    flat = build_profile(layered_profile(tmp_path, real_mirror, signing_key, "flat", "web\n",
+                                         layering="single"), tmp_path / "out", tmp_path / "cache")
+    layers = [[x["digest"] for x in json.loads(b.blob(b.digest))["layers"]] for b in (first, second)]
+    plain = json.loads(single.blob(single.digest))["layers"][0]["digest"]
+    assert len(layers[0]) == len(layers[1]) == 2  # base, then accounts + overlay (no packages)
+    assert layers[0][0] == layers[1][0] == plain  # the base layer is the plain minirootfs image's layer
+    assert layers[0][1] != layers[1][1]
+
+    # The layered image unpacks to the same files as the single-layer build of the profile.
+    if shutil.which("umoci") is not None:
+        trees = []
+        for built in (first, flat):
+            bundle = tmp_path / f"bundle-{built.folder.name}"
+            done = subprocess.run(["umoci", "unpack", *([] if os.geteuid() == 0 else ["--rootless"]),
+                                   "--image", f"{built.layout}:1", str(bundle)],
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            rootfs = bundle / "rootfs"
+            trees.append({str(p.relative_to(rootfs)): (p.is_symlink(), os.lstat(p).st_mode,
+                                                       p.read_bytes() if p.is_file() and not p.is_symlink()
+                                                       else os.readlink(p) if p.is_symlink() else None)
+                          for p in rootfs.rglob("*")})
+        assert trees[0] == trees[1]
+        assert "etc/issue" not in trees[0] and trees[0]["etc/motd"][2] == b"web\n"
+
+    env = {"ALPINE_COMPOSER_REGISTRY_USER": USER, "ALPINE_COMPOSER_REGISTRY_PASSWORD": PASSWORD}
+    cache = tmp_path / "c"
+    assert push(registry, first.folder, f"{registry.host}/fleet/web:1", env=env, cache=cache).returncode == 0
+    before = len(registry.requests())
+    result = push(registry, second.folder, f"{registry.host}/fleet/api:1", env=env, cache=cache)
+    assert result.returncode == 0, result.stderr
+    moved = registry.requests()[before:]
+    uploaded = {uri.split("digest=", 1)[1].replace("%3A", ":") for m, uri, _ in moved
+                if m == "PUT" and "/blobs/uploads/" in uri}
+    mounted = {uri.split("mount=", 1)[1].split("&", 1)[0].replace("%3A", ":") for m, uri, s in moved
+               if m == "POST" and "mount=" in uri and s == 201}
+    assert layers[1][0] in mounted and layers[1][0] not in uploaded
+    assert layers[1][1] in uploaded
+    assert "mounted from other repositories" in result.stderr
