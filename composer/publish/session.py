@@ -70,7 +70,7 @@ class RegistrySession:
         self.verify: str | bool = str(settings.ca_cert) if settings.ca_cert else True
         self.session.headers["User-Agent"] = "alpine-composer"
         self._authorization: str | None = None
-        self._scopes: list[str] = []
+        self._scopes: dict[str, list[str]] = {}
         self._credentials: Credentials | None = None
         self._looked_up = False
         self._tried: set[str] = set()
@@ -167,10 +167,7 @@ class RegistrySession:
             header = "Basic " + base64.b64encode(
                 f"{creds.username}:{creds.password}".encode()).decode("ascii")
         elif challenge.scheme == "bearer":
-            scope = challenge.params.get("scope", "")
-            for item in scope.split():
-                if item not in self._scopes:
-                    self._scopes.append(item)
+            self._add_scopes(challenge.params.get("scope", ""))
             header = "Bearer " + self._token(challenge, creds, where)
         else:
             raise RegistryError(f"{where}: the registry asks for {challenge.scheme!r} "
@@ -181,6 +178,22 @@ class RegistrySession:
         self._tried.add(header)
         self._authorization = header
         return True
+
+    def _add_scopes(self, text: str) -> None:
+        """Merge a challenge's scopes (``repository:team/web:pull``) into those asked for so
+        far, one entry per resource; our own repository always gets pull and push, since a
+        push needs both (one token instead of two)."""
+        own = f"repository:{self.repository}"
+        for item in [f"{own}:pull,push", *text.split()]:
+            resource, sep, actions = item.rpartition(":")
+            if not sep or not resource:
+                continue
+            merged = self._scopes.get(resource, [])
+            merged += [a for a in actions.split(",") if a and a not in merged]
+            self._scopes[resource] = merged
+
+    def _scope_list(self) -> list[str]:
+        return [f"{resource}:{','.join(actions)}" for resource, actions in self._scopes.items()]
 
     def _token(self, challenge: Challenge, creds: Credentials | None, where: str) -> str:
         import requests
@@ -196,13 +209,13 @@ class RegistrySession:
         query: list[tuple[str, str]] = []
         if "service" in challenge.params:
             query.append(("service", challenge.params["service"]))
-        query.extend(("scope", s) for s in self._scopes)
+        query.extend(("scope", s) for s in self._scope_list())
         timeout = (self.settings.network.connect_timeout, self.settings.network.read_timeout)
         try:
             if creds is not None and creds.username == "<token>":
                 form = dict(query[:1]) | {"grant_type": "refresh_token", "client_id": "alpine-composer",
                                           "refresh_token": creds.password,
-                                          "scope": " ".join(self._scopes)}
+                                          "scope": " ".join(self._scope_list())}
                 response = self.session.post(realm, data=form, timeout=timeout, verify=self.verify)
             else:
                 auth = (creds.username, creds.password) if creds is not None else None

@@ -8,12 +8,17 @@
 
 The certificate is made in the test with openssl (an IP SAN for 127.0.0.1), the htpasswd
 file with ``htpasswd -B`` (bcrypt, as distribution requires), the config in a temp folder.
-``tls=False`` gives a plain-HTTP registry (for the loopback proxy that cuts connections).
+``tls=False`` gives a plain-HTTP registry (for the loopback proxy that cuts connections);
+``token=True`` puts distribution's bearer-token auth in front instead of htpasswd, with a
+token server on 127.0.0.1 that checks the users' passwords and signs JWTs (RS256, ``x5c``)
+with the test certificate's key, which the registry trusts as ``rootcertbundle``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.server
 import json
 import shutil
 import socket
@@ -21,6 +26,7 @@ import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,6 +68,7 @@ class Registry:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     users: dict[str, str] = field(default_factory=dict)
+    tokens: TokenServer | None = None
 
     @property
     def scheme(self) -> str:
@@ -95,14 +102,18 @@ class Registry:
                 self.process.wait()
 
 
-def _config(folder: Path, port: int, ca: tuple[Path, Path] | None, htpasswd: Path | None) -> str:
+def _config(folder: Path, port: int, ca: tuple[Path, Path] | None, htpasswd: Path | None,
+            token_realm: str | None = None) -> str:
     lines = ["version: 0.1", "log:", "  level: info", "  formatter: json", "  accesslog:",
              "    disabled: true", "storage:", "  filesystem:", f"    rootdirectory: {folder / 'data'}",
              "  delete:", "    enabled: true", "http:", f"  addr: 127.0.0.1:{port}",
              "  secret: alpine-composer-tests"]
     if ca is not None:
         lines += ["  tls:", f"    certificate: {ca[0]}", f"    key: {ca[1]}"]
-    if htpasswd is not None:
+    if token_realm is not None and ca is not None:
+        lines += ["auth:", "  token:", f"    realm: {token_realm}", "    service: test-registry",
+                  "    issuer: test-issuer", f"    rootcertbundle: {ca[0]}"]
+    elif htpasswd is not None:
         lines += ["auth:", "  htpasswd:", "    realm: alpine-composer-tests", f"    path: {htpasswd}"]
     return "\n".join(lines) + "\n"
 
@@ -124,13 +135,81 @@ def _wait_ready(reg: Registry, deadline: float) -> bool:
     return False
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenServer:
+    """Bearer tokens for distribution's ``auth: token``: every scope asked for, to a user
+    whose basic-auth password is right; ``requests`` records each scope string asked."""
+
+    def __init__(self, cert: Path, key: Path, users: dict[str, str]) -> None:
+        import ssl
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        der = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(serialization.Encoding.DER)
+        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                scopes = query.get("scope", [])
+                server.requests.append(" ".join(scopes))
+                given = self.headers.get("Authorization", "")
+                expected = {"Basic " + base64.b64encode(f"{u}:{p}".encode()).decode(): u
+                            for u, p in users.items()}
+                if given not in expected:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                access = []
+                for scope in " ".join(scopes).split():
+                    kind, name, actions = scope.split(":")
+                    access.append({"type": kind, "name": name, "actions": actions.split(",")})
+                now = int(time.time())
+                header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
+                claims = {"iss": "test-issuer", "sub": expected[given], "aud": "test-registry",
+                          "exp": now + 600, "nbf": now - 60, "iat": now - 60, "jti": str(now),
+                          "access": access}
+                signing = _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())
+                signature = private.sign(signing.encode(), padding.PKCS1v15(),  # type: ignore[union-attr,call-arg]
+                                         hashes.SHA256())
+                body = json.dumps({"token": signing + "." + _b64url(signature)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
+        self.realm = f"https://127.0.0.1:{self._httpd.server_address[1]}/token"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
 @contextlib.contextmanager
-def run_registry(folder: Path, *, users: dict[str, str] | None = None,
-                 tls: bool = True) -> Iterator[Registry]:
+def run_registry(folder: Path, *, users: dict[str, str] | None = None, tls: bool = True,
+                 token: bool = False) -> Iterator[Registry]:
     """Start a registry (TLS and htpasswd users unless turned off) for the block."""
     require_registry_tools()
     folder.mkdir(parents=True, exist_ok=True)
     cert = make_certificate(folder) if tls else None
+    tokens = TokenServer(cert[0], cert[1], dict(users or {})) if token and cert else None
     htpasswd = None
     if users:
         htpasswd = folder / "htpasswd"
@@ -141,10 +220,10 @@ def run_registry(folder: Path, *, users: dict[str, str] | None = None,
     for _ in range(5):
         port = free_port()
         config = folder / "config.yml"
-        config.write_text(_config(folder, port, cert, htpasswd))
+        config.write_text(_config(folder, port, cert, htpasswd, tokens.realm if tokens else None))
         log = folder / "registry.log"
         reg = Registry(host=f"127.0.0.1:{port}", folder=folder, ca=cert[0] if cert else None,
-                       log=log, users=dict(users or {}))
+                       log=log, users=dict(users or {}), tokens=tokens)
         with open(log, "wb") as out:
             reg.process = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=out,
                                            stderr=subprocess.STDOUT)
@@ -157,6 +236,8 @@ def run_registry(folder: Path, *, users: dict[str, str] | None = None,
         yield reg
     finally:
         reg.stop()
+        if tokens is not None:
+            tokens.close()
 
 
 class CuttingProxy:

@@ -335,3 +335,22 @@ def test_layered_images_share_the_base_layer_in_the_registry(
     assert layers[1][0] in mounted and layers[1][0] not in uploaded
     assert layers[1][1] in uploaded
     assert "mounted from other repositories" in result.stderr
+
+
+def test_bearer_token_auth(tmp_path: Path, single: Built) -> None:
+    """distribution's token auth: the token comes from the realm the challenge names, with the
+    scopes it names, and a cross-repository mount asks for pull on the source as well."""
+    with run_registry(tmp_path / "token", users={USER: PASSWORD}, token=True) as reg:
+        assert reg.tokens is not None
+        env = {"ALPINE_COMPOSER_REGISTRY_USER": USER, "ALPINE_COMPOSER_REGISTRY_PASSWORD": PASSWORD}
+        refs = [f"{reg.host}/team/a:1", f"{reg.host}/team/b:1"]
+        result = push(reg, single.folder, *refs, env=env, cache=tmp_path / "c")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == [f"{single.digest}  {r}@{single.digest}" for r in refs]
+        assert reg.tokens.requests == ["repository:team/a:pull,push", "repository:team/b:pull,push",
+                                       "repository:team/b:pull,push repository:team/a:pull"]
+        assert "mounted from other repositories" in result.stderr
+        wrong = push(reg, single.folder, refs[0], env={**env, "ALPINE_COMPOSER_REGISTRY_PASSWORD": "x"})
+    assert wrong.returncode == 3
+    assert f"{reg.host}/team/a: checking " in wrong.stderr
+    assert "the token server 127.0.0.1:" in wrong.stderr and "refused (HTTP 401)" in wrong.stderr
