@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from composer.context import BuildContext
 from composer.profile import load_profile
 from composer.stages.pipeline import build
-from tests.conftest import require_shared, run_cli, write_profile
+from tests.conftest import REPO, require_shared, run_cli, write_profile
 from tests.helpers.gpg import SigningKey
 from tests.helpers.mirror import build_mirror
 from tests.helpers.registry import CuttingProxy, Registry, run_registry
@@ -70,13 +71,6 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def single(work: Path, real_mirror: str, signing_key: SigningKey) -> Built:
     profile = write_profile(work / "p1", mirror_url=real_mirror, key=signing_key, name="mini",
                             outputs=[{"format": "oci", "tag": "3.20"}])
-    return build_profile(profile, work / "out", work / "cache")
-
-
-@pytest.fixture(scope="module")
-def multi(work: Path, real_mirror: str, signing_key: SigningKey) -> Built:
-    profile = write_profile(work / "p2", mirror_url=real_mirror, key=signing_key, name="multi",
-                            arch=["x86_64", "aarch64"], outputs=[{"format": "oci", "tag": "edge"}])
     return build_profile(profile, work / "out", work / "cache")
 
 
@@ -170,27 +164,44 @@ def test_push_single_arch_reads_back_byte_for_byte(tmp_path: Path, registry: Reg
     print(f"push of the minirootfs image: {took:.2f} s")
 
 
-def test_publish_multi_arch_two_tags_and_a_second_repository(tmp_path: Path, registry: Registry,
-                                                             multi: Built) -> None:
+def shipped_child(folder: Path, mirror: str, key: SigningKey, shipped: str) -> Path:
+    """``profiles/<shipped>.yaml`` pointed at the test mirror and trusting the test key."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "release-key.asc").write_bytes(key.public_armored)
+    path = folder / f"{shipped}.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": shipped, "extends": os.fspath(REPO / "profiles" / f"{shipped}.yaml"),
+        "mirror": mirror, "trust": {"fingerprint": key.fingerprint, "key": "release-key.asc"}}))
+    return path
+
+
+def test_publish_the_shipped_multi_arch_profile_and_pull_it_by_digest(
+        tmp_path: Path, registry: Registry, real_mirror: str, signing_key: SigningKey) -> None:
+    """``publish`` builds profiles/container.yaml (amd64 + arm64) and pushes it under two tags
+    and to a second repository, which gets every blob by a cross-repository mount."""
+    profile = shipped_child(tmp_path / "p", real_mirror, signing_key, "container")
     env = {"ALPINE_COMPOSER_REGISTRY_USER": USER, "ALPINE_COMPOSER_REGISTRY_PASSWORD": PASSWORD}
-    refs = [f"{registry.host}/fleet/multi:edge", f"{registry.host}/fleet/multi:2024-09",
-            f"{registry.host}/other/multi:edge"]
+    refs = [f"{registry.host}/fleet/base:3.20", f"{registry.host}/fleet/base:2024-09",
+            f"{registry.host}/other/base:3.20"]
     before = len(registry.requests())
-    result = push(registry, multi.folder, *refs, env=env, cache=tmp_path / "c")
+    result = run_cli("publish", profile, *refs, "--output-dir", tmp_path / "out", "--cache-dir",
+                     tmp_path / "cache", "--ca-cert", str(registry.ca), env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [f"{multi.digest}  {r}@{multi.digest}" for r in refs]
-    index_bytes = multi.blob(multi.digest)
+    record = json.loads((tmp_path / "out" / "container" / "manifest.json").read_text())
+    digest = next(o["digest"] for o in record["outputs"] if o["path"] == "oci/index.json")
+    multi = Built(tmp_path / "out" / "container", digest)
+    assert result.stdout.splitlines() == [f"{digest}  {r}@{digest}" for r in refs]
+    index_bytes = multi.blob(digest)
     for ref in refs:
         assert raw(registry, ref) == index_bytes
-    # The second repository got every blob by a cross-repository mount, none uploaded again.
     seen = registry.requests()[before:]
-    other = [r for r in seen if r[1].startswith("/v2/other/multi/blobs/uploads/")]
+    other = [r for r in seen if r[1].startswith("/v2/other/base/blobs/uploads/")]
     assert other and all("mount=" in uri and status == 201 for _, uri, status in other), other
     assert not any(m == "PATCH" or (m == "PUT" and "/blobs/" in uri) for m, uri, _ in seen
                    if uri.startswith("/v2/other/"))
 
     pulled = tmp_path / "arm"
-    copied = skopeo(registry, "copy", f"docker://{registry.host}/fleet/multi@{multi.digest}",
+    copied = skopeo(registry, "copy", f"docker://{registry.host}/fleet/base@{digest}",
                     f"oci:{pulled}:x", override_arch="arm64")
     assert copied.returncode == 0, copied.stderr
     index = json.loads(index_bytes)
@@ -200,6 +211,11 @@ def test_publish_multi_arch_two_tags_and_a_second_repository(tmp_path: Path, reg
     assert got["digest"] == arm["digest"]
     remote = json.loads((pulled / "blobs" / "sha256" / got["digest"][7:]).read_bytes())
     assert [x["digest"] for x in remote["layers"]] == [x["digest"] for x in local_arm["layers"]]
+    assert len(remote["layers"]) == 2  # the minirootfs, then the overlay's motd
+    for arch in ("amd64", "arm64"):  # each platform's SBOMs, by the referrers tag fallback
+        platform = next(m for m in index["manifests"] if m["platform"]["architecture"] == arch)
+        referrers = json.loads(raw(registry, f"{registry.host}/fleet/base:sha256-{platform['digest'][7:]}"))
+        assert len(referrers["manifests"]) == 2
 
 
 def test_wrong_or_missing_credentials(tmp_path: Path, registry: Registry, single: Built) -> None:
