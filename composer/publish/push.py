@@ -221,7 +221,7 @@ class _Pusher:
             index = Manifest("sha256:" + hashlib.sha256(data).hexdigest(), MEDIA_INDEX, data,
                              "referrers index")
             self._put_manifest(index, tag)
-        return f"tag {tag[:20]}…"
+        return f"tag {tag}"
 
     def _fetch_index(self, tag: str) -> list[Any]:
         """The ``manifests`` of the referrers index under ``tag`` (empty when there is none)."""

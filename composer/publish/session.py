@@ -69,6 +69,9 @@ class RegistrySession:
         # Passed on every request: a session default loses to $REQUESTS_CA_BUNDLE.
         self.verify: str | bool = str(settings.ca_cert) if settings.ca_cert else True
         self.session.headers["User-Agent"] = "alpine-composer"
+        # Bodies are counted as they arrive; a compressed one could inflate past the bound
+        # inside a single chunk, so none is accepted.
+        self.session.headers["Accept-Encoding"] = "identity"
         self._authorization: str | None = None
         self._scopes: dict[str, list[str]] = {}
         self._credentials: Credentials | None = None

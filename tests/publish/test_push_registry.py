@@ -160,6 +160,11 @@ def test_push_single_arch_reads_back_byte_for_byte(tmp_path: Path, registry: Reg
     assert again.returncode == 0, again.stderr
     assert again.stdout == first.stdout
     assert "nothing to upload" in again.stderr
+    as_json = push(registry, single.folder, ref, "--json", env=env, cache=tmp_path / "c")
+    assert json.loads(as_json.stdout) == {"ok": True, "pushed": [{
+        "reference": ref, "digest": single.digest, "pinned": f"{ref}@{single.digest}", "uploaded": 0,
+        "mounted": 0, "present": 5, "bytes_uploaded": 0, "manifests_sent": 0,
+        "referrers": "tag sha256-" + single.digest[7:]}]}
     assert {m for m, _, _ in registry.requests()[before:]} == {"HEAD", "GET"}
     print(f"push of the minirootfs image: {took:.2f} s")
 
@@ -319,6 +324,7 @@ def test_layered_images_share_the_base_layer_in_the_registry(
     assert len(layers[0]) == len(layers[1]) == 2  # base, then accounts + overlay (no packages)
     assert layers[0][0] == layers[1][0] == plain  # the base layer is the plain minirootfs image's layer
     assert layers[0][1] != layers[1][1]
+    assert run_cli("verify", first.folder).returncode == 0
 
     # The layered image unpacks to the same files as the single-layer build of the profile.
     if shutil.which("umoci") is not None:
