@@ -22,7 +22,7 @@ from composer.numbers import clip
 from composer.publish.credentials import Credentials, HelperRunner, find_credentials
 from composer.publish.reference import ImageReference
 from composer.publish.wire import Challenge, RegistryError, error_summary, parse_challenge
-from composer.sources.fetch import FetchSettings, Retryable, connection_cause
+from composer.sources.fetch import FetchSettings, Retryable, connection_cause, transport_retries
 
 if TYPE_CHECKING:
     import requests
@@ -123,16 +123,15 @@ class RegistrySession:
         data = body() if callable(body) else body
         timeout = (self.settings.network.connect_timeout, self.settings.network.read_timeout)
         try:
-            return self.session.request(method, url, headers=all_headers, data=data, stream=True,
-                                        timeout=timeout, verify=self.verify,
-                                        allow_redirects=method in ("GET", "HEAD"))
-        except requests.exceptions.SSLError as exc:
-            raise RegistryError(f"{where}: TLS failed ({_ssl_reason(exc)}); give the registry's CA "
-                                "with --ca-cert FILE, or --insecure for a plain-HTTP registry") from exc
-        except requests.Timeout as exc:
-            raise Retryable("timed out") from exc
-        except requests.ConnectionError as exc:
-            raise Retryable(connection_cause(exc)) from exc
+            with transport_retries():
+                try:
+                    return self.session.request(method, url, headers=all_headers, data=data,
+                                                stream=True, timeout=timeout, verify=self.verify,
+                                                allow_redirects=method in ("GET", "HEAD"))
+                except requests.exceptions.SSLError as exc:
+                    raise RegistryError(f"{where}: TLS failed ({_ssl_reason(exc)}); give the "
+                                        "registry's CA with --ca-cert FILE, or --insecure for a "
+                                        "plain-HTTP registry") from exc
         except requests.RequestException as exc:
             raise RegistryError(f"{where}: {clip(str(exc), 160)}") from exc
         finally:
@@ -227,7 +226,7 @@ class RegistrySession:
         except requests.exceptions.SSLError as exc:
             raise RegistryError(f"{where}: token server {parts.netloc}: TLS failed "
                                 f"({_ssl_reason(exc)})") from exc
-        except (requests.Timeout, requests.ConnectionError) as exc:
+        except (requests.Timeout, requests.ConnectionError) as exc:  # named: not the registry
             raise Retryable(f"token server {parts.netloc}: {connection_cause(exc)}") from exc
         with response:
             body = small_body(response, MAX_TOKEN_BODY)
@@ -253,19 +252,15 @@ class RegistrySession:
 
 def read_bounded(response: requests.Response, limit: int, *, where: str) -> bytes:
     """A response body of at most ``limit`` bytes (a larger one is a RegistryError)."""
-    import requests
 
     chunks: list[bytes] = []
     total = 0
-    try:
+    with transport_retries():
         for chunk in response.iter_content(64 * 1024):
             total += len(chunk)
             if total > limit:
                 raise RegistryError(f"{where}: answer larger than {limit} bytes")
             chunks.append(chunk)
-    except (requests.ConnectionError, requests.Timeout,
-            requests.exceptions.ChunkedEncodingError) as exc:
-        raise Retryable(connection_cause(exc)) from exc
     return b"".join(chunks)
 
 

@@ -14,7 +14,8 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -71,6 +72,20 @@ class Retryable(Exception):
 
 
 T = TypeVar("T")
+
+
+@contextmanager
+def transport_retries() -> Iterator[None]:
+    """The one rule for requests' transport failures: a timeout, a refused, reset or cut
+    connection (also mid-body) is :class:`Retryable`, named in a few words."""
+    import requests
+
+    try:
+        yield
+    except requests.Timeout as exc:
+        raise Retryable("timed out") from exc
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        raise Retryable(connection_cause(exc)) from exc
 
 
 def with_retries(settings: FetchSettings, attempt: Callable[[], T], *, what: str, url: str,
@@ -352,11 +367,8 @@ class Fetcher:
         if self.session is None:
             self.session = requests.Session()
         try:
-            response = self.session.get(url, headers=headers, stream=True, timeout=timeout)
-        except requests.Timeout as exc:
-            raise Retryable("timed out") from exc
-        except requests.ConnectionError as exc:
-            raise Retryable(connection_cause(exc)) from exc
+            with transport_retries():
+                response = self.session.get(url, headers=headers, stream=True, timeout=timeout)
         except requests.RequestException as exc:
             raise FetchError(f"{what}: {url}: {_first_line(exc)}") from exc
         with response:
@@ -400,26 +412,22 @@ class Fetcher:
         total: int | None,
         limit: int | None,
     ) -> None:
-        import requests
 
         bar = self._progress_bar(what, total, dest.stat().st_size if mode == "ab" else 0)
         try:
             with cache_writes(self.cache.root), open(dest, mode) as out:
                 written = out.tell()
                 try:
-                    for chunk in response.iter_content(_CHUNK):
-                        written += len(chunk)
-                        if limit is not None and written > limit:
-                            raise FetchError(f"{what}: {url}: larger than the {limit}-byte limit")
-                        if total is not None and written > total:
-                            raise FetchError(f"{what}: {url}: more than the expected {total} bytes")
-                        out.write(chunk)
-                        if bar is not None:
-                            bar.update(len(chunk))
-                except requests.Timeout as exc:
-                    raise Retryable("timed out") from exc
-                except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                    raise Retryable(connection_cause(exc)) from exc
+                    with transport_retries():
+                        for chunk in response.iter_content(_CHUNK):
+                            written += len(chunk)
+                            if limit is not None and written > limit:
+                                raise FetchError(f"{what}: {url}: larger than the {limit}-byte limit")
+                            if total is not None and written > total:
+                                raise FetchError(f"{what}: {url}: more than the expected {total} bytes")
+                            out.write(chunk)
+                            if bar is not None:
+                                bar.update(len(chunk))
                 finally:
                     out.flush()
                     os.fsync(out.fileno())
