@@ -277,12 +277,14 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace, folder: Path, refs: Sequence[Any]) -> int:
-    from composer.context import _stderr_log
     from composer.publish.command import push_folder, registry_settings, result_json, result_lines
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
 
     settings = registry_settings(env=os.environ, ca_cert=args.ca_cert, insecure=args.insecure,
                                  chunk_size=args.chunk_size, retries=args.retries,
-                                 retry_delay=args.retry_delay, timeout=args.timeout, log=_stderr_log)
+                                 retry_delay=args.retry_delay, timeout=args.timeout, log=log)
     results = push_folder(folder, refs, settings, cache_dir=args.cache_dir, env=os.environ)
     if args.json:
         _print_json({"ok": True, "pushed": result_json(results)})

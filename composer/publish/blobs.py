@@ -10,6 +10,7 @@ session, as distribution does when a chunk was cut off half-way).
 
 from __future__ import annotations
 
+import io
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,8 +50,6 @@ class _Reader:
         self._left = length
         self._on_bytes = on_bytes
         if blob.data is not None:
-            import io
-
             self._fh: Any = io.BytesIO(blob.data)
         else:
             assert blob.path is not None
@@ -83,7 +82,7 @@ class _Upload:
 
 @dataclass(frozen=True)
 class Progress:
-    """Callbacks a push hands in: bytes sent (for a bar), and a count of sessions started."""
+    """What a push hands in to watch an upload: a callback for the bytes sent (a tqdm bar)."""
 
     on_bytes: Callable[[int], None] | None = None
 

@@ -32,6 +32,7 @@ from composer.writers.oci import (
 )
 
 MAX_MANIFEST = 4 << 20
+MAX_RECORD = 64 << 20
 MEDIA_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (MEDIA_MANIFEST, MEDIA_DOCKER_MANIFEST)
@@ -110,8 +111,9 @@ class _Reader:
         return self._plan(image, self._layout_artifacts(entries, image))
 
     def build_folder(self, folder: Path) -> PushPlan:
-        record = load_json((folder / MANIFEST_NAME).read_bytes(), what=str(folder / MANIFEST_NAME),
-                           error=VerificationError)
+        record = load_json(read_small(folder / MANIFEST_NAME, MAX_RECORD),
+                           what=str(folder / MANIFEST_NAME), error=VerificationError,
+                           max_bytes=MAX_RECORD)
         outputs = list(record.field("outputs").items(max_items=1_000_000))
         recorded = None
         for output in outputs:
@@ -141,18 +143,19 @@ class _Reader:
 
     def _index(self) -> JsonValue:
         path = self.layout / "index.json"
-        data = path.read_bytes()
+        data = read_small(path, MAX_MANIFEST)
         return load_json(data, what=str(path), error=VerificationError, max_bytes=MAX_MANIFEST)
 
     def _read_manifest(self, desc: JsonValue, role: str) -> tuple[Manifest, JsonValue]:
         digest, size, media_type = _descriptor(desc)
         path = self._blob_path(digest)
         try:
-            data = path.read_bytes() if os.path.getsize(path) <= MAX_MANIFEST else b""
+            data = read_small(path, MAX_MANIFEST)
         except FileNotFoundError:
             raise VerificationError(f"{path}: missing ({role} {digest})") from None
         if len(data) != size:
-            raise VerificationError(f"{path}: {len(data)} bytes, but its descriptor says {size}")
+            raise VerificationError(f"{path}: {os.path.getsize(path)} bytes, but its descriptor "
+                                    f"says {size}")
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise VerificationError(f"{path}: content hashes to {actual}, not to its name "
@@ -217,10 +220,8 @@ class _Reader:
         if platform is None:
             config_digest = doc.field("config").field("digest").str()
             path = self._blob_path(config_digest)
-            if os.path.getsize(path) > MAX_MANIFEST:
-                return None
-            platform = load_json(path.read_bytes(), what=str(path), error=VerificationError,
-                                 max_bytes=MAX_MANIFEST)
+            platform = load_json(read_small(path, MAX_MANIFEST), what=str(path),
+                                 error=VerificationError, max_bytes=MAX_MANIFEST)
         architecture = platform.optional("architecture")
         variant = platform.optional("variant")
         if architecture is None:
@@ -265,7 +266,7 @@ class _Reader:
             path = folder / rel
             if "/" in rel or not path.is_file():
                 output.fail(f"SBOM {rel!r} is not a file of {folder}")
-            data = path.read_bytes()
+            data = read_small(path, MAX_RECORD)
             if hashlib.sha256(data).hexdigest() != output.field("sha256").str():
                 raise VerificationError(f"{path}: does not match its sha256 in {MANIFEST_NAME} "
                                         "(run alpine-composer verify)")
@@ -289,6 +290,12 @@ class _Reader:
                                   annotations={ANNOTATION_CREATED: created,
                                                "org.opencontainers.image.title": rel}))
         return found
+
+
+def read_small(path: Path, limit: int) -> bytes:
+    """A file's bytes, but never more than ``limit`` + 1 of them (then the size check fails)."""
+    with open(path, "rb") as fh:
+        return fh.read(limit + 1)
 
 
 def _descriptor(desc: JsonValue) -> tuple[str, int, str]:

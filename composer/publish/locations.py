@@ -35,7 +35,8 @@ class BlobLocations:
 
     def _load(self, path: Path) -> None:
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_BYTES + 1)
         except OSError:
             return
         try:
