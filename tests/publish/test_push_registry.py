@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -376,3 +377,44 @@ def test_bearer_token_auth(tmp_path: Path, single: Built) -> None:
     assert wrong.returncode == 3
     assert f"{reg.host}/team/a: checking " in wrong.stderr
     assert "the token server 127.0.0.1:" in wrong.stderr and "refused (HTTP 401)" in wrong.stderr
+
+
+def test_progress_bars_on_a_terminal(tmp_path: Path, registry: Registry, single: Built) -> None:
+    """stderr a terminal (a pty of 100 columns): a tqdm bar per uploaded blob, as for downloads."""
+    import fcntl
+    import pty
+    import struct
+    import sys
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    shown: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            shown.append(data)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "ALPINE_COMPOSER_REGISTRY_USER": USER,
+           "ALPINE_COMPOSER_REGISTRY_PASSWORD": PASSWORD}
+    done = subprocess.run([sys.executable, "-m", "composer", "push", single.folder,
+                           f"{registry.host}/team/bars:1", "--ca-cert", str(registry.ca),
+                           "--chunk-size", "1M"], stdout=subprocess.PIPE, stderr=slave, env=env,
+                          timeout=120)
+    os.close(slave)
+    reader.join(10)
+    os.close(master)
+    text = b"".join(shown)
+    assert done.returncode == 0, text
+    layer = json.loads(single.blob(single.digest))["layers"][0]["digest"]
+    assert re.search(rb"\rlayer " + layer[7:19].encode() + rb": +[0-9]+%\|.*\| [0-9.]+M/3\.[0-9]+M \[",
+                     text), text
