@@ -228,6 +228,11 @@ class OciOutput(Strict):
     format: Literal["oci", "oci-archive"]
     tag: str = Field(default="latest", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
     compression: LayerCompression = LayerCompression.GZIP
+    layering: Literal["single", "stages"] = Field(
+        default="single",
+        description="single: the whole rootfs as one layer. stages: one layer per build stage "
+                    "(the base as released, what the packages change, what accounts, services "
+                    "and the overlay change), so images from the same base share its layer.")
 
 
 class DockerArchiveOutput(Strict):
