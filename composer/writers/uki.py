@@ -5,10 +5,11 @@ The stub (systemd-boot's ``linux<arch>.efi.stub``, shipped by Alpine's ``gummibo
 package) finds its payload in PE sections named ``.osrel``, ``.cmdline``, ``.initrd``
 and ``.linux``. What :func:`build_uki` does, each as ukify does it:
 
-* the stub's COFF symbol and string tables (stubs built with older toolchains keep them
-  at the end of the file, where an image has no use for them) are dropped, so no byte
-  lies after the last section: Authenticode tools hash images section by section, and a
-  gap makes ``sbsign`` warn and ``osslsigncode`` disagree with it;
+* what follows the stub's last section is dropped: the COFF symbol and string tables
+  (stubs built with older toolchains keep them at the end of the file, where an image
+  has no use for them) and any other bytes no section covers, which firmware never
+  loads. So no byte lies outside a section: Authenticode tools hash images section by
+  section, and a gap makes ``sbsign`` warn and ``osslsigncode`` disagree with it;
 * the new sections follow the stub's, each at the next multiple of the stub's
   SectionAlignment in memory and of its FileAlignment in the file (or of ``align``: a
   larger alignment is padded inside the preceding section's raw data, so the sections
@@ -132,26 +133,22 @@ def _kernel_image_size(kernel: bytes) -> int:
     return int(struct.unpack_from("<I", kernel, layout.optional + 56)[0])
 
 
-def _strip_symbols(stub: bytes, layout: _Layout, source: str) -> bytes:
-    """The stub without its COFF symbol and string tables, and without the pointer to them."""
+def _drop_tail(stub: bytes, layout: _Layout, source: str) -> bytes:
+    """The stub up to the end of its last section, without its COFF symbol table and the
+    header fields that point at it. Nothing after the last section is loaded by firmware:
+    a symbol table, or text no section header covers (systemd 252's arm64 stub keeps its
+    SBAT text there), would only be a gap before the sections we add."""
     sections = pe_sections(stub, source=source)
-    end = max((s.raw_offset + s.raw_size for s in sections if s.raw_size),
-              default=layout.size_of_headers)
-    symbols, count = struct.unpack_from("<II", stub, layout.coff + 8)
-    out = bytearray(stub)
+    end = _align(max((s.raw_offset + s.raw_size for s in sections if s.raw_size),
+                     default=layout.size_of_headers), layout.file_align)
+    symbols = struct.unpack_from("<I", stub, layout.coff + 8)[0]
+    out = bytearray(stub[:end].ljust(end, b"\0"))
     if symbols:
-        strings = symbols + _SYMBOL_SIZE * count
-        if strings + 4 <= len(stub):
-            strings += struct.unpack_from("<I", stub, strings)[0]
-        if strings != len(stub) or symbols < end:
-            raise OutputError(f"{source}: the COFF symbol table is not at the end of the file")
-        del out[symbols:]
+        if symbols < end:
+            raise OutputError(f"{source}: the COFF symbol table lies inside the sections")
         struct.pack_into("<II", out, layout.coff + 8, 0, 0)
         flags = struct.unpack_from("<H", out, layout.coff + 18)[0]
         struct.pack_into("<H", out, layout.coff + 18, flags | _LOCAL_SYMS_STRIPPED)
-    if len(out) > _align(end, layout.file_align):
-        raise OutputError(f"{source}: {len(out) - end} bytes after the last section that are not "
-                          "a COFF symbol table")
     return bytes(out)
 
 
@@ -168,14 +165,13 @@ def build_uki(stub: bytes, sections: Sequence[tuple[str, bytes]], *, align: int 
     table_end = layout.table + 40 * layout.count
     if table_end + 40 * len(ordered) > layout.size_of_headers:
         raise OutputError(f"{source}: no room for {len(ordered)} more PE section headers")
-    out = bytearray(_strip_symbols(stub, layout, source))
+    out = bytearray(_drop_tail(stub, layout, source))
     existing = pe_sections(stub, source=source)
     last = max(existing, key=lambda s: s.virtual_address)
     next_va = _align(last.virtual_address + max(last.virtual_size, last.raw_size),
                      layout.section_align)
     file_align = max(layout.file_align, _align(align, layout.file_align))
     previous = max(range(layout.count), key=lambda i: existing[i].raw_offset)
-    out.extend(bytes(_align(len(out), layout.file_align) - len(out)))
     code_size, data_size = struct.unpack_from("<II", out, layout.optional + 4)
     for index, (name, data) in enumerate(ordered, layout.count):
         encoded = name.encode("ascii")
