@@ -173,13 +173,16 @@ def initramfs_entries(tree: FileTree, *, leave_out: Collection[str] = ()) -> lis
     database = tree.get(db.INSTALLED_PATH)
     if leave_out and database is not None and database.blob is not None:
         packages = db.parse_installed(database.blob.read(), source="/" + db.INSTALLED_PATH)
+        listed = sum(len(d.files) for p in packages for d in p.dirs)
         for package in packages:
             for directory in package.dirs:
                 prefix = directory.path + "/" if directory.path else ""
                 directory.files = [f for f in directory.files
                                    if prefix + f.name not in leave_out]
-        blob = tree.store.from_bytes(db.format_installed(packages))
-        entries = [replace(e, blob=blob) if e.path == db.INSTALLED_PATH else e for e in entries]
+        if sum(len(d.files) for p in packages for d in p.dirs) != listed:
+            blob = tree.store.from_bytes(db.format_installed(packages))
+            entries = [replace(e, blob=blob) if e.path == db.INSTALLED_PATH else e
+                       for e in entries]
     return sorted([*entries, *extra], key=lambda e: sort_key(e.path))
 
 

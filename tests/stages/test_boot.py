@@ -29,6 +29,7 @@ from composer.tree import EntryType, FileTree
 from composer.writers.iso import write_iso
 from composer.writers.uki import pe_sections
 from tests.helpers.bootpkgs import FAKE_ISOHDPFX, FAKE_ISOLINUX
+from tests.helpers.clock import another_clock
 from tests.stages.conftest import ComposeTree
 
 EPOCH = 1725622440
@@ -196,6 +197,10 @@ def test_initramfs_leaves_the_kernel_out_of_files_and_database() -> None:
                                              "lib/modules/6.6.1-0-virt/modules.order")
     assert tree.read_file(db.INSTALLED_PATH) == _database(
         "boot/config-virt", "boot/vmlinuz-virt", "lib/modules/6.6.1-0-virt/modules.order")
+    # A kernel no package owns (an overlay's) leaves the database as it is, byte for byte.
+    tree.add_file(db.INSTALLED_PATH, b"C:Q1x=\nP:other\nV:1\n\n")
+    entries = {e.path: e for e in initramfs_entries(tree, leave_out={"boot/vmlinuz-virt"})}
+    assert entries[db.INSTALLED_PATH] is tree.get(db.INSTALLED_PATH)
 
 
 def test_composed_database_loses_only_the_kernels_lines(compose_tree: ComposeTree) -> None:
@@ -239,6 +244,8 @@ def test_x86_media_layout() -> None:
     unpacked = gzip.decompress(initramfs)
     assert b"dev/console\0" in unpacked and b"boot/vmlinuz-virt\0" not in unpacked
     assert boot_media(boot_tree(), X86, epoch=EPOCH) == spec
+    with another_clock():
+        assert boot_media(boot_tree(), X86, epoch=EPOCH) == spec
 
 
 def test_bios_only_media_keep_kernel_and_initramfs_as_files() -> None:

@@ -72,6 +72,16 @@ def test_uefi_only_iso_boots_as_a_disk(compose_tree: ComposeTree, tmp_path: Path
         boot_to_marker(path, "uefi", medium, BOOT_MARKER)
 
 
+def test_bios_only_iso_boots_as_a_disk(compose_tree: ComposeTree, tmp_path: Path) -> None:
+    """BIOS only: isohdpfx.bin in a protective MBR, an empty GPT, kernel and initramfs as
+    plain ISO 9660 files."""
+    settings = BootSettings(**{**SETTINGS.__dict__, "firmware": (Firmware.BIOS,)})
+    path = tmp_path / "bios.iso"
+    with compose_tree(packages=("linux-virt", "syslinux")) as tree, path.open("w+b") as out:
+        write_iso(boot_media(tree, settings, epoch=EPOCH), out)
+    boot_to_marker(path, "bios", "disk", BOOT_MARKER)
+
+
 def test_two_builds_of_the_composed_system_are_identical(compose_tree: ComposeTree,
                                                          virt_iso: Path, tmp_path: Path) -> None:
     again = tmp_path / "again.iso"
