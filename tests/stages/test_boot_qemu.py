@@ -12,7 +12,8 @@ import pytest
 from composer.profile.model import Firmware
 from composer.stages.boot import BootSettings, boot_media
 from composer.writers.iso import ELTORITO_MAX_SECTORS, write_iso
-from tests.helpers.bootpkgs import BOOT_MARKER
+from tests.conftest import require_shared
+from tests.helpers.bootpkgs import ALPINE_SYSLINUX, BOOT_MARKER
 from tests.helpers.qemu import MODE_IDS, MODES, boot, boot_to_marker, missing_tools
 from tests.stages.conftest import EPOCH, ComposeTree
 
@@ -79,6 +80,19 @@ def test_bios_only_iso_boots_as_a_disk(compose_tree: ComposeTree, tmp_path: Path
     path = tmp_path / "bios.iso"
     with compose_tree(packages=("linux-virt", "syslinux")) as tree, path.open("w+b") as out:
         write_iso(boot_media(tree, settings, epoch=EPOCH), out)
+    boot_to_marker(path, "bios", "disk", BOOT_MARKER)
+
+
+def test_alpines_isolinux_boots_as_a_disk(compose_tree: ComposeTree, tmp_path: Path) -> None:
+    """Alpine's own ISOLINUX 6.04 (isolinux.bin, ldlinux.c32 and its isohdpfx.bin as MBR
+    code) boots the ISO as a disk: the MBR code matches the isolinux.bin beside it."""
+    folder = require_shared() / ALPINE_SYSLINUX
+    path = tmp_path / "alpine-isolinux.iso"
+    with compose_tree(packages=("linux-virt", "gummiboot")) as tree, path.open("w+b") as out:
+        for name in ("isolinux.bin", "ldlinux.c32", "isohdpfx.bin"):
+            tree.add_file(f"usr/share/syslinux/{name}", (folder / name).read_bytes())
+        write_iso(boot_media(tree, SETTINGS, epoch=EPOCH), out)
+    assert path.read_bytes()[:432] == (folder / "isohdpfx.bin").read_bytes()
     boot_to_marker(path, "bios", "disk", BOOT_MARKER)
 
 
