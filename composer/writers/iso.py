@@ -302,25 +302,36 @@ def _finish(out: BinaryIO, spec: IsoSpec, names: _Names, by_path: dict[str, IsoF
                 record = iso_records.find(out, root, path, joliet=is_joliet)
                 iso_records.repoint(out, record, extent=start, size=alias.length)
     size = out.seek(0, io.SEEK_END)
-    disk_sectors = -(-(size // gpt.SECTOR + gpt.TAIL_SECTORS) // 4) * 4
-    partitions = []
+    efi = None
     if spec.efi_image is not None:
-        first = extent(spec.efi_image) * 4
-        count = -(-len(by_path[spec.efi_image].data) // SECTOR) * 4
-        partitions.append(gpt.GptPartition(gpt.ESP_TYPE, gpt.content_guid(seed, b"esp"), first,
-                                           first + count - 1, name="EFI boot partition"))
-    mbr = [gpt.protective_entry(disk_sectors)]
-    boot_code = b""
-    if spec.bios_boot is not None:
-        # isohdpfx.bin reads the boot file's LBA, in 512-byte sectors, from byte 432.
-        boot_code = spec.mbr_code + struct.pack("<II", extent(spec.bios_boot) * 4, 0)
-        mbr.append(gpt.MbrPartition(type=0, first_lba=0, sectors=1, bootable=True))
-    tables = gpt.partition_tables(partitions, disk_sectors=disk_sectors,
-                                  disk_guid=gpt.content_guid(seed, b"disk"), mbr=mbr,
-                                  boot_code=boot_code,
-                                  disk_signature=int.from_bytes(seed[:4], "little"))
+        efi = (extent(spec.efi_image), len(by_path[spec.efi_image].data))
+    bios = extent(spec.bios_boot) if spec.bios_boot is not None else None
+    tables = _partition_tables(spec, size, bios_extent=bios, efi=efi, seed=seed)
     out.seek(0)
     out.write(tables.head.ljust(SYSTEM_AREA, b"\0"))
     out.seek(size)
     out.write(bytes(tables.tail_offset - size))
     out.write(tables.tail)
+
+
+def _partition_tables(spec: IsoSpec, size: int, *, bios_extent: int | None,
+                      efi: tuple[int, int] | None, seed: bytes) -> gpt.PartitionTables:
+    """The protective MBR (with the isohybrid boot code for BIOS) and a GPT whose EFI system
+    partition covers the EFI image's blocks, for an ISO of ``size`` bytes; the disk is the
+    ISO plus the backup GPT, in whole 2048-byte blocks."""
+    disk_sectors = -(-(size // gpt.SECTOR + gpt.TAIL_SECTORS) // 4) * 4
+    partitions = []
+    if efi is not None:
+        first, length = efi[0] * 4, -(-efi[1] // SECTOR) * 4
+        partitions.append(gpt.GptPartition(gpt.ESP_TYPE, gpt.content_guid(seed, b"esp"), first,
+                                           first + length - 1, name="EFI boot partition"))
+    mbr = [gpt.protective_entry(disk_sectors)]
+    boot_code = b""
+    if bios_extent is not None:
+        # isohdpfx.bin reads the boot file's LBA, in 512-byte sectors, from byte 432.
+        boot_code = spec.mbr_code + struct.pack("<II", bios_extent * 4, 0)
+        mbr.append(gpt.MbrPartition(type=0, first_lba=0, sectors=1, bootable=True))
+    return gpt.partition_tables(partitions, disk_sectors=disk_sectors,
+                                disk_guid=gpt.content_guid(seed, b"disk"), mbr=mbr,
+                                boot_code=boot_code,
+                                disk_signature=int.from_bytes(seed[:4], "little"))
