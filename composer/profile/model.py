@@ -256,7 +256,8 @@ class IsoOutput(Strict):
                          description="Seconds the BIOS boot prompt waits; 0 boots at once.")
     efi_loader: EfiLoader = Field(
         default=EfiLoader.UKI, description="uki: the kernel, initramfs and cmdline on gummiboot's EFI "
-                                   "stub; syslinux: syslinux.efi (x86_64 only).")
+                                   "stub. syslinux is refused with boot: uefi (syslinux.efi "
+                                   "faults under UEFI firmware started from a CD drive).")
 
 
 Output = Annotated[TarOutput | OciOutput | DockerArchiveOutput | IsoOutput,
