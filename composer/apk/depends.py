@@ -20,6 +20,9 @@ __all__ = ["Dependency", "parse_dependency", "parse_dependencies", "format_depen
 # Package names use [A-Za-z0-9._+-]; dependency and provided names may also
 # contain ':', '/', ',', '[' and ']' (so:..., cmd:..., /bin/sh, py3.11:...).
 _NAME = re.compile(r"[A-Za-z0-9._+\-:/,\[\]]+")
+_INDEX_NAME = re.compile(r"[A-Za-z0-9._+\-:/,\[\]][A-Za-z0-9._+\-:/,\[\]!]*")
+"""Index names may hold a ``!`` after the first character, as apk reads them: the real
+community index provides ``cmd:kdevelop!`` (a command of that name)."""
 _TAG = re.compile(r"[A-Za-z0-9._\-]+")
 _OPERATOR_CHARS = "<>=~"
 
@@ -117,7 +120,7 @@ def parse_dependency(
             raise fail("empty or malformed repository tag")
     if not name_part:
         raise fail("missing package name")
-    if not _NAME.fullmatch(name_part):
+    if not (_NAME if strict else _INDEX_NAME).fullmatch(name_part):
         raise fail("package name contains characters apk does not allow")
     if op:
         if op not in VALID_OPERATORS:

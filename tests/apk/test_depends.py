@@ -74,6 +74,14 @@ def test_strict_mode_checks_versions_and_uses_error_class() -> None:
     assert parse_dependency("foo=1.0bc", source="x").version == "1.0bc"
 
 
+def test_index_names_may_hold_an_exclamation_mark_as_apk_reads_them() -> None:
+    """The real v3.19 community index: kdevelop provides ``cmd:kdevelop!`` (a command)."""
+    assert parse_dependency("cmd:kdevelop!=23.08.4-r0", source="APKINDEX") == Dependency(
+        "cmd:kdevelop!", "=", "23.08.4-r0")
+    with pytest.raises(ProfileError, match="package name contains characters apk does not allow"):
+        parse_dependency("cmd:kdevelop!", source="p", error_cls=ProfileError, strict=True)
+
+
 def test_tags_can_be_forbidden() -> None:
     with pytest.raises(ArchiveError, match="a repository tag"):
         parse_dependency("foo@edge", source="APKINDEX", allow_tag=False)
