@@ -15,7 +15,7 @@ from composer.apk.depends import Dependency, parse_dependency
 from composer.apk.index import parse_apkindex
 from composer.apk.keys import TrustedKeys, check_pinned_sha256, parse_public_key
 from composer.apk.resolver import RepositoryIndex
-from composer.apk.signing import verify_apkindex
+from composer.apk.signing import VerifiedIndex, verify_apkindex
 from composer.errors import ProfileError, VerificationError
 from composer.manifest import InputRole
 from composer.profile.load import LoadedProfile
@@ -133,9 +133,12 @@ def fetch_indexes(fetcher: Fetcher, sources: Sequence[RepositorySource], arch: s
     indexes = []
     for source in sources:
         url = source.index_url(arch)
-        data = fetcher.fetch_metadata(url, what=f"repository {source.url} index", role=InputRole.INDEX, check=lambda raw: verify_apkindex(raw, keys, source=url))  # noqa: B023, E501
-        verified = verify_apkindex(data, keys, source=url)
-        parsed = parse_apkindex(verified.text, source=url, description=verified.description,
+        checked: list[VerifiedIndex] = []
+        data = fetcher.fetch_metadata(
+            url, what=f"repository {source.url} index", role=InputRole.INDEX,
+            check=lambda raw: checked.append(verify_apkindex(raw, keys, source=url)))  # noqa: B023
+        verified = checked[0] if checked else verify_apkindex(data, keys, source=url)
+        parsed = parse_apkindex(verified.chunks, source=url, description=verified.description,
                                 repository=source.url, tag=source.tag)
         indexes.append(RepositoryIndex(name=source.url, tag=source.tag, packages=parsed.packages))
     return indexes
