@@ -24,6 +24,10 @@ _INDEX_NAME = re.compile(r"[A-Za-z0-9._+\-:/,\[\]][A-Za-z0-9._+\-:/,\[\]!]*")
 """Index names may hold a ``!`` after the first character, as apk reads them: the real
 community index provides ``cmd:kdevelop!`` (a command of that name)."""
 _TAG = re.compile(r"[A-Za-z0-9._\-]+")
+_INDEX_ATOM = re.compile(r"(!?)([A-Za-z0-9._+\-:/,\[\]][A-Za-z0-9._+\-:/,\[\]!]*)"
+                         r"(?:([<>=~]+)([^\s<>=~]\S*))?")
+"""A well-formed untagged index atom, read in one match (an index holds hundreds of
+thousands); anything else takes the long way, which names the fault."""
 _OPERATOR_CHARS = "<>=~"
 
 
@@ -93,6 +97,19 @@ def parse_dependency(
     ``strict`` also requires the version to follow the Alpine grammar (use it
     for profiles and world files); ``allow_tag`` False rejects ``@tag``.
     """
+
+    if not strict and (match := _INDEX_ATOM.fullmatch(text)) is not None:
+        conflict_mark, name, operator, wanted = match.groups()
+        if operator is None or operator in VALID_OPERATORS:
+            return Dependency(name=name, op=operator or "", version=wanted,
+                              conflict=bool(conflict_mark))
+    return _parse_atom(text, source=source, error_cls=error_cls, strict=strict,
+                       allow_tag=allow_tag)
+
+
+def _parse_atom(text: str, *, source: str, error_cls: type[ComposerError], strict: bool,
+                allow_tag: bool) -> Dependency:
+    """:func:`parse_dependency` character by character, naming what is wrong."""
 
     def fail(why: str) -> ComposerError:
         return error_cls(f"{source}: invalid dependency {shorten(text)}: {why}")

@@ -218,7 +218,10 @@ class _Shared:
                 atom = self.atoms.get(word)
                 if atom is None:
                     self.charge(_ENTRY + _DEPENDENCY + 2 * _OBJECT + len(word))
-                    atom = parse_dependency(word, source=where(), allow_tag=False)
+                    try:
+                        atom = parse_dependency(word, source="", allow_tag=False)
+                    except ArchiveError:
+                        atom = parse_dependency(word, source=where(), allow_tag=False)
                     self.atoms[word] = atom
                 atoms.append(atom)
             self.charge(_ENTRY + 2 * _OBJECT + len(raw) + 8 * len(atoms))
