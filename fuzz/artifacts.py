@@ -13,8 +13,6 @@ that inflates to 1 GiB.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import shutil
@@ -22,65 +20,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from composer.archive import load_tar
-from composer.manifest import BuildManifest, OutputRecord, format_sha256sums
 from composer.sources.cache import ContentCache
-from composer.tree import FileTree
 from composer.verify import verify_outputs
 from composer.verify_oci import verify_oci_layout
 from composer.vm import find_iso
-from composer.writers.oci import OciArtifact, OciImageSpec, canonical_json, write_oci_layout
+from composer.writers.oci import canonical_json
 from tests.helpers.hostile import deflate_zeros
+from tests.helpers.outputs import blob, chain, nested_indexes, rechain, sha256, write_output_folder
 
 JSON_TOKENS = [b"{", b"}", b"[", b"]", b'"', b",", b":", b"null", b"true", b"1e999", b"-1",
                b"9" * 30, b"[" * 40, b'"path": ', b'"size": ', b'"../x"', b'"/etc/passwd"',
                b'"' + b"a" * 300 + b'"', b"\\u0000", b'"sha256:', b'"mediaType": ',
                b'"application/vnd.oci.image.index.v1+json"', b"\\n"]
-INDEX = "application/vnd.oci.image.index.v1+json"
-MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 URL = "https://mirror.example/v3.20/main/x86_64/APKINDEX.tar.gz"
 PAIR = b"\n--SHA256SUMS--\n"
 """Between manifest.json and SHA256SUMS in one case of the verify-outputs target."""
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _output_folder(root: Path, minirootfs_tar: bytes) -> Path:
-    """A complete output folder as ``build`` writes it, from the real minirootfs."""
-    folder = root / "out"
-    folder.mkdir(parents=True)
-    specs = []
-    for arch in ("x86_64", "aarch64"):
-        tree = FileTree()
-        load_tar(io.BytesIO(minirootfs_tar), tree, source="minirootfs")
-        specs.append(OciImageSpec(tree=tree, arch=arch, created=1725622440))
-    sbom = OciArtifact("x86_64", "application/spdx+json", b'{"spdxVersion": "SPDX-2.3"}')
-    write_oci_layout(folder / "oci", specs, tag="3.20", artifacts=[sbom])
-    files = {"t-3.20.3-x86_64.tar": minirootfs_tar, "t-3.20.3-x86_64.iso": b"\0" * 4096}
-    for name, data in files.items():
-        (folder / name).write_bytes(data)
-    records = [OutputRecord(path=name, sha256=_sha(data), size=len(data),
-                            format=name.rsplit(".", 1)[1], arch="x86_64")
-               for name, data in files.items()]
-    for path in sorted((folder / "oci").rglob("*")):
-        if path.is_file():
-            data = path.read_bytes()
-            records.append(OutputRecord(path=path.relative_to(folder).as_posix(),
-                                        sha256=_sha(data), size=len(data), format="oci"))
-    manifest = BuildManifest(
-        tool_version="0.1.0", profile_name="t", profile_digest="ab" * 32, variant="minirootfs",
-        branch="v3.20", mirror="https://dl-cdn.alpinelinux.org/alpine",
-        releases={"x86_64": "3.20.3"}, source_date_epoch=1725622440, epoch_source="profile",
-        inputs=(), outputs=tuple(records))
-    (folder / "manifest.json").write_bytes(manifest.to_json())
-    (folder / "SHA256SUMS").write_bytes(format_sha256sums(records))
-    return folder
-
-
 class _Layout:
-    """The output folder, copied once per worker process, and its OCI chain."""
+    """The output folder, copied once per worker process."""
 
     def __init__(self, template: Path) -> None:
         self.template = template
@@ -94,40 +52,6 @@ class _Layout:
             self._copies[pid] = copy
         return self._copies[pid]
 
-    def blob(self, digest: str) -> bytes:
-        return (self.template / "oci" / "blobs" / "sha256" / digest.split(":")[1]).read_bytes()
-
-    def chain(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        """index.json, the nested image index, the first platform's manifest (originals)."""
-        top = json.loads((self.template / "oci" / "index.json").read_bytes())
-        nested = json.loads(self.blob(top["manifests"][0]["digest"]))
-        manifest = json.loads(self.blob(nested["manifests"][0]["digest"]))
-        return top, nested, manifest
-
-
-def _put(layout_dir: Path, data: bytes) -> dict[str, Any]:
-    digest = _sha(data)
-    (layout_dir / "blobs" / "sha256" / digest).write_bytes(data)
-    return {"digest": "sha256:" + digest, "size": len(data)}
-
-
-def _rechain(layout: _Layout, part: str, data: bytes) -> Path:
-    """Store ``data`` as the ``part`` (``nested`` index, ``manifest``, ``config``, ``layer``)
-    of the first platform and rewrite every descriptor above it; the layout to verify."""
-    oci = layout.folder() / "oci"
-    top, nested, manifest = layout.chain()
-    if part in ("config", "layer"):
-        target = manifest["config"] if part == "config" else manifest["layers"][0]
-        target.update(_put(oci, data))
-        data = canonical_json(manifest)
-        part = "manifest"
-    if part == "manifest":
-        nested["manifests"][0].update(_put(oci, data))
-        data = canonical_json(nested)
-    top["manifests"][0].update(_put(oci, data))
-    (oci / "index.json").write_bytes(canonical_json(top))
-    return oci
-
 
 def _verify_part(layout: _Layout, part: str) -> Callable[[bytes], None]:
     """Verify the layout with ``part`` replaced, then remove the blobs the case added."""
@@ -136,23 +60,12 @@ def _verify_part(layout: _Layout, part: str) -> Callable[[bytes], None]:
         oci = layout.folder() / "oci"
         before = set((oci / "blobs" / "sha256").iterdir())
         try:
-            verify_oci_layout(_rechain(layout, part, data))
+            rechain(layout.template / "oci", oci, part, data)
+            verify_oci_layout(oci)
         finally:
             for path in set((oci / "blobs" / "sha256").iterdir()) - before:
                 path.unlink()
     return run
-
-
-def _nested_indexes(layout: _Layout, depth: int) -> bytes:
-    """index.json heading a chain of ``depth`` image indexes, each stored under its digest."""
-    oci = layout.template / "oci"
-    top, nested, _ = layout.chain()
-    data = canonical_json(nested)
-    for _ in range(depth):
-        data = canonical_json({"schemaVersion": 2, "mediaType": INDEX, "manifests": [
-            {"mediaType": INDEX, **_put(oci, data)}]})
-    top["manifests"][0].update(_put(oci, data))
-    return canonical_json(top)
 
 
 def _json_bombs(document: Any, string_at: tuple[str | int, ...],
@@ -192,14 +105,14 @@ def _json_bombs(document: Any, string_at: tuple[str | int, ...],
 
 def artifact_targets(workdir: Path, minirootfs_tar: bytes, target: Callable[..., Any]) -> list[Any]:
     """The verify, OCI, boot and cache-record targets (``target`` builds a fuzz Target)."""
-    layout = _Layout(_output_folder(workdir / "verify", minirootfs_tar))
+    layout = _Layout(write_output_folder(workdir / "verify" / "out", minirootfs_tar))
     template = layout.template
     manifest_json = (template / "manifest.json").read_bytes()
     sums = (template / "SHA256SUMS").read_bytes()
-    top, nested, manifest = layout.chain()
-    config = layout.blob(manifest["config"]["digest"])
-    layer = layout.blob(manifest["layers"][0]["digest"])
-    chain_1200 = _nested_indexes(layout, 1200)
+    top, nested, manifest = chain(template / "oci")
+    config = blob(template / "oci", manifest["config"]["digest"])
+    layer = blob(template / "oci", manifest["layers"][0]["digest"])
+    chain_1200 = nested_indexes(template / "oci", 1200)
 
     def run_outputs(data: bytes) -> None:
         folder = layout.folder()
@@ -233,7 +146,7 @@ def artifact_targets(workdir: Path, minirootfs_tar: bytes, target: Callable[...,
 
     def run_record(data: bytes) -> None:
         cache = caches.setdefault(os.getpid(), ContentCache(workdir / f"cache-{os.getpid()}"))
-        path = cache.urls_dir / (_sha(URL.encode()) + ".json")
+        path = cache.urls_dir / (sha256(URL.encode()) + ".json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         cache.lookup_url(URL)
