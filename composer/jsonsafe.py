@@ -120,12 +120,13 @@ def read_regular_file(path: Path, *, what: str, max_bytes: int,
         raise
     except OSError as exc:
         raise error(f"{what}: cannot read ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+        os.close(fd)
         if not stat.S_ISREG(info.st_mode):
             raise error(f"{what}: not a regular file")
-        if info.st_size > max_bytes:
-            raise error(f"{what}: {info.st_size} bytes, more than the {max_bytes} allowed")
+        raise error(f"{what}: {info.st_size} bytes, more than the {max_bytes} allowed")
+    with os.fdopen(fd, "rb") as fh:
         try:
             data = fh.read(max_bytes + 1)
         except OSError as exc:
