@@ -3,7 +3,9 @@
 ``getrusage``'s ``ru_maxrss`` survives ``execve`` and so counts the pytest process that
 spawned the CLI; resetting the high-water mark (``clear_refs`` 5) and reading ``VmHWM``
 does not. CPU time (user + system of the child) does not grow when the machine is
-busy, so it bounds work where wall time would be flaky.
+busy, so it bounds work where wall time would be flaky. With ``COMPOSER_MEASURE_LOG``
+set to a file, every run appends its cost and last stderr line there (the figures in
+README's security notes come from that log).
 """
 
 from __future__ import annotations
@@ -63,4 +65,11 @@ def run_measured(*args: str | os.PathLike[str], cwd: Path | None = None) -> Meas
     assert len(rss) == 1, proc.stderr
     stderr = "\n".join(line for line in lines if not line.startswith("maxrss-kib="))
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    log = os.environ.get("COMPOSER_MEASURE_LOG")
+    if log:
+        last = (stderr.strip().splitlines() or [""])[-1]
+        with open(log, "a") as fh:
+            fh.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '?').split(' ')[0]}: exit "
+                     f"{proc.returncode}, {rss[0] // 1024} MB, {cpu:.2f} s CPU, {wall:.2f} s "
+                     f"| {last[:160]}\n")
     return Measured(proc.returncode, proc.stdout, stderr, rss[0], cpu, wall)
