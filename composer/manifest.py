@@ -116,7 +116,8 @@ def format_sha256sums(outputs: Iterable[OutputRecord]) -> bytes:
     return "".join(lines).encode("utf-8")
 
 
-MAX_SUMS_BYTES = 16 << 20
+MAX_RECORD_BYTES = 16 << 20
+"""The largest ``manifest.json`` or ``SHA256SUMS`` anyone else's output folder may hold."""
 MAX_ARTIFACTS = 100_000
 """Artifacts one output folder may list (an OCI layout lists each blob)."""
 MAX_PATH_CHARS = 1024
@@ -154,8 +155,8 @@ def artifact_path_problem(path: str) -> str | None:
 def parse_sha256sums(data: bytes, *, source: str) -> dict[str, str]:
     """``sha256sum`` output (``<hex>  <name>`` or ``<hex> *<name>``) as name → lowercase hex;
     anything else, a duplicate or an unsafe name is a VerificationError naming the line."""
-    if len(data) > MAX_SUMS_BYTES:
-        raise VerificationError(f"{source}: {len(data)} bytes, more than the {MAX_SUMS_BYTES} "
+    if len(data) > MAX_RECORD_BYTES:
+        raise VerificationError(f"{source}: {len(data)} bytes, more than the {MAX_RECORD_BYTES} "
                                 "allowed")
     try:
         text = data.decode("utf-8")

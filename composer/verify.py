@@ -12,11 +12,11 @@ from composer.context import BuildContext
 from composer.diff import describe_differences, layout_differences, oci_archive_differences
 from composer.errors import UsageError, VerificationError
 from composer.hashing import hash_file
-from composer.jsonsafe import JsonValue, load_json_file, read_regular_file
+from composer.jsonsafe import JsonValue, load_json, read_regular_file
 from composer.manifest import (
     MANIFEST_NAME,
     MAX_ARTIFACTS,
-    MAX_SUMS_BYTES,
+    MAX_RECORD_BYTES,
     SUMS_NAME,
     artifact_path_problem,
     parse_sha256sums,
@@ -24,7 +24,6 @@ from composer.manifest import (
 from composer.numbers import shorten
 from composer.urls import is_url
 
-MAX_MANIFEST_BYTES = 16 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -34,24 +33,24 @@ class VerifyReport:
     checked: tuple[str, ...]
 
 
+def _read_record(path: Path, missing: str) -> bytes:
+    try:
+        return read_regular_file(path, what=str(path), max_bytes=MAX_RECORD_BYTES,
+                                 error=VerificationError)
+    except FileNotFoundError:
+        raise VerificationError(f"{path}: {missing}") from None
+
+
 def _read_manifest(folder: Path) -> JsonValue:
     path = folder / MANIFEST_NAME
-    try:
-        manifest = load_json_file(path, what=str(path), error=VerificationError,
-                                  max_bytes=MAX_MANIFEST_BYTES)
-    except FileNotFoundError:
-        raise VerificationError(f"{path}: missing; not an alpine-composer output folder") from None
-    return manifest
+    data = _read_record(path, "missing; not an alpine-composer output folder")
+    return load_json(data, what=str(path), error=VerificationError, max_bytes=MAX_RECORD_BYTES)
 
 
 def _read_sums(folder: Path) -> dict[str, str]:
     path = folder / SUMS_NAME
-    try:
-        data = read_regular_file(path, what=str(path), max_bytes=MAX_SUMS_BYTES,
-                                 error=VerificationError)
-    except FileNotFoundError:
-        raise VerificationError(f"{path}: missing beside {MANIFEST_NAME}") from None
-    return parse_sha256sums(data, source=str(path))
+    return parse_sha256sums(_read_record(path, f"missing beside {MANIFEST_NAME}"),
+                            source=str(path))
 
 
 def _recorded_outputs(manifest: JsonValue) -> dict[str, tuple[str, int]]:

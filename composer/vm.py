@@ -16,10 +16,8 @@ from pathlib import Path
 
 from composer.errors import ComposerError, UsageError
 from composer.jsonsafe import load_json_file
-from composer.manifest import MANIFEST_NAME, MAX_ARTIFACTS, artifact_path_problem
+from composer.manifest import MANIFEST_NAME, MAX_ARTIFACTS, MAX_RECORD_BYTES, artifact_path_problem
 from composer.numbers import clip
-
-MAX_MANIFEST_BYTES = 16 << 20
 
 FIRMWARES = ("bios", "uefi")
 MEDIA = ("cd", "disk")
@@ -115,7 +113,7 @@ def find_iso(target: Path, arch: str | None = None) -> tuple[Path, str]:
     manifest = target / MANIFEST_NAME
     try:
         document = load_json_file(manifest, what=str(manifest), error=UsageError,
-                                  max_bytes=MAX_MANIFEST_BYTES)
+                                  max_bytes=MAX_RECORD_BYTES)
     except FileNotFoundError:
         raise UsageError(f"{target}: no {MANIFEST_NAME}; give an output folder or an .iso file") \
             from None

@@ -45,13 +45,18 @@ def write_output_folder(folder: Path, minirootfs: bytes) -> Path:
     records = [OutputRecord(path=name, sha256=sha256(data), size=len(data),
                             format="iso" if name.endswith(".iso") else "tar", arch="x86_64")
                for name, data in files.items()]
+    write_records(folder, records + _layout_records(folder))
+    return folder
+
+
+def _layout_records(folder: Path) -> list[OutputRecord]:
+    records = []
     for path in sorted((folder / "oci").rglob("*")):
         if path.is_file():
             data = path.read_bytes()
             records.append(OutputRecord(path=path.relative_to(folder).as_posix(),
                                         sha256=sha256(data), size=len(data), format="oci"))
-    write_records(folder, records)
-    return folder
+    return records
 
 
 def write_records(folder: Path, records: list[OutputRecord]) -> None:
@@ -76,12 +81,7 @@ def relist(folder: Path) -> None:
         data = (folder / entry["path"]).read_bytes()
         records.append(OutputRecord(path=entry["path"], sha256=sha256(data), size=len(data),
                                     format=entry["format"], arch=entry.get("arch")))
-    for path in sorted((folder / "oci").rglob("*")):
-        if path.is_file():
-            data = path.read_bytes()
-            records.append(OutputRecord(path=path.relative_to(folder).as_posix(),
-                                        sha256=sha256(data), size=len(data), format="oci"))
-    write_records(folder, records)
+    write_records(folder, records + _layout_records(folder))
 
 
 def blob(layout: Path, digest: str) -> bytes:
