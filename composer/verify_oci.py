@@ -22,7 +22,7 @@ from composer.errors import ComposerError, VerificationError
 from composer.jsonsafe import JsonValue, load_json, load_json_file
 
 CHUNK = 1024 * 1024
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_JSON_BLOB = 4 << 20
 """Largest index, manifest or config (registries refuse manifests above 4 MiB)."""
 MAX_DESCRIPTORS = 10_000
@@ -161,7 +161,7 @@ def _descriptor(value: JsonValue | None, where: str) -> _Desc:
         value.fail("descriptor has no mediaType")
     digest_field = value.field("digest")
     digest = digest_field.str(max_len=255)
-    if not DIGEST_RE.match(digest):
+    if not DIGEST_RE.fullmatch(digest):
         digest_field.fail(f"descriptor digest {digest!r} is not sha256:<64 hex>")
     return _Desc(media_type, digest, value.field("size").int(), where)
 
@@ -253,6 +253,6 @@ def _walk_manifest(verifier: _Verifier, manifest: JsonValue, own: _Desc) -> None
         if layer.media_type not in LAYER_DECODERS:
             raise VerificationError(f"{layer.where}: unknown layer media type {layer.media_type!r}")
         diff_id = value.str(max_len=255)
-        if not DIGEST_RE.match(diff_id):
+        if not DIGEST_RE.fullmatch(diff_id):
             value.fail(f"diff_id {diff_id!r} is malformed")
         verifier.stream_layer(layer, diff_id)

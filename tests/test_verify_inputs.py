@@ -99,6 +99,8 @@ def test_a_json_blob_past_the_cap_is_not_read(folder: Path) -> None:
      "$.layers[0].digest: string of 307 characters, more than 255"),
     (lambda m: m.update(layers={"a": 1}), "$.layers: expected an array, found an object"),
     (lambda m: m.update(schemaVersion=True), "not an image manifest with schemaVersion 2"),
+    (lambda m: m["config"].update(digest=m["config"]["digest"] + "\n"),
+     "is not sha256:<64 hex>"),
 ])
 def test_manifest_fields_are_checked_for_shape(folder: Path, change: object,
                                                message: str) -> None:
