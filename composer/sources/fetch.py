@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 from composer.errors import ComposerError, FetchError, NotFoundError, OfflineError, VerificationError
 from composer.hashing import hash_file
 from composer.manifest import InputRole
-from composer.sources.cache import ContentCache, cache_writes
+from composer.numbers import parse_decimal, shorten
+from composer.sources.cache import ContentCache, cache_writes, usable_validator
 
 _CHUNK = 64 * 1024
 METADATA_MAX_SIZE = 64 * 1024 * 1024
@@ -385,11 +386,13 @@ class Fetcher:
                 raise Retryable(f"HTTP {status}")
             if status not in (200, 206):
                 raise FetchError(f"{what}: {url}: HTTP {status} {response.reason}")
-            if status == 206 and not _range_starts_at(response, have):
+            content_range = _content_range(response.headers.get("Content-Range"))
+            if status == 206 and (content_range is None or content_range[0] != have):
                 dest.write_bytes(b"")
                 raise Retryable("server answered the resume request with the wrong range")
             mode = "ab" if status == 206 else "wb"
-            total = _expected_total(response, have if status == 206 else 0)
+            total = _expected_total(response, content_range if status == 206 else None,
+                                    have if status == 206 else 0, what=what, url=url)
             self._stream_body(response, dest, mode, what=what, url=url,
                               total=size if size is not None else total, limit=max_size)
             got = dest.stat().st_size
@@ -397,8 +400,8 @@ class Fetcher:
             if want is not None and got < want:
                 raise Retryable(f"short read: got {got} of {want} bytes")
             return _Downloaded(
-                etag=response.headers.get("ETag"),
-                last_modified=response.headers.get("Last-Modified"),
+                etag=usable_validator(response.headers.get("ETag")),
+                last_modified=usable_validator(response.headers.get("Last-Modified")),
             )
 
     def _stream_body(
@@ -486,24 +489,35 @@ def connection_cause(exc: BaseException) -> str:
     return "connection failed"
 
 
-def _range_starts_at(response: requests.Response, offset: int) -> bool:
-    content_range = response.headers.get("Content-Range", "")
-    try:
-        unit, spec = content_range.split(" ", 1)
-        start = int(spec.split("-", 1)[0])
-    except ValueError:
-        return False
-    return unit == "bytes" and start == offset
+def _content_range(value: str | None) -> tuple[int, int | None] | None:
+    """(first byte, full size or None for ``*``) of ``Content-Range: bytes a-b/size``;
+    None when absent or malformed."""
+    if value is None:
+        return None
+    unit, _, spec = value.strip().partition(" ")
+    span, _, size_text = spec.partition("/")
+    first_text, _, last_text = span.partition("-")
+    first, last = parse_decimal(first_text), parse_decimal(last_text)
+    size = None if size_text == "*" else parse_decimal(size_text)
+    if unit != "bytes" or first is None or last is None or last < first:
+        return None
+    if size_text != "*" and (size is None or size <= last):
+        return None
+    return first, size
 
 
-def _expected_total(response: requests.Response, offset: int) -> int | None:
-    """The full file size implied by the response headers, if any."""
-    content_range = response.headers.get("Content-Range")
-    if content_range and "/" in content_range:
-        total = content_range.rsplit("/", 1)[1]
-        if total.isdigit():
-            return int(total)
-    length = response.headers.get("Content-Length")
-    if length and length.isdigit():
-        return offset + int(length)
-    return None
+def _expected_total(response: requests.Response, content_range: tuple[int, int | None] | None,
+                    offset: int, *, what: str, url: str) -> int | None:
+    """The full file size the headers announce, if any. A Content-Length that is not a
+    plain number cannot frame the body (RFC 9110, 8.6): the download fails."""
+    if content_range is not None and content_range[1] is not None:
+        return content_range[1]
+    value = response.headers.get("Content-Length")
+    if value is None:
+        return None
+    lengths = {parse_decimal(part.strip()) for part in value.split(",", 16)}
+    if None in lengths or len(lengths) != 1:
+        raise FetchError(f"{what}: {url}: malformed Content-Length header {shorten(value)}")
+    length = lengths.pop()
+    assert length is not None
+    return offset + length

@@ -129,13 +129,21 @@ def fetch_package_keys(loaded: LoadedProfile, fetcher: Fetcher, base_keys: Trust
 
 def fetch_indexes(fetcher: Fetcher, sources: Sequence[RepositorySource], arch: str,
                   keys: TrustedKeys) -> list[RepositoryIndex]:
-    """Each repository's signed index, verified before it is parsed."""
+    """Each repository's signed index, verified and parsed before it enters the cache."""
     indexes = []
     for source in sources:
         url = source.index_url(arch)
-        data = fetcher.fetch_metadata(url, what=f"repository {source.url} index", role=InputRole.INDEX, check=lambda raw: verify_apkindex(raw, keys, source=url))  # noqa: B023, E501
-        verified = verify_apkindex(data, keys, source=url)
-        parsed = parse_apkindex(verified.text, source=url, description=verified.description,
-                                repository=source.url, tag=source.tag)
-        indexes.append(RepositoryIndex(name=source.url, tag=source.tag, packages=parsed.packages))
+        read: list[RepositoryIndex] = []
+        data = fetcher.fetch_metadata(
+            url, what=f"repository {source.url} index", role=InputRole.INDEX,
+            check=lambda raw: read.append(_read_index(raw, source, url, keys)))  # noqa: B023
+        indexes.append(read[0] if read else _read_index(data, source, url, keys))
     return indexes
+
+
+def _read_index(data: bytes, source: RepositorySource, url: str,
+                keys: TrustedKeys) -> RepositoryIndex:
+    verified = verify_apkindex(data, keys, source=url)
+    parsed = parse_apkindex(verified.chunks, source=url, description=verified.description,
+                            repository=source.url, tag=source.tag)
+    return RepositoryIndex(name=source.url, tag=source.tag, packages=parsed.packages)
