@@ -416,5 +416,5 @@ def test_progress_bars_on_a_terminal(tmp_path: Path, registry: Registry, single:
     text = b"".join(shown)
     assert done.returncode == 0, text
     layer = json.loads(single.blob(single.digest))["layers"][0]["digest"]
-    assert re.search(rb"\rlayer " + layer[7:19].encode() + rb": +[0-9]+%\|.*\| [0-9.]+M/3\.[0-9]+M \[",
+    assert re.search(rb"\rlayer " + layer[7:19].encode() + rb": +[0-9]+%\|.*\| [0-9.]+[kM]?/3\.[0-9]+M \[",
                      text), text
