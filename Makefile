@@ -9,7 +9,7 @@ MEDIUM ?= cd
 OUTPUT_DIR ?= out
 MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
 
-.PHONY: install build verify rebuild boot test test-fast golden fuzz bench schema clean lock vendor repro
+.PHONY: install build verify rebuild boot publish test test-fast golden fuzz bench schema clean lock vendor repro
 
 $(BIN)/alpine-composer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ ifeq ($(MIRROR),)
 else
 	$(BIN)/python -m tests.helpers.repro $(REPRO_PROFILES) --mirror $(MIRROR)
 endif
+
+# Build, then push the OCI image: make publish PROFILE=… REF="registry.example.org/team/web:1.2 [REF…]"
+# (credentials from podman/skopeo/docker login or ALPINE_COMPOSER_REGISTRY_USER/_PASSWORD)
+REF ?=
+publish: install
+	@test -n "$(REF)" || { echo 'make publish: give REF=registry/repository:tag' >&2; exit 2; }
+	$(BIN)/alpine-composer publish $(PROFILE) $(REF) --output-dir $(OUTPUT_DIR) $(MIRROR_FLAG)
 
 # Start the profile's ISO in qemu: make boot PROFILE=profiles/virt.yaml [FIRMWARE=uefi] [MEDIUM=disk]
 boot: install

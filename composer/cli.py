@@ -82,6 +82,28 @@ def _lock_flags(parser: argparse.ArgumentParser) -> None:
                        help="resolve against the mirror even when a lock exists")
 
 
+def _push_flags(parser: argparse.ArgumentParser, *, network: bool = False) -> None:
+    """How to reach registries; ``network`` adds the timeout/retry/cache flags that
+    ``publish`` has from the build flags already."""
+    parser.add_argument("--ca-cert", type=Path, metavar="FILE",
+                        help="trust this CA certificate (PEM) for the registry's TLS")
+    parser.add_argument("--insecure", action="store_true",
+                        help="plain HTTP, no TLS (a registry on loopback, for tests)")
+    parser.add_argument("--chunk-size", metavar="SIZE",
+                        help="blobs larger than this go up in chunks of this size (default 8M)")
+    if network:
+        parser.add_argument("--cache-dir", type=Path,
+                            help="where blob locations are remembered for cross-repository mounts")
+        parser.add_argument("--retries", type=int, metavar="N", default=DEFAULT_RETRIES,
+                            help=f"extra attempts after a timeout, 5xx or reset (default {DEFAULT_RETRIES})")
+        parser.add_argument("--retry-delay", type=float, metavar="SECONDS", default=DEFAULT_RETRY_DELAY,
+                            help=f"first wait between attempts, doubled each time (default "
+                            f"{DEFAULT_RETRY_DELAY})")
+        parser.add_argument("--timeout", type=float, metavar="SECONDS", default=DEFAULT_TIMEOUT,
+                            help=f"give up on a connection that sends nothing for this long "
+                            f"(default {DEFAULT_TIMEOUT:g})")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="alpine-composer",
                      description="Build reproducible Alpine Linux root filesystems and images.")
@@ -154,6 +176,19 @@ def make_parser() -> argparse.ArgumentParser:
                    help="where a profile's <name>/ was written (default: out)")
     _common(p)
 
+    p = sub.add_parser("push", help="push a built OCI image (all platforms, SBOMs) to registries")
+    p.add_argument("folder", type=Path, help="a build folder (out/<name>) or an OCI layout")
+    p.add_argument("refs", nargs="+", metavar="REF", help="registry/repository[:tag][@digest]")
+    _push_flags(p, network=True)
+    _common(p)
+
+    p = sub.add_parser("publish", help="build a profile, then push its OCI image to registries")
+    p.add_argument("profile", type=Path)
+    p.add_argument("refs", nargs="+", metavar="REF", help="registry/repository[:tag][@digest]")
+    _build_flags(p)
+    _push_flags(p)
+    _common(p)
+
     p = sub.add_parser("schema", help="write the profile JSON schema (for editors)")
     p.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
     _common(p)
@@ -196,7 +231,7 @@ def _context(args: argparse.Namespace, profile_path: Path):  # type: ignore[no-u
         from dataclasses import replace
 
         ctx = replace(ctx, sign_key=args.sign)
-    if getattr(args, "no_lock", False) or args.command not in ("build", "fetch"):
+    if getattr(args, "no_lock", False) or args.command not in ("build", "fetch", "publish"):
         return ctx
     from composer.stages.lock import with_lock
 
@@ -330,6 +365,44 @@ def cmd_boot(args: argparse.Namespace) -> int:
     return start_vm(image, settings)
 
 
+def _push(args: argparse.Namespace, folder: Path, refs: Sequence[Any]) -> int:
+    from composer.publish.command import push_folder, registry_settings, result_json, result_lines
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    settings = registry_settings(env=os.environ, ca_cert=args.ca_cert, insecure=args.insecure,
+                                 chunk_size=args.chunk_size, retries=args.retries,
+                                 retry_delay=args.retry_delay, timeout=args.timeout, log=log)
+    results = push_folder(folder, refs, settings, cache_dir=args.cache_dir, env=os.environ)
+    if args.json:
+        _print_json({"ok": True, "pushed": result_json(results)})
+    else:
+        for line in result_lines(results):
+            print(line)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from composer.publish.command import parse_references
+
+    return _push(args, args.folder, parse_references(args.refs))
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from composer.publish.command import parse_references
+    from composer.stages.pipeline import build
+
+    refs = parse_references(args.refs)
+    ctx = _context(args, args.profile)
+    if not any(o.format == "oci" for o in ctx.profile.outputs):
+        raise UsageError(f"{ctx.loaded.path}: publish pushes the `oci` output, and the profile has "
+                         "none (add `- {format: oci, tag: …}` to outputs)")
+    result = build(ctx)
+    ctx.log(f"==> built {result.output_dir}")
+    return _push(args, result.output_dir, refs)
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from composer.profile.model import Profile
 
@@ -351,6 +424,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 COMMANDS = {"build": cmd_build, "fetch": cmd_fetch, "lock": cmd_lock, "vendor": cmd_vendor,
             "verify": cmd_verify, "boot": cmd_boot, "schema": cmd_schema, "version": cmd_version}
+COMMANDS.update({"push": cmd_push, "publish": cmd_publish})
 
 
 def _report_failure(kind: str, message: str, code: int, *, as_json: bool) -> int:

@@ -67,7 +67,7 @@ def test_provenance_names_outputs_and_locked_inputs(tmp_path: Path, live: Mirror
     (folder / "provenance.intoto.json").write_text(json.dumps(statement))
     bad = run_cli("verify", folder)
     assert bad.returncode == 4
-    assert f"subject {statement['subject'][0]['name']} has sha256 {'0' * 64}" in bad.stderr
+    assert f"subject '{statement['subject'][0]['name']}' has sha256 {'0' * 64}" in bad.stderr
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from composer.lockfile import LockedMinirootfs
 from composer.manifest import InputRole
 from composer.sources.fetch import Fetcher
 from composer.sources.releases import (
+    MAX_RELEASES_BYTES,
     ReleaseImage,
     parse_checksum_file,
     parse_latest_releases,
@@ -184,7 +185,8 @@ def _find_image(
     what = f"latest-releases.yaml for {branch}/{arch}"
     try:
         data = fetcher.fetch_metadata(
-            yaml_url, what=what, check=lambda raw: parse_latest_releases(raw, source=yaml_url))
+            yaml_url, what=what, max_size=MAX_RELEASES_BYTES,
+            check=lambda raw: parse_latest_releases(raw, source=yaml_url))
     except NotFoundError:
         if release is None:
             raise

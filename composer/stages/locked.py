@@ -150,13 +150,15 @@ def _locked_index(ctx: BuildContext, fetcher: Fetcher, source: RepositorySource,
         path = fetcher.fetch_blob(url, sha256=locked.sha256, size=locked.size, what=what,
                                   role=InputRole.INDEX)
         return verified(url, path.read_bytes())
+    read: list[LoadedIndex] = []
     try:
-        data = fetcher.fetch_metadata(url, what=what, role=InputRole.INDEX,
-                                      check=lambda raw: read_index(raw, source, url, keys))
+        data = fetcher.fetch_metadata(
+            url, what=what, role=InputRole.INDEX,
+            check=lambda raw: read.append(read_index(raw, source, url, keys)))
     except NotFoundError as exc:
         raise NotFoundError(f"{what} is locked, but {url} is gone from the mirror; "
                             f"{VENDOR_HINT}") from exc
-    current = verified(url, data)
+    current = read[0] if read else verified(url, data)
     if current.sha256 == locked.sha256:
         return current
     side = url.rsplit("/", 1)[0] + "/" + vendored_index_name(locked.sha256)

@@ -163,7 +163,7 @@ class LoadedIndex:
 def read_index(data: bytes, source: RepositorySource, url: str, keys: TrustedKeys) -> LoadedIndex:
     """Verify and parse index bytes fetched from ``url``."""
     verified = verify_apkindex(data, keys, source=url)
-    parsed = parse_apkindex(verified.text, source=url, description=verified.description,
+    parsed = parse_apkindex(verified.chunks, source=url, description=verified.description,
                             repository=source.url, tag=source.tag)
     return LoadedIndex(source=source, url=url, sha256=hashlib.sha256(data).hexdigest(),
                        size=len(data), signer=verified.signer,
@@ -173,10 +173,14 @@ def read_index(data: bytes, source: RepositorySource, url: str, keys: TrustedKey
 
 def fetch_indexes(fetcher: Fetcher, sources: Sequence[RepositorySource], arch: str,
                   keys: TrustedKeys) -> list[LoadedIndex]:
-    """Each repository's signed index, verified before it is parsed."""
+    """Each repository's signed index, verified and parsed before it enters the cache."""
     indexes = []
     for source in sources:
         url = source.index_url(arch)
-        data = fetcher.fetch_metadata(url, what=f"repository {source.url} index", role=InputRole.INDEX, check=lambda raw: verify_apkindex(raw, keys, source=url))  # noqa: B023, E501
-        indexes.append(read_index(data, source, url, keys))
+        read: list[LoadedIndex] = []
+        data = fetcher.fetch_metadata(
+            url, what=f"repository {source.url} index", role=InputRole.INDEX,
+            check=lambda raw: read.append(read_index(raw, source, url, keys)))  # noqa: B023
+        indexes.append(read[0] if read else read_index(data, source, url, keys))
     return indexes
+

@@ -1,7 +1,7 @@
 """``make repro``: each shipped profile, built twice under different conditions (time zone,
 locale, umask, working folder, HOME, file creation order, cache, one CPU or two), gives the
-same bytes in every file of its output folder. The mirror holds the real 3.20.3 and edge
-minirootfs tarballs and a test-signed main repository with the packages the virt and
+same bytes in every file of its output folder. The mirror holds the real 3.20.3 (x86_64 and
+aarch64) and edge minirootfs tarballs and a test-signed main repository with the packages the virt and
 standard presets install (Debian's kernel and loaders under Alpine's names)."""
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ def repro_mirror(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningK
                  boot_packages: dict[str, PackageSpec]) -> str:
     fixtures = require_shared() / "minirootfs"
     root = tmp_path_factory.mktemp("repro-mirror")
-    build_mirror(root, key=signing_key,
-                 tarball=(fixtures / "alpine-minirootfs-3.20.3-x86_64.tar.gz").read_bytes())
+    for arch in ("x86_64", "aarch64"):
+        build_mirror(root, key=signing_key, arch=arch, tarball=(
+            fixtures / f"alpine-minirootfs-3.20.3-{arch}.tar.gz").read_bytes())
     build_mirror(root, key=signing_key, branch="edge", version="20240923",
                  tarball=(fixtures / "alpine-minirootfs-20240923-x86_64.tar.gz").read_bytes())
     build_repository(root / "v3.20" / "main", [*base_packages(), *boot_packages.values()], KEY)
@@ -40,7 +41,7 @@ def repro_mirror(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningK
 
 
 def test_shipped_profiles_are_all_covered() -> None:
-    assert SHIPPED == ["edge", "minirootfs", "standard", "virt"]
+    assert SHIPPED == ["container", "edge", "minirootfs", "standard", "virt"]
 
 
 def child_profile(folder: Path, shipped: str, key: SigningKey) -> Path:
