@@ -33,7 +33,6 @@ from composer.lockfile import (
 )
 from composer.manifest import InputRole
 from composer.overlay import OverlayInput, read_overlay_inputs
-from composer.profile.load import profile_parts
 from composer.profile.model import PinnedKey
 from composer.stages.plan import ArchPlan, BuildPlan
 from composer.urls import mirror_relative, repository_file_url
@@ -51,7 +50,7 @@ def current_state(ctx: BuildContext, overlay: Sequence[OverlayInput] | None = No
         roots = None if ctx.allow_host_paths else [f.parent for f in ctx.loaded.files]
         overlay = read_overlay_inputs(ctx.profile.overlay, base_dir=ctx.loaded.base_dir,
                                       allowed_roots=roots)
-    return profile_state(ctx.profile.name, profile_parts(ctx.profile),
+    return profile_state(ctx.profile.name, ctx.loaded.parts,
                          ((i.path, i.sha256, i.mode) for i in overlay))
 
 
