@@ -59,6 +59,9 @@ class BuildContext:
     lock: LockFile | None = None
     """The lock the plan is loaded from (None: resolve against the mirror)."""
     lock_path: Path | None = None
+    lock_strict: bool = True
+    """False for ``verify --rebuild``: a profile changed since its build is reported by the
+    comparison (what it changes in the outputs), not refused."""
     sign_key: Path | None = None
     """``build --sign``: the OpenPGP secret key file SHA256SUMS is signed with."""
     sign_passphrase: str | None = field(default=None, repr=False)

@@ -230,7 +230,7 @@ def _with_recorded_lock(ctx: BuildContext, manifest: JsonValue, folder: Path) ->
     if lock is None:
         return ctx
     ctx.log(f"==> rebuilding with the lock the build recorded ({folder / LOCK_NAME})")
-    return replace(ctx, lock=lock, lock_path=folder / LOCK_NAME)
+    return replace(ctx, lock=lock, lock_path=folder / LOCK_NAME, lock_strict=False)
 
 
 def _with_recorded_mirror(ctx: BuildContext, manifest: JsonValue) -> BuildContext:

@@ -54,10 +54,14 @@ def current_state(ctx: BuildContext, overlay: Sequence[OverlayInput] | None = No
                          ((i.path, i.sha256, i.mode) for i in overlay))
 
 
-def check_profile(ctx: BuildContext, lock: LockFile, where: str) -> None:
-    """A lock applies only to the profile it was made from: say what changed otherwise."""
+def check_profile(ctx: BuildContext, lock: LockFile, where: str, *, strict: bool = True) -> None:
+    """A lock applies only to the profile it was made from: say what changed otherwise (a
+    warning when not ``strict``)."""
     changed = profile_changes(lock.profile, current_state(ctx))
-    if changed:
+    if changed and not strict:
+        ctx.log(f"warning: {ctx.loaded.path}: changed since {where} was written "
+                f"({', '.join(changed)}); rebuilding with its packages all the same")
+    elif changed:
         raise VerificationError(f"{ctx.loaded.path}: changed since {where} was locked "
                                 f"({', '.join(changed)}); run `alpine-composer lock --update "
                                 f"{ctx.loaded.path}`")

@@ -128,7 +128,7 @@ def check_lock_applies(ctx: BuildContext) -> None:
     """A locked build starts by checking that the profile is the one locked; an unlocked
     build of the moving edge branch says once that it cannot be repeated later."""
     if ctx.lock is not None:
-        check_profile(ctx, ctx.lock, str(ctx.lock_path or "the lock"))
+        check_profile(ctx, ctx.lock, str(ctx.lock_path or "the lock"), strict=ctx.lock_strict)
     elif ctx.profile.branch == "edge":
         ctx.log("warning: edge changes daily and this build is not locked: the same profile "
                 "will not give the same bytes later (the indexes it reads are recorded in "
