@@ -73,6 +73,11 @@ def _build_flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
                         f"{DEFAULT_TIMEOUT:g})", **default(DEFAULT_TIMEOUT))
 
 
+def _lock_file_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lock", type=Path, metavar="FILE",
+                        help="the lock file (default: <profile>.lock.json beside the profile)")
+
+
 def _lock_flags(parser: argparse.ArgumentParser) -> None:
     locks = parser.add_mutually_exclusive_group()
     locks.add_argument("--lock", type=Path, metavar="FILE",
@@ -135,8 +140,7 @@ def make_parser() -> argparse.ArgumentParser:
                      help="resolve again and rewrite the lock, printing what changed")
     how.add_argument("--check", action="store_true",
                      help="exit non-zero when the lock is stale (the profile or the mirror moved on)")
-    p.add_argument("--lock", type=Path, metavar="FILE",
-                   help="the lock file (default: <profile>.lock.json beside the profile)")
+    _lock_file_flag(p)
     _build_flags(p)
     _common(p)
 
@@ -144,8 +148,7 @@ def make_parser() -> argparse.ArgumentParser:
                        "mirror (for offline rebuilds with --mirror DIR)")
     p.add_argument("profile", type=Path)
     p.add_argument("dir", type=Path)
-    p.add_argument("--lock", type=Path, metavar="FILE",
-                   help="the lock file (default: <profile>.lock.json beside the profile)")
+    _lock_file_flag(p)
     _build_flags(p)
     _common(p)
 

@@ -16,6 +16,7 @@ import pysequoia
 
 from composer.context import SIGNING_PASSPHRASE_ENV as PASSPHRASE_ENV
 from composer.errors import UsageError, VerificationError
+from composer.jsonsafe import read_regular_file
 from composer.sources.trust import format_fingerprint
 
 SIGNATURE_SUFFIX = ".asc"
@@ -28,17 +29,12 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _read(path: Path, what: str, limit: int) -> bytes:
+def _read(path: Path, what: str, limit: int,
+          error: type[UsageError | VerificationError] = UsageError) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
+        return read_regular_file(path, what=f"{what} {path}", max_bytes=limit, error=error)
     except FileNotFoundError:
-        raise UsageError(f"{what} {path}: no such file") from None
-    except OSError as exc:
-        raise UsageError(f"{what} {path}: cannot read ({exc.strerror or exc})") from None
-    if len(data) > limit:
-        raise UsageError(f"{what} {path}: larger than {limit} bytes; not an OpenPGP key file")
-    return data
+        raise error(f"{what} {path}: no such file") from None
 
 
 @dataclass(frozen=True)
@@ -97,7 +93,7 @@ def verify_detached_file(data_path: Path, keyfile: Path) -> str:
     if not sig_path.is_file():
         raise VerificationError(f"{sig_path}: missing (the build was not signed; "
                                 "`build --sign KEYFILE` signs it)")
-    signature = _read(sig_path, "signature", MAX_SIGNATURE)
+    signature = _read(sig_path, "signature", MAX_SIGNATURE, VerificationError)
     try:
         sig = pysequoia.Sig.from_bytes(signature)
         result = pysequoia.verify(file=str(data_path), store=lambda _ids: certs, signature=sig)

@@ -17,20 +17,18 @@ from tests.helpers.apkrepo import signing_key as apk_signing_key
 from tests.helpers.gpg import SigningKey
 from tests.helpers.httpserver import Server, serve_directory
 from tests.helpers.mirror import MirrorInfo, build_mirror, minirootfs_without_world
+from tests.stages.test_mirror import TOOLS, full_mirror  # noqa: F401 (a fixture)
 from tests.test_cli_packages import HELLO
 
 FAST = ("--retries", "0", "--retry-delay", "0")
-TOOLS = [PackageSpec(name="tools", version="1.0-r0", files={"usr/bin/tool": b"#!/bin/sh\n"})]
 HELLO_APK = "v3.20/main/x86_64/hello-2.1-r3.apk"
 
 
 @pytest.fixture
-def live(tmp_path: Path, signing_key: SigningKey) -> MirrorInfo:
-    """Alpine's layout in one folder: the signed release and v3.20's main and community."""
-    mirror = build_mirror(tmp_path / "mirror", key=signing_key, tarball=minirootfs_without_world())
-    build_repository(mirror.root / "v3.20" / "main", HELLO, apk_signing_key())
-    build_repository(mirror.root / "v3.20" / "community", TOOLS, apk_signing_key())
-    return mirror
+def live(full_mirror: MirrorInfo) -> MirrorInfo:  # noqa: F811
+    """Alpine's layout in one folder (the signed release and v3.20's main and community): the
+    live mirror that moves on."""
+    return full_mirror
 
 
 def locked_profile(folder: Path, server: Server, key: SigningKey, **fields: object) -> Path:

@@ -16,6 +16,7 @@ from tests.conftest import run_cli
 from tests.helpers.gpg import SigningKey, require_gpg
 from tests.helpers.httpserver import serve_directory
 from tests.helpers.mirror import MirrorInfo
+from tests.stages.test_mirror import full_mirror  # noqa: F401 (a fixture)
 from tests.test_lock import FAST, HELLO_APK, artifacts, live, locked_profile  # noqa: F401
 
 CDN = "https://dl-cdn.alpinelinux.org/alpine"

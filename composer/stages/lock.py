@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 from composer.context import BuildContext
 from composer.errors import OutputError, UsageError, VerificationError
+from composer.jsonsafe import read_regular_file
 from composer.lockfile import (
+    MAX_LOCK_BYTES,
     LockedArch,
     LockedFile,
     LockedKey,
@@ -40,7 +42,6 @@ from composer.urls import mirror_relative, repository_file_url
 if TYPE_CHECKING:
     from composer.sources.fetch import FetchedInput
 
-MAX_LOCK_FILE = 16 << 20
 
 
 def current_state(ctx: BuildContext, overlay: Sequence[OverlayInput] | None = None) -> ProfileState:
@@ -68,14 +69,12 @@ def check_profile(ctx: BuildContext, lock: LockFile, where: str, *, strict: bool
 
 
 def read_lock(path: Path) -> LockFile:
-    """A lock file from disk, read as hostile input."""
+    """A lock file from disk, read as hostile input (a regular file of bounded size)."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_LOCK_FILE + 1)
+        data = read_regular_file(path, what=str(path), max_bytes=MAX_LOCK_BYTES,
+                                 error=VerificationError)
     except FileNotFoundError:
         raise UsageError(f"{path}: no such lock file") from None
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     return parse_lock(data, what=str(path))
 
 
