@@ -172,10 +172,11 @@ def test_iso_reports_boot_catalog_and_partition_tables(tmp_path: Path) -> None:
 
 
 def test_iso_el_torito_entries_name_their_boot_images(tmp_path: Path) -> None:
+    from contextlib import ExitStack
+
     from composer.diff.engine import Side
     from composer.diff.iso import read_iso
     from composer.diff.source import DiffLimits
-    from contextlib import ExitStack
 
     a = _iso(tmp_path, "a.iso")
     with ExitStack() as stack:
