@@ -39,6 +39,7 @@ from composer.sources.releases import parse_checksum_file, parse_latest_releases
 from composer.sources.trust import load_release_key, verify_detached
 from composer.tree import BlobStore, FileTree
 from fuzz.artifacts import artifact_targets
+from fuzz.diff_targets import diff_targets
 from fuzz.headers import http_target
 from tests.helpers.apkrepo import sign
 from tests.helpers.hostile import dearmor as _dearmor
@@ -349,6 +350,7 @@ def build_targets(workdir: Path) -> list[Target]:
                run_profile, YAML_TOKENS + TEXT_TOKENS,
                bombs=_yaml_bombs(b"- a\n") + _yaml_bombs(b"k: v\n")),
         *artifact_targets(workdir, _minirootfs_prefix(60_000), Target),
+        *diff_targets(workdir, _minirootfs_prefix(60_000), Target),
         http_target(workdir, Target),
     ]
 
