@@ -43,7 +43,7 @@ from fuzz.diff_targets import diff_targets
 from fuzz.headers import http_target
 from tests.helpers.apkrepo import sign
 from tests.helpers.hostile import dearmor as _dearmor
-from tests.helpers.hostile import deflate_zeros
+from tests.helpers.hostile import deflate_zeros, tar_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "fixtures" / "alpine-real"
@@ -106,13 +106,7 @@ class FuzzKey:
 
 
 def _tar(files: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as archive:
-        for name, data in files:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_of(files)
 
 
 def _cut_tar(files: list[tuple[str, bytes]]) -> bytes:

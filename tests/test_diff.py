@@ -82,27 +82,18 @@ def test_tarballs(builds: dict[int, Path]) -> None:
     assert diff_paths(a, builds[3] / a.name).identical
 
 
-@pytest.mark.parametrize("name", ["oci", "test-3.20.3.oci.tar"])
-def test_oci_layouts_and_archives(builds: dict[int, Path], name: str) -> None:
+@pytest.mark.parametrize(("name", "kind", "scope"), [
+    ("oci", "oci-layout", "linux/amd64"), ("test-3.20.3.oci.tar", "oci-archive", "linux/amd64"),
+    ("test-3.20.3-x86_64.docker.tar", "docker-archive", "image 1")])
+def test_image_layouts_and_archives(builds: dict[int, Path], name: str, kind: str,
+                                    scope: str) -> None:
     report = diff_paths(builds[1] / name, builds[2] / name)
-    assert report.kind == ("oci-layout" if name == "oci" else "oci-archive")
+    assert report.kind == kind
     assert [c.describe() for c in report.at("package")] == [
-        "linux/amd64: busybox: upgraded 1.36.1-r1 (A) → 1.36.1-r2 (B)"]
+        f"{scope}: busybox: upgraded 1.36.1-r1 (A) → 1.36.1-r2 (B)"]
     found = lines(report)
-    assert "linux/amd64 layer 1!/etc/app.conf: mode 0o644 (A) != 0o600 (B)" in found
-    assert "linux/amd64 config: $.config.Labels.team t1 (A) != t2 (B)" in found
-    assert diff_paths(builds[1] / name, builds[3] / name).identical
-
-
-def test_docker_archives(builds: dict[int, Path]) -> None:
-    name = "test-3.20.3-x86_64.docker.tar"
-    report = diff_paths(builds[1] / name, builds[2] / name)
-    assert report.kind == "docker-archive"
-    assert [c.describe() for c in report.at("package")] == [
-        "image 1: busybox: upgraded 1.36.1-r1 (A) → 1.36.1-r2 (B)"]
-    found = lines(report)
-    assert "image 1 layer 1!/etc/app.conf: mode 0o644 (A) != 0o600 (B)" in found
-    assert "image 1 config: $.config.Labels.team t1 (A) != t2 (B)" in found
+    assert f"{scope} layer 1!/etc/app.conf: mode 0o644 (A) != 0o600 (B)" in found
+    assert f"{scope} config: $.config.Labels.team t1 (A) != t2 (B)" in found
     assert diff_paths(builds[1] / name, builds[3] / name).identical
 
 

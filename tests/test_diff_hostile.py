@@ -9,11 +9,9 @@ errors, the CVE-2024-6232 pax shape, a 1 TiB sparse member hashed until the time
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import shutil
 import struct
-import tarfile
 import tempfile
 from pathlib import Path
 
@@ -30,17 +28,7 @@ from tests.helpers.outputs import rechain, write_output_folder
 MB = 1 << 20
 
 
-def _tar(members: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-GOOD = _tar([("etc/motd", b"hello\n")])
+GOOD = hostile.tar_of([("etc/motd", b"hello\n")], pax=True)
 
 
 def _with_checksum(block: bytearray) -> bytes:
