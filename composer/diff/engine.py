@@ -99,12 +99,20 @@ def _keep(limits: DiffLimits) -> Callable[[str], int]:
 
 def _tar_files(snap: Snapshot, prefix: str, contents: TarContents) -> None:
     snap.add_files(prefix, contents.entries)
-    names = hashlib.sha256("\0".join(e.path for e in contents.entries).encode(
-        "utf-8", "surrogateescape")).hexdigest()
-    snap.field(f"{prefix}!tar" if prefix else "tar", "member order", f"sha256:{names[:16]}")
+    snap.field(f"{prefix}!tar" if prefix else "tar", "member order", _order(contents))
     if INSTALLED in contents.kept:
         snap.packages[prefix] = installed_versions(contents.kept[INSTALLED],
                                                    source=f"{prefix or 'tar'}: {INSTALLED}")
+
+
+def _order(contents: TarContents) -> str:
+    """How the members are ordered: composer sorts them by path bytes, as Alpine does."""
+    names = [e.path.encode("utf-8", "surrogateescape") for e in contents.entries]
+    for before, after in zip(names, names[1:], strict=False):
+        if after < before:
+            return (f"not sorted ({shorten(after.decode('utf-8', 'replace'))} after "
+                    f"{shorten(before.decode('utf-8', 'replace'))})")
+    return "sorted by path"
 
 
 def read_file(side: Side, source: FileBytes, prefix: str) -> str:

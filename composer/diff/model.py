@@ -9,12 +9,15 @@ and :func:`compare` turns two snapshots into changes, packages first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from composer.apk.version import compare_versions
 from composer.diff.report import ChangeList, Scalar
 from composer.diff.source import Budget
 
+HEADER = " header"
+"""Suffix of the format-level group holding one file's own header fields."""
 NEST = "!"
 """Joins a container's name and a path inside it, as in ``jar:file!/path``."""
 
@@ -95,8 +98,7 @@ class Snapshot:
             where = join(prefix, entry.path)
             self.files[where] = entry.fields()
             if entry.header:
-                self.fields.setdefault(f"{join(prefix, entry.path)} header", {}).update(
-                    entry.header)
+                self.fields.setdefault(where + HEADER, {}).update(entry.header)
 
     def field(self, where: str, what: str, value: Scalar) -> None:
         self.fields.setdefault(where, {})[what] = value
@@ -120,9 +122,12 @@ def _packages(found: ChangeList, scope: str, a: dict[str, str], b: dict[str, str
 
 
 def _table(found: ChangeList, level: str, a: dict[str, dict[str, Scalar]],
-           b: dict[str, dict[str, Scalar]], noun: str) -> None:
+           b: dict[str, dict[str, Scalar]], noun: str,
+           said: Callable[[str], bool] = lambda where: False) -> None:
     for where in [*a, *(k for k in b if k not in a)]:
         left, right = a.get(where), b.get(where)
+        if (left is None or right is None) and said(where):
+            continue
         if left is None or right is None:
             kept = right if left is None else left
             assert kept is not None
@@ -155,5 +160,10 @@ def compare(a: Snapshot, b: Snapshot) -> ChangeList:
     for scope in [*a.packages, *(s for s in b.packages if s not in a.packages)]:
         _packages(found, scope, a.packages.get(scope, {}), b.packages.get(scope, {}))
     _table(found, "file", a.files, b.files, "file")
-    _table(found, "format", a.fields, b.fields, "present")
+
+    def added_or_removed(where: str) -> bool:
+        """The header of a file only one side has: the file level says so already."""
+        path = where.removesuffix(HEADER)
+        return where.endswith(HEADER) and (path in a.files) != (path in b.files)
+    _table(found, "format", a.fields, b.fields, "present", added_or_removed)
     return found

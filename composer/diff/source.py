@@ -225,6 +225,7 @@ class Decoded:
         self.decoder = BoundedDecoder(kind, what=source.what, limit=limit, limit_reason=reason)
         self.pieces = self._pieces(source)
         self.buffer = b""
+        self.offset = 0
         self.budget = budget
         self.what = source.what
 
@@ -234,15 +235,22 @@ class Decoded:
         yield from self.decoder.finish()
 
     def read(self, size: int = -1, /) -> bytes:
+        """Up to ``size`` bytes; each piece is sliced, never copied whole per call."""
         want = size if size >= 0 else 1 << 62
-        while len(self.buffer) < want:
-            piece = next(self.pieces, None)
-            if piece is None:
-                break
-            self.budget.charge_bytes(len(piece), self.what)
-            self.buffer = self.buffer + piece if self.buffer else piece
-        data, self.buffer = self.buffer[:want], self.buffer[want:]
-        return data
+        parts: list[bytes] = []
+        while want > 0:
+            if self.offset >= len(self.buffer):
+                piece = next(self.pieces, None)
+                if piece is None:
+                    break
+                self.budget.charge_bytes(len(piece), self.what)
+                self.buffer, self.offset = piece, 0
+                continue
+            take = self.buffer[self.offset:self.offset + want]
+            self.offset += len(take)
+            want -= len(take)
+            parts.append(take)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def open_stream(source: Bytes, budget: Budget) -> tuple[str, Sequential | Decoded]:
