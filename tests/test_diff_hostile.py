@@ -288,3 +288,17 @@ def test_verify_rebuild_comparison_of_a_hostile_published_tar(name: str, tmp_pat
     [problem] = compare_outputs(published, rebuilt, {"t.tar": "a" * 64}, {"t.tar": "b" * 64})
     assert problem.startswith(f"{published / 't.tar'}: rebuild differs: cannot compare them (")
     assert "\n" not in problem
+
+
+def test_iso_directory_reads_count_against_the_budget(tmp_path: Path) -> None:
+    """Many directory records naming the same large extent cannot multiply the work:
+    every directory read is charged to the side's byte budget."""
+    from composer.diff.iso9660 import walk
+    from composer.diff.source import Budget, MemoryBytes
+
+    data = _iso(tmp_path).read_bytes()
+    extent, size = _root(data)
+    image = MemoryBytes(data, "a.iso")
+    assert walk(image, extent, size, joliet=False, budget=Budget(DiffLimits(), "A"))
+    with pytest.raises(ArchiveError, match="passes the diff's limit of 1000 bytes"):
+        walk(image, extent, size, joliet=False, budget=Budget(DiffLimits(max_bytes=1000), "A"))

@@ -166,6 +166,7 @@ class FatVolume:
                                    "reached twice")
             seen.add(cluster)
             data = self._directory(cluster, parent or "/")
+            self.budget.charge_bytes(len(data), self.image.what)
             long_parts: dict[int, str] = {}
             for pos in range(0, len(data) - 31, 32):
                 entry = data[pos:pos + 32]

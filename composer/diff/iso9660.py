@@ -212,6 +212,7 @@ def walk(image: Bytes, extent: int, size: int, *, joliet: bool, budget: Budget) 
         if length > MAX_DIRECTORY:
             raise ArchiveError(f"{image.what}: directory {parent or '/'} of {length} bytes, more "
                                f"than the {MAX_DIRECTORY} allowed")
+        budget.charge_bytes(length, image.what)
         data = image.read_at(start * BLOCK, length)
         children: list[tuple[str, int, int, int]] = []
         pos = 0
