@@ -219,11 +219,11 @@ def _artifacts(folder: Path, side: Side) -> tuple[dict[str, str], JsonValue]:
 
 def _manifest_fields(manifest: JsonValue) -> dict[str, Scalar]:
     """manifest.json by path, with inputs keyed by what they are rather than by position;
-    outputs are left to the artifact-by-artifact comparison."""
+    outputs are left to the artifact-by-artifact comparison, packages to the package level."""
     raw = manifest.raw()
     if not isinstance(raw, dict):
         manifest.fail("expected an object")
-    doc = {k: v for k, v in raw.items() if k not in ("outputs", "inputs")}
+    doc = {k: v for k, v in raw.items() if k not in ("outputs", "inputs", "packages")}
     inputs = manifest.optional("inputs")
     keyed: dict[str, object] = {}
     for item in inputs.items(max_items=MAX_ARTIFACTS) if inputs is not None else ():
