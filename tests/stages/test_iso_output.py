@@ -225,10 +225,17 @@ def test_rebuild_of_a_tampered_iso_names_file_and_field(virt_build: Path, tmp_pa
         if output["path"] == iso.name:
             output["sha256"] = digest
     (out / "virt" / "manifest.json").write_text(json.dumps(manifest))
-    sums = [line for line in (out / "virt" / "SHA256SUMS").read_text().splitlines()
-            if not line.endswith(iso.name)]
-    (out / "virt" / "SHA256SUMS").write_text("\n".join([*sums, f"{digest}  {iso.name}"]) + "\n")
-    assert run_cli("verify", out / "virt").returncode == 0
+    statement = json.loads((out / "virt" / "provenance.intoto.json").read_text())
+    for subject in statement["subject"]:
+        if subject["name"] == iso.name:
+            subject["digest"]["sha256"] = digest
+    (out / "virt" / "provenance.intoto.json").write_text(json.dumps(statement))
+    names = [line.split("  ", 1)[1]
+             for line in (out / "virt" / "SHA256SUMS").read_text().splitlines()]
+    (out / "virt" / "SHA256SUMS").write_text("".join(
+        f"{hashlib.sha256((out / 'virt' / n).read_bytes()).hexdigest()}  {n}\n" for n in names))
+    checked = run_cli("verify", out / "virt")
+    assert checked.returncode == 0, checked.stderr
     result = run_cli("verify", "--rebuild", profile, "--output-dir", out, "--cache-dir",
                      virt_build.parent.parent / "cache")
     assert result.returncode == 4, result.stderr
