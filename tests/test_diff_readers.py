@@ -126,3 +126,29 @@ def test_report_caps_each_level_and_counts_the_rest() -> None:
     assert report.count("format") == 3 and not report.identical
     text = report.format_report(per_level=2)
     assert "tar: differs in 1 packages, 5 files, 3 format fields" in text
+
+
+def _directory_record(name: bytes, *, extent: int, size: int, flags: int) -> bytes:
+    length = 33 + len(name) + (1 - len(name) % 2)
+    record = bytearray(length)
+    record[0] = length
+    record[2:10] = extent.to_bytes(4, "little") + extent.to_bytes(4, "big")
+    record[10:18] = size.to_bytes(4, "little") + size.to_bytes(4, "big")
+    record[25] = flags
+    record[32] = len(name)
+    record[33:33 + len(name)] = name
+    return bytes(record)
+
+
+@pytest.mark.parametrize(("name", "shown"), [(b"A\nB", "A\\nB"), (b"\x00\x01X", "\\x00\\x01X")])
+def test_iso_names_with_control_characters_stay_one_line(name: bytes, shown: str) -> None:
+    """Found by make fuzz: a name holding a newline made a two-line error."""
+    from composer.diff.iso9660 import BLOCK, MULTI_EXTENT_FLAG, walk
+
+    directory = (_directory_record(b"\0", extent=20, size=BLOCK, flags=2)
+                 + _directory_record(b"\1", extent=20, size=BLOCK, flags=2)
+                 + _directory_record(name, extent=21, size=10, flags=MULTI_EXTENT_FLAG))
+    image = MemoryBytes(bytes(20 * BLOCK) + directory.ljust(2 * BLOCK, b"\0"), "iso")
+    with pytest.raises(ArchiveError) as info:
+        walk(image, 20, BLOCK, joliet=False, budget=Budget(DiffLimits(), "A"))
+    assert str(info.value) == f"iso: /{shown}: multi-extent files are not supported"

@@ -191,6 +191,15 @@ def _symlink(components: bytes) -> str:
     return joined if joined else "/"
 
 
+def printable_name(name: str) -> str:
+    """``name`` with control and other unprintable characters escaped (``\\n``, ``\\x00``):
+    a path is one line of a report or of an error, whatever bytes the image holds."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in name)
+
+
 def _iso_name(identifier: bytes, joliet: bool) -> str:
     text = identifier.decode("utf-16-be" if joliet else "latin-1", "replace")
     return text.split(";", 1)[0].rstrip(".") if not joliet or ";" in text else text
@@ -231,7 +240,7 @@ def walk(image: Bytes, extent: int, size: int, *, joliet: bool, budget: Budget) 
             if identifier in (b"\0", b"\1"):
                 continue
             rr = {} if joliet else _rock_ridge(rec[33 + name_len + (1 - name_len % 2):])
-            name = str(rr.get("name") or _iso_name(identifier, joliet))
+            name = printable_name(str(rr.get("name") or _iso_name(identifier, joliet)))
             path = budget.name(f"{parent}/{name}", image.what)
             budget.charge_entry(image.what, len(path))
             flags = rec[25]
