@@ -36,7 +36,13 @@ from composer.stages.outputs import (
     staging_dir,
     write_outputs,
 )
-from composer.stages.plan import ArchPlan, BuildPlan, plan_arch, wanted_packages
+from composer.stages.plan import (
+    ArchPlan,
+    BuildPlan,
+    plan_arch,
+    requested_packages,
+    wanted_packages,
+)
 from composer.stages.record import build_manifest, input_records, overlay_inputs
 from composer.stages.validate import validate
 from composer.tree import FileTree
@@ -74,7 +80,7 @@ def planned(ctx: BuildContext, fetcher: Fetcher) -> Iterator[tuple[BuildPlan, di
             trees.callback(tree.close)
             bases[arch] = tree
             facts = read_base(tree, trust_tree_keys=ctx.profile.base == Base.MINIROOTFS) \
-                if ctx.profile.packages else None
+                if requested_packages(ctx, arch) else None
             arches.append(plan_arch(ctx, fetcher, arch, mini, facts))
         yield BuildPlan(release_key=keys.key, arches=tuple(arches)), bases
 

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING
 from composer.context import BuildContext
 from composer.manifest import BuildManifest, InputRecord, InputRole, OutputRecord
 from composer.overlay import OverlayInput
+from composer.profile.model import PinnedKey
 from composer.stages.compose import ComposedArch
 from composer.stages.epoch import Epoch
 from composer.stages.plan import BuildPlan
+from composer.urls import is_url
 
 if TYPE_CHECKING:
     from composer.sources.fetch import FetchedInput
@@ -22,20 +24,31 @@ def input_records(ctx: BuildContext, fetched: Sequence[FetchedInput], plan: Buil
     minis = {a.minirootfs.url: a.minirootfs for a in plan.arches if a.minirootfs is not None}
     arch_of = {a.minirootfs.url: a.arch for a in plan.arches if a.minirootfs is not None}
     key = plan.release_key
+    local_keys = local_key_files(ctx)
     records: list[InputRecord] = []
     for item in fetched:
         mini = minis.get(item.url) if item.role == InputRole.MINIROOTFS else None
         is_key = item.role == InputRole.RELEASE_KEY
+        written = local_keys.get(item.url)
         records.append(InputRecord(
             kind=item.role,
-            name=ctx.profile.trust.key if is_key else item.url.rsplit("/", 1)[-1],
-            sha256=item.sha256, size=item.size, url=item.url,
+            name=ctx.profile.trust.key if is_key else written or item.url.rsplit("/", 1)[-1],
+            sha256=item.sha256, size=item.size, url=None if written else item.url,
             arch=arch_of.get(item.url) if mini else None,
             signed_by=mini.signed_by if mini else None,
             fingerprint=key.fingerprint.upper() if key and is_key else None))
     records.extend(InputRecord(kind=InputRole.OVERLAY, name=i.path, sha256=i.sha256, size=i.size)
                    for i in overlay)
     return tuple(records)
+
+
+def local_key_files(ctx: BuildContext) -> dict[str, str]:
+    """``file://`` URL → the path the profile wrote, for key files given as paths: the
+    manifest names them as written (relative to the profile), never by the build host's
+    absolute path, like overlay files."""
+    refs = [ctx.profile.trust.key] + [k.file if isinstance(k, PinnedKey) else k
+                                      for k in ctx.profile.keys]
+    return {ctx.loaded.resolve(ref).as_uri(): ref for ref in refs if not is_url(ref)}
 
 
 def overlay_inputs(composed: Sequence[ComposedArch]) -> tuple[OverlayInput, ...]:
