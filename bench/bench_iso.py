@@ -127,22 +127,25 @@ def main() -> int:
         tree_bytes = sum(e.size for e in tree.walk())
         spec = boot_media(tree, SETTINGS, epoch=EPOCH)
         files = work / "files"
-        for file in spec.files:
-            target = files / file.path
+        by_path = {file.path: file.data for file in spec.files}
+        for alias in spec.aliases:  # xorriso stores these a second time
+            by_path[alias.path] = by_path[alias.source][alias.offset:alias.offset + alias.length]
+        for path, data in by_path.items():
+            target = files / path
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(file.data)
+            target.write_bytes(data)
         rootfs = work / "rootfs"
         extract(tree, rootfs)
         ours_out, theirs_out = work / "ours.iso", work / "xorriso.iso"
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(EPOCH))
 
         def ours() -> None:
-            with ours_out.open("wb") as out:
+            with ours_out.open("w+b") as out:
                 write_iso(spec, out)
             sha256_file(ours_out)
 
         def whole() -> None:
-            with ours_out.open("wb") as out:
+            with ours_out.open("w+b") as out:
                 write_iso(boot_media(tree, SETTINGS, epoch=EPOCH), out)
             sha256_file(ours_out)
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import urllib.parse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from composer.context import BuildContext
-from composer.manifest import BuildManifest, InputRecord, InputRole, OutputRecord
+from composer.manifest import LOCK_NAME, BuildManifest, InputRecord, InputRole, OutputRecord
 from composer.overlay import OverlayInput
-from composer.profile.model import PinnedKey
 from composer.stages.compose import ComposedArch
 from composer.stages.epoch import Epoch
 from composer.stages.plan import BuildPlan
-from composer.urls import is_url
 
 if TYPE_CHECKING:
     from composer.sources.fetch import FetchedInput
@@ -24,16 +25,15 @@ def input_records(ctx: BuildContext, fetched: Sequence[FetchedInput], plan: Buil
     minis = {a.minirootfs.url: a.minirootfs for a in plan.arches if a.minirootfs is not None}
     arch_of = {a.minirootfs.url: a.arch for a in plan.arches if a.minirootfs is not None}
     key = plan.release_key
-    local_keys = local_key_files(ctx)
     records: list[InputRecord] = []
     for item in fetched:
         mini = minis.get(item.url) if item.role == InputRole.MINIROOTFS else None
         is_key = item.role == InputRole.RELEASE_KEY
-        written = local_keys.get(item.url)
+        beside = _profile_relative(ctx, item.url)
         records.append(InputRecord(
             kind=item.role,
-            name=ctx.profile.trust.key if is_key else written or item.url.rsplit("/", 1)[-1],
-            sha256=item.sha256, size=item.size, url=None if written else item.url,
+            name=ctx.profile.trust.key if is_key else beside or item.url.rsplit("/", 1)[-1],
+            sha256=item.sha256, size=item.size, url=None if beside else item.url,
             arch=arch_of.get(item.url) if mini else None,
             signed_by=mini.signed_by if mini else None,
             fingerprint=key.fingerprint.upper() if key and is_key else None))
@@ -42,13 +42,16 @@ def input_records(ctx: BuildContext, fetched: Sequence[FetchedInput], plan: Buil
     return tuple(records)
 
 
-def local_key_files(ctx: BuildContext) -> dict[str, str]:
-    """``file://`` URL → the path the profile wrote, for key files given as paths: the
-    manifest names them as written (relative to the profile), never by the build host's
-    absolute path, like overlay files."""
-    refs = [ctx.profile.trust.key] + [k.file if isinstance(k, PinnedKey) else k
-                                      for k in ctx.profile.keys]
-    return {ctx.loaded.resolve(ref).as_uri(): ref for ref in refs if not is_url(ref)}
+def _profile_relative(ctx: BuildContext, url: str) -> str | None:
+    """A file beside the profile (a key file) by its path relative to the profile, as the
+    profile names it: where the checkout lives is not part of what was built."""
+    if not url.startswith("file://"):
+        return None
+    path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+    base = ctx.loaded.base_dir
+    if not path.is_relative_to(base):
+        return None
+    return path.relative_to(base).as_posix()
 
 
 def overlay_inputs(composed: Sequence[ComposedArch]) -> tuple[OverlayInput, ...]:
@@ -58,12 +61,15 @@ def overlay_inputs(composed: Sequence[ComposedArch]) -> tuple[OverlayInput, ...]
 
 def build_manifest(ctx: BuildContext, composed: Sequence[ComposedArch],
                    epoch: Epoch, inputs: tuple[InputRecord, ...],
-                   outputs: Sequence[OutputRecord]) -> BuildManifest:
+                   outputs: Sequence[OutputRecord], *, profile_digest: str,
+                   lock: bytes) -> BuildManifest:
+    """The manifest; ``profile_digest`` covers the profile and its overlay files (never the
+    build mirror), ``lock`` is the plan the build followed as it is written beside it."""
     profile = ctx.profile
     return BuildManifest(
         tool_version=ctx.tool_version,
         profile_name=profile.name,
-        profile_digest=ctx.loaded.digest,
+        profile_digest=profile_digest,
         variant=profile.variant.value,
         branch=profile.branch,
         mirror=profile.mirror,
@@ -74,5 +80,15 @@ def build_manifest(ctx: BuildContext, composed: Sequence[ComposedArch],
         outputs=tuple(outputs),
         packages={c.arch: c.packages for c in composed if c.packages},
         scripts_not_run=tuple(s for c in composed for s in c.scripts_not_run),
-        notes=tuple(f"{c.arch}: {change}" for c in composed for change in c.system_changes),
+        notes=tuple(f"{c.arch}: {change}" for c in composed for change in c.system_changes)
+        + _unlocked_note(ctx),
+        lock={"file": LOCK_NAME, "sha256": hashlib.sha256(lock).hexdigest(),
+              "locked": ctx.lock is not None},
     )
+
+
+def _unlocked_note(ctx: BuildContext) -> tuple[str, ...]:
+    if ctx.lock is None and ctx.profile.branch == "edge":
+        return ("edge built without a lock: not reproducible from the live mirror later; the "
+                "indexes read are the inputs of kind apkindex",)
+    return ()
