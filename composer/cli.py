@@ -163,6 +163,15 @@ def make_parser() -> argparse.ArgumentParser:
     _build_flags(p)
     _common(p)
 
+    p = sub.add_parser("diff", help="show what differs between two artifacts or output folders: "
+                       "packages, files, then format fields")
+    p.add_argument("a", type=Path, metavar="A",
+                   help="a tarball, OCI layout or archive, docker-archive, ISO, or output folder")
+    p.add_argument("b", type=Path, metavar="B", help="the same kind of thing to compare with A")
+    p.add_argument("--limit", type=int, default=20, metavar="N",
+                   help="changes shown per level (packages, files, format fields; default 20)")
+    _common(p)
+
     p = sub.add_parser("boot", help="start a built ISO in qemu (serial console on this terminal)")
     p.add_argument("target", type=Path,
                    help="an output folder, an .iso file, or a profile (its output folder)")
@@ -343,6 +352,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Exit 0 when A and B are identical, 1 when they differ."""
+    from composer.diff import diff_paths
+
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    report = diff_paths(args.a, args.b)
+    if args.json:
+        _print_json({"ok": True, **report.to_json()})
+    else:
+        sys.stdout.write(report.format_report(per_level=args.limit))
+    return 0 if report.identical else 1
+
+
 def _verify_target(args: argparse.Namespace) -> Path:
     """A profile stands for its output folder, ``<output-dir>/<name>``."""
     target: Path = args.target
@@ -426,7 +449,8 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"build": cmd_build, "fetch": cmd_fetch, "lock": cmd_lock, "vendor": cmd_vendor,
-            "verify": cmd_verify, "boot": cmd_boot, "schema": cmd_schema, "version": cmd_version}
+            "verify": cmd_verify, "diff": cmd_diff, "boot": cmd_boot, "schema": cmd_schema,
+            "version": cmd_version}
 COMMANDS.update({"push": cmd_push, "publish": cmd_publish})
 
 

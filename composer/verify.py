@@ -10,8 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from composer.context import BuildContext
-from composer.diff import describe_differences, layout_differences, oci_archive_differences
-from composer.errors import UsageError, VerificationError
+from composer.errors import ComposerError, UsageError, VerificationError
 from composer.hashing import hash_file
 from composer.jsonsafe import JsonValue, load_json, read_regular_file
 from composer.lockfile import MAX_LOCK_BYTES, LockFile, parse_lock
@@ -251,13 +250,13 @@ def _with_recorded_mirror(ctx: BuildContext, manifest: JsonValue) -> BuildContex
 
 def compare_outputs(published: Path, rebuilt: Path, old: dict[str, str],
                     new: dict[str, str]) -> list[str]:
-    """One line per differing artifact (an OCI layout counts as one), naming what differs inside."""
+    """One line per differing artifact (an OCI layout counts as one), naming the packages,
+    files and format fields that differ inside and which side holds which value."""
     differing = sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
     layouts = sorted({n.split("/", 1)[0] for n in differing
                       if "/" in n and (published / n.split("/", 1)[0] / "index.json").is_file()})
     problems = [f"{published / layout}: rebuild differs: "
-                + "; ".join(layout_differences(published / layout, rebuilt / layout))
-                for layout in layouts]
+                + explain_difference(published / layout, rebuilt / layout) for layout in layouts]
     for name in differing:
         if "/" in name and name.split("/", 1)[0] in layouts:
             continue
@@ -266,7 +265,26 @@ def compare_outputs(published: Path, rebuilt: Path, old: dict[str, str],
         elif name not in old:
             problems.append(f"rebuild produced {name}, which the published build lacks")
         else:
-            compare = oci_archive_differences if name.endswith(".oci.tar") else describe_differences
-            details = compare(published / name, rebuilt / name)
-            problems.append(f"{published / name}: rebuild differs: " + "; ".join(details))
+            problems.append(f"{published / name}: rebuild differs: "
+                            + explain_difference(published / name, rebuilt / name))
     return problems
+
+
+MAX_LISTED = 12
+
+
+def explain_difference(published: Path, rebuilt: Path) -> str:
+    """What the diff engine finds between a published artifact and its rebuild, at most
+    :data:`MAX_LISTED` changes (packages, then files, then format fields)."""
+    from composer.diff import diff_paths
+
+    try:
+        report = diff_paths(published, rebuilt, labels=("published", "rebuild"))
+    except ComposerError as exc:
+        return f"cannot compare them ({exc.message})"
+    ordered = [c for level in ("package", "file", "format") for c in report.at(level)]
+    shown = [c.describe(report.labels) for c in ordered[:MAX_LISTED]]
+    left = sum(report.count(level) for level in ("package", "file", "format")) - len(shown)
+    if left > 0:
+        shown.append(f"… and {left} more")
+    return "; ".join(shown) if shown else "the bytes differ"

@@ -39,10 +39,11 @@ from composer.sources.releases import parse_checksum_file, parse_latest_releases
 from composer.sources.trust import load_release_key, verify_detached
 from composer.tree import BlobStore, FileTree
 from fuzz.artifacts import artifact_targets
+from fuzz.diff_targets import diff_targets
 from fuzz.headers import http_target
 from tests.helpers.apkrepo import sign
 from tests.helpers.hostile import dearmor as _dearmor
-from tests.helpers.hostile import deflate_zeros
+from tests.helpers.hostile import deflate_zeros, tar_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "fixtures" / "alpine-real"
@@ -105,13 +106,7 @@ class FuzzKey:
 
 
 def _tar(files: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as archive:
-        for name, data in files:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_of(files)
 
 
 def _cut_tar(files: list[tuple[str, bytes]]) -> bytes:
@@ -349,6 +344,7 @@ def build_targets(workdir: Path) -> list[Target]:
                run_profile, YAML_TOKENS + TEXT_TOKENS,
                bombs=_yaml_bombs(b"- a\n") + _yaml_bombs(b"k: v\n")),
         *artifact_targets(workdir, _minirootfs_prefix(60_000), Target),
+        *diff_targets(workdir, _minirootfs_prefix(60_000), Target),
         http_target(workdir, Target),
     ]
 

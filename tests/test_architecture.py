@@ -20,7 +20,7 @@ PROCESS_AND_TERMINAL = ("subprocess", "tqdm", "composer.cli")
 PURE = ("composer.tree", "composer.archive", "composer.profile", "composer.writers",
         "composer.apk", "composer.system", "composer.urls", "composer.hashing", "composer.errors",
         "composer.tarread", "composer.numbers", "composer.jsonsafe", "composer.publish.reference",
-        "composer.publish.wire", "composer.lockfile", "composer.provenance")
+        "composer.publish.wire", "composer.lockfile", "composer.provenance", "composer.diff")
 # The edges that talk to the network: mirrors and caches, and registries (push).
 NETWORK_EDGES = ("composer.sources", "composer.publish")
 
@@ -40,6 +40,9 @@ FORBIDDEN = {
     # push reads what a build wrote; it never builds, and builds never push
     "composer.publish": ("composer.stages", "composer.cli", "composer.apk", "composer.system",
                          "composer.profile"),
+    # the diff reads what others built: format readers over bytes, never a build or a fetch
+    "composer.diff": ("composer.sources", "composer.stages", "composer.writers", "composer.publish",
+                      "composer.verify", "composer.tree", "composer.apk.install"),
     "composer.tarread": ("composer.sources", "composer.apk", "composer.writers", "composer.tree",
                          "composer.stages", "composer.system"),
     "composer.numbers": ("composer.",),

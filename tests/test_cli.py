@@ -220,9 +220,9 @@ def test_verify_and_rebuild_then_tamper(tmp_path: Path, workdir: Path, mirror: M
     rebuilt = run_cli("verify", "--rebuild", profile, "--output-dir", out, "--cache-dir", cache)
     assert rebuilt.returncode == 4
     assert rebuilt.stderr.splitlines()[-1] == (
-        f"alpine-composer: error: {artifact}: rebuild differs: member './etc/motd': content "
-        f"sha256 {hashlib.sha256(b'iello' + chr(10).encode()).hexdigest()[:16]}… != "
-        f"{hashlib.sha256(b'hello' + chr(10).encode()).hexdigest()[:16]}…")
+        f"alpine-composer: error: {artifact}: rebuild differs: /etc/motd: content sha256 "
+        f"{hashlib.sha256(b'iello' + chr(10).encode()).hexdigest()[:16]}… (published) != "
+        f"{hashlib.sha256(b'hello' + chr(10).encode()).hexdigest()[:16]}… (rebuild)")
 
 
 def test_offline_uses_the_cache_and_names_what_is_missing(

@@ -145,11 +145,11 @@ def test_rebuild_lists_every_differing_member_with_octal_modes(
     assert result.returncode == 4
     line = result.stderr.strip().splitlines()[-1]
     tar = out / "test" / "test-3.20.3-x86_64.tar.gz"
-    assert f"{tar}: rebuild differs: member './etc/app.conf': content sha256 " in line
-    assert "member './opt/tool': mode 0o755 != 0o644" in line
+    assert f"{tar}: rebuild differs: /etc/app.conf: content sha256 " in line
+    assert "; /opt/tool: mode 0o755 (published) != 0o644 (rebuild)" in line
     assert f"{out / 'test' / 'oci'}: rebuild differs: " in line
-    assert "(layer): member 'opt/tool': mode 0o755 != 0o644" in line
-    assert "(layer): member 'etc/app.conf': content sha256 " in line
+    assert "linux/amd64 layer 1!/opt/tool: mode 0o755 (published) != 0o644 (rebuild)" in line
+    assert "linux/amd64 layer 1!/etc/app.conf: content sha256 " in line
 
 
 # -- faults: a stalled mirror, SIGTERM, a damaged cache ---------------------------------------

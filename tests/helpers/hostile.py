@@ -102,6 +102,20 @@ def deflate_zeros(size: int) -> bytes:
     return b"".join(parts)
 
 
+def tar_of(files: list[tuple[str, bytes]], *, pax: bool = False) -> bytes:
+    """A well-formed tar (GNU format, or pax) of regular files, written by ``tarfile``."""
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w",
+                      format=tarfile.PAX_FORMAT if pax else tarfile.GNU_FORMAT) as archive:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def gzip_member(data: bytes) -> bytes:
     return gzip.compress(data, mtime=0)
 

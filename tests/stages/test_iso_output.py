@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -192,3 +193,58 @@ def test_profile_errors_come_before_any_download(tmp_path: Path, fields: dict[st
     result = build(profile, tmp_path / "out", tmp_path / "cache")
     assert (result.returncode, result.stderr) == (2, f"alpine-composer: error: {profile}: {message}\n")
     assert not (tmp_path / "out" / "virt").exists()
+
+
+def test_rebuild_of_a_tampered_iso_names_file_and_field(virt_build: Path, tmp_path: Path) -> None:
+    """Issue 14 item 7: not "byte 440: 0xd0 != 0xfb", but the file, the field, and which
+    side is the published artifact."""
+    from contextlib import ExitStack
+
+    from composer.diff.engine import Side
+    from composer.diff.iso import read_iso
+    from composer.diff.source import DiffLimits
+
+    profile = virt_build.parent.parent / "p" / "virt-test.yaml"
+    out = tmp_path / "out"
+    shutil.copytree(virt_build, out / "virt")
+    iso = out / "virt" / "virt-3.20.3-x86_64.iso"
+    with ExitStack() as stack:
+        side = Side("published", DiffLimits(), stack)
+        read_iso(side.snap, side.open(iso))
+    extent = side.snap.fields["/boot/syslinux/syslinux.cfg header"]["extent"]
+    assert isinstance(extent, int)
+    data = bytearray(iso.read_bytes())
+    config_at = extent * 2048
+    original = bytes(data[config_at:config_at + 16])
+    data[config_at] ^= 0x20  # one letter of syslinux.cfg changes case
+    data[440] ^= 0xFF  # the MBR disk signature
+    iso.write_bytes(bytes(data))
+    digest = hashlib.sha256(bytes(data)).hexdigest()
+    manifest = json.loads((out / "virt" / "manifest.json").read_text())
+    for output in manifest["outputs"]:
+        if output["path"] == iso.name:
+            output["sha256"] = digest
+    (out / "virt" / "manifest.json").write_text(json.dumps(manifest))
+    statement = json.loads((out / "virt" / "provenance.intoto.json").read_text())
+    for subject in statement["subject"]:
+        if subject["name"] == iso.name:
+            subject["digest"]["sha256"] = digest
+    (out / "virt" / "provenance.intoto.json").write_text(json.dumps(statement))
+    names = [line.split("  ", 1)[1]
+             for line in (out / "virt" / "SHA256SUMS").read_text().splitlines()]
+    (out / "virt" / "SHA256SUMS").write_text("".join(
+        f"{hashlib.sha256((out / 'virt' / n).read_bytes()).hexdigest()}  {n}\n" for n in names))
+    checked = run_cli("verify", out / "virt")
+    assert checked.returncode == 0, checked.stderr
+    result = run_cli("verify", "--rebuild", profile, "--output-dir", out, "--cache-dir",
+                     virt_build.parent.parent / "cache")
+    assert result.returncode == 4, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"alpine-composer: error: {iso}: rebuild differs: "
+                           "/boot/syslinux/syslinux.cfg: content sha256 "), line
+    assert "/boot/syslinux/syslinux.cfg: content sha256 " in line
+    published = int.from_bytes(data[440:444], "little")
+    rebuilt = published ^ 0xFF
+    assert (f"MBR: disk signature 0x{published:08x} (published) != 0x{rebuilt:08x} (rebuild)"
+            in line), line
+    assert "byte 440" not in line and original[:1] != bytes(data[config_at:config_at + 1])
