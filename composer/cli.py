@@ -389,9 +389,15 @@ def _verify_target(args: argparse.Namespace) -> Path:
 def cmd_boot(args: argparse.Namespace) -> int:
     import shlex
 
-    from composer.vm import VmSettings, find_iso, qemu_command, start_vm
-
-    from composer.vm import check_memory, console_hints
+    from composer.vm import (
+        VmSettings,
+        check_memory,
+        console_hints,
+        find_iso,
+        qemu_command,
+        require_qemu,
+        start_vm,
+    )
 
     image, arch = find_iso(_verify_target(args), args.arch)
     settings = VmSettings(firmware=args.firmware, medium=args.medium, arch=arch,
@@ -399,6 +405,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
                           ssh_port=args.ssh_port, firmware_path=args.firmware_path,
                           extra=tuple(args.qemu_args))
     command = qemu_command(image, settings)
+    if not args.dry_run:
+        require_qemu(arch)
     check_memory(image, settings)
     if args.dry_run:
         print(shlex.join(command))
@@ -490,8 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             argv, extra = argv[:at], argv[at + 1:]
         args = make_parser().parse_args(argv)
         if extra and args.command != "boot":
-            raise UsageError(f"{args.command}: nothing follows -- (only boot passes arguments on "
-                             "to qemu)")
+            raise UsageError(f"{args.command}: unexpected arguments after -- (only boot takes "
+                             "them, for qemu)")
         if extra:
             args.qemu_args = extra
         return COMMANDS[args.command](args)

@@ -114,6 +114,15 @@ def test_console_login_dhcp_ssh_and_acpi_power_off(real_virt: RealVirt, tmp_path
         guest.expect(r"alpine-virt:~# ", after=mark, timeout=60)
         address = guest.run("ip -4 -o addr show eth0", timeout=60)
         assert "inet 10.0.2.15/24" in address, address
+        runlevels = {}
+        for level in ("sysinit", "boot", "default", "shutdown"):
+            runlevels[level] = set(guest.run(f"ls /etc/runlevels/{level} | cat").split())
+        assert runlevels == {  # Alpine's ISO runlevels (item 3)
+            "sysinit": {"devfs", "dmesg", "mdev", "hwdrivers"},
+            "boot": {"hwclock", "modules", "sysctl", "hostname", "bootmisc", "syslog",
+                     "networking"},
+            "default": {"acpid", "crond", "sshd"},
+            "shutdown": {"mount-ro", "killprocs", "savecache"}}
         ssh = ["ssh", "-p", str(port), "-i", os.fspath(real_virt.key), "-o", "BatchMode=yes",
                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                "-o", "ConnectTimeout=20", "root@127.0.0.1"]

@@ -99,9 +99,11 @@ class Guest:
             time.sleep(0.01)
         return mark
 
-    def run(self, command: str, *, prompt: str = r"\n[^\n]*[#$] $", timeout: float = 60.0) -> str:
+    def run(self, command: str, *, prompt: str = r"\n[^\n]*[#$] (\x1b\[6n)?$",
+            timeout: float = 60.0) -> str:
         """Run a shell command on the logged-in console; its output (between the echo of
-        the command and the next prompt)."""
+        the command and the next prompt). busybox ash may follow its prompt with a cursor
+        position query (ESC [6n) on a serial line."""
         marker = f"__done_{int(time.monotonic() * 1000)}__"
         mark = self.send(f"{command}; echo {marker}\n")
         self.expect(rf"\n{marker}", after=mark, timeout=timeout)
