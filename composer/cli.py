@@ -181,9 +181,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", choices=["x86_64", "aarch64"],
                    help="which ISO of a multi-arch build (default x86_64)")
     p.add_argument("--memory", type=int, default=1024, metavar="MB")
-    p.add_argument("--kvm", action="store_true", help="use KVM (off by default: TCG works everywhere)")
+    p.add_argument("--kvm", action="store_true",
+                   help="use KVM and the host's CPU (off by default: TCG works everywhere)")
+    p.add_argument("--cpus", type=int, default=1, metavar="N")
+    p.add_argument("--ssh-port", type=int, metavar="PORT",
+                   help="forward 127.0.0.1:PORT to the guest's SSH port (a virtio NIC on qemu's "
+                        "user network is always attached)")
+    p.add_argument("--firmware-path", type=Path, metavar="FILE",
+                   help="boot with this firmware image instead of the installed OVMF/SeaBIOS")
     p.add_argument("--print", dest="dry_run", action="store_true",
-                   help="print the qemu command instead of running it")
+                   help="print the qemu command instead of running it; qemu arguments after "
+                        "-- are appended as given")
+    p.set_defaults(qemu_args=[])
     p.add_argument("--output-dir", type=Path, default=argparse.SUPPRESS,
                    help="where a profile's <name>/ was written (default: out)")
     _common(p)
@@ -380,14 +389,30 @@ def _verify_target(args: argparse.Namespace) -> Path:
 def cmd_boot(args: argparse.Namespace) -> int:
     import shlex
 
-    from composer.vm import VmSettings, find_iso, qemu_command, start_vm
+    from composer.vm import (
+        VmSettings,
+        check_memory,
+        console_hints,
+        find_iso,
+        qemu_command,
+        require_qemu,
+        start_vm,
+    )
 
     image, arch = find_iso(_verify_target(args), args.arch)
     settings = VmSettings(firmware=args.firmware, medium=args.medium, arch=arch,
-                          memory_mb=args.memory, kvm=args.kvm)
+                          memory_mb=args.memory, kvm=args.kvm, cpus=args.cpus,
+                          ssh_port=args.ssh_port, firmware_path=args.firmware_path,
+                          extra=tuple(args.qemu_args))
+    command = qemu_command(image, settings)
+    if not args.dry_run:
+        require_qemu(arch)
+    check_memory(image, settings)
     if args.dry_run:
-        print(shlex.join(qemu_command(image, settings)))
+        print(shlex.join(command))
         return 0
+    for hint in console_hints(settings):
+        print(f"==> {hint}", file=sys.stderr, flush=True)
     return start_vm(image, settings)
 
 
@@ -467,7 +492,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     as_json = "--json" in argv
     try:
+        extra: list[str] = []
+        if "--" in argv:
+            at = argv.index("--")
+            argv, extra = argv[:at], argv[at + 1:]
         args = make_parser().parse_args(argv)
+        if extra and args.command != "boot":
+            raise UsageError(f"{args.command}: unexpected arguments after -- (only boot takes "
+                             "them, for qemu)")
+        if extra:
+            args.qemu_args = extra
         return COMMANDS[args.command](args)
     except ComposerError as exc:
         if debug:

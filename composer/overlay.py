@@ -30,8 +30,23 @@ class OverlayInput:
     mode: int = 0o644
 
 
+ACCOUNT_FILES = ("etc/passwd", "etc/shadow", "etc/group", "etc/gshadow")
+"""The account database: the image's system accounts plus those of ``accounts:``. An overlay
+that replaced one would silently drop the others (and their passwords), so it is refused."""
+
+
 def _tree_path(image_path: str) -> str:
     return normalize_path(image_path.lstrip("/"), what="overlay path")
+
+
+def _guard_accounts(path: str, what: str) -> None:
+    """Refuse an overlay entry that would replace or remove an account file."""
+    hit = next((f for f in ACCOUNT_FILES if path == f or f.startswith(path + "/") or path == ""),
+               None)
+    if hit is not None:
+        raise ProfileError(f"{what}: /{path} would replace or remove /{hit}, the image's accounts "
+                           "(system ones and those of accounts:); declare users, groups, passwords "
+                           "and SSH keys under accounts: instead")
 
 
 def _put(tree: FileTree, entry: Entry, what: str) -> None:
@@ -57,16 +72,19 @@ def host_path(base_dir: Path, relative: str, what: str,
 
 
 def apply_overlay(tree: FileTree, overlay: Overlay, *, base_dir: Path,
-                  allowed_roots: Sequence[Path] | None = None) -> list[OverlayInput]:
+                  allowed_roots: Sequence[Path] | None = None,
+                  arch: str | None = None) -> list[OverlayInput]:
     """Apply ``overlay`` to ``tree``; return the host files read (relative to ``base_dir``).
 
     ``allowed_roots`` are the folders host files may come from (those of the profile files);
-    None allows any path.
+    None allows any path. ``arch`` is the image's architecture: files for other ones are
+    left out.
     """
     roots = None if allowed_roots is None else [r.resolve() for r in allowed_roots]
     inputs: list[OverlayInput] = []
     for image_path in overlay.remove:
         path = _tree_path(image_path)
+        _guard_accounts(path, "overlay.remove")
         if not tree.remove(path):
             raise ProfileError(f"overlay.remove: {image_path} does not exist in the image")
     for folder in overlay.tree:
@@ -81,7 +99,10 @@ def apply_overlay(tree: FileTree, overlay: Overlay, *, base_dir: Path,
         _put(tree, Entry(path=path, type=EntryType.DIR, mode=directory.mode, uid=directory.uid,
                          gid=directory.gid), f"overlay.directories {directory.path}")
     for spec in overlay.files:
+        if arch is not None and spec.arch is not None and arch not in spec.arch:
+            continue
         path = _tree_path(spec.path)
+        _guard_accounts(path, f"overlay.files {spec.path}")
         if spec.content is not None:
             data = spec.content.encode("utf-8")
         else:
@@ -94,6 +115,7 @@ def apply_overlay(tree: FileTree, overlay: Overlay, *, base_dir: Path,
              f"overlay.files {spec.path}")
     for link in overlay.symlinks:
         path = _tree_path(link.path)
+        _guard_accounts(path, f"overlay.symlinks {link.path}")
         try:
             check_symlink_target(path, link.target, source="overlay.symlinks")
         except ArchiveError as exc:
@@ -192,6 +214,8 @@ def _copy_tree(tree: FileTree, root: Path, folder: str) -> list[OverlayInput]:
     inputs: list[OverlayInput] = []
     for item in walk_host_tree(root, folder):
         what = f"overlay.tree {item.rel}"
+        if item.kind != EntryType.DIR:
+            _guard_accounts(item.image, what)
         if item.kind == EntryType.DIR:
             existing = tree.get(item.image)
             if existing is None or existing.type != EntryType.DIR:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +44,42 @@ class VmSettings:
     arch: str = "x86_64"
     memory_mb: int = 1024
     kvm: bool = False
+    cpus: int = 1
+    ssh_port: int | None = None
+    """Host port on 127.0.0.1 forwarded to the guest's port 22."""
+    firmware_path: Path | None = None
+    """A firmware image in place of the installed OVMF/AAVMF (UEFI) or SeaBIOS (BIOS)."""
+    extra: tuple[str, ...] = ()
+    """Arguments appended to qemu's command line as given (after ``--``)."""
+
+
+MEMORY_HEADROOM_MB = 160
+"""What the kernel, OpenRC and a few services need beyond the boot files. The whole root
+filesystem lives in RAM: below the sum, the kernel cannot unpack the initramfs (a panic
+at 96 MB) or init cannot start its services (a login loop at 48 MB)."""
+
+
+def minimum_memory_mb(image: Path) -> int | None:
+    """The least memory the ISO's own boot files need, in MiB: its kernel, the compressed
+    initramfs while it is unpacked, the unpacked tree, and :data:`MEMORY_HEADROOM_MB`.
+    None for an image without ``/boot/vmlinuz-*`` and ``/boot/initramfs-*``."""
+    from composer.diff.iso import iso_records
+    from composer.diff.source import Budget, DiffLimits, FileBytes
+
+    with image.open("rb") as handle:
+        source = FileBytes(handle, 0, os.fstat(handle.fileno()).st_size, str(image))
+        records = iso_records(source, Budget(DiffLimits(), "the image"))
+        kernel = next((r for r in records if r.path.startswith("/boot/vmlinuz-")), None)
+        initrd = next((r for r in records if r.path.startswith("/boot/initramfs-")), None)
+        if kernel is None or initrd is None:
+            return None
+        start = initrd.extent * 2048
+        unpacked = 4 * initrd.size
+        if initrd.size >= 18 and source.read_at(start, 2) == b"\x1f\x8b":
+            # gzip's trailer: the unpacked size modulo 2^32 (an initramfs is far smaller)
+            unpacked = int.from_bytes(source.read_at(start + initrd.size - 4, 4), "little")
+    total = kernel.size + initrd.size + unpacked
+    return -(-total // (1 << 20)) + MEMORY_HEADROOM_MB
 
 
 def firmware_file(arch: str) -> str | None:
@@ -62,17 +97,33 @@ def qemu_command(image: Path, settings: VmSettings) -> list[str]:
         raise UsageError(f"no qemu for {settings.arch}")
     if settings.arch != "x86_64" and settings.firmware == "bios":
         raise UsageError(f"{settings.arch} boots with UEFI only: use --firmware uefi")
+    if settings.cpus < 1:
+        raise UsageError("--cpus must be at least 1")
+    if settings.ssh_port is not None and not 1 <= settings.ssh_port <= 65535:
+        raise UsageError(f"--ssh-port {settings.ssh_port} is not a TCP port (1-65535)")
     command = [QEMU[settings.arch], "-m", str(settings.memory_mb), "-nographic", "-no-reboot"]
     if settings.arch == "aarch64":
-        command += ["-machine", "virt", "-cpu", "max"]
+        command += ["-machine", "virt"]
     if settings.kvm:
-        command += ["-accel", "kvm"]
-    if settings.firmware == "uefi":
+        command += ["-accel", "kvm", "-cpu", "host"]
+    elif settings.arch == "aarch64":
+        command += ["-cpu", "max"]
+    if settings.cpus > 1:
+        command += ["-smp", str(settings.cpus)]
+    if settings.firmware_path is not None:
+        if not settings.firmware_path.is_file():
+            raise UsageError(f"--firmware-path {settings.firmware_path}: no such file")
+        command += ["-bios", os.fspath(settings.firmware_path)]
+    elif settings.firmware == "uefi":
         firmware = firmware_file(settings.arch)
         if firmware is None:
             raise MissingToolError(f"no UEFI firmware for {settings.arch} found (apt-get install "
                                    f"{UEFI_PACKAGE[settings.arch]})")
         command += ["-bios", firmware]
+    nic = "user,model=virtio-net-pci"
+    if settings.ssh_port is not None:
+        nic += f",hostfwd=tcp:127.0.0.1:{settings.ssh_port}-:22"
+    command += ["-nic", nic]
     path = os.fspath(image)
     if settings.medium == "cd":
         if settings.arch == "aarch64":
@@ -85,7 +136,7 @@ def qemu_command(image: Path, settings: VmSettings) -> list[str]:
     else:
         # An IDE disk cannot be read-only: a snapshot keeps the image unchanged instead.
         command += ["-drive", f"file={path},format=raw,media=disk,snapshot=on"]
-    return command
+    return command + list(settings.extra)
 
 
 def require_qemu(arch: str) -> None:
@@ -94,9 +145,26 @@ def require_qemu(arch: str) -> None:
                                f"{QEMU_PACKAGE.get(arch, 'qemu-system')})")
 
 
-def start_vm(image: Path, settings: VmSettings, extra: Sequence[str] = ()) -> int:
+def check_memory(image: Path, settings: VmSettings) -> None:
+    """Refuse a memory size the image cannot boot in, before qemu hangs or loops."""
+    needed = minimum_memory_mb(image)
+    if needed is not None and settings.memory_mb < needed:
+        raise UsageError(f"--memory {settings.memory_mb}: {image.name} needs at least {needed} "
+                         "MB (its root filesystem is unpacked into RAM)")
+
+
+def console_hints(settings: VmSettings) -> list[str]:
+    """What to tell the person at the terminal before the console takes it over."""
+    hints = ["serial console on this terminal: quit qemu with Ctrl-A X, "
+             "or power the guest off with `poweroff`"]
+    if settings.ssh_port is not None:
+        hints.append(f"SSH: ssh -p {settings.ssh_port} root@127.0.0.1 (guest port 22)")
+    return hints
+
+
+def start_vm(image: Path, settings: VmSettings) -> int:
     """Run qemu in the foreground on this terminal; its exit status."""
-    command = qemu_command(image, settings) + list(extra)
+    command = qemu_command(image, settings)
     require_qemu(settings.arch)
     return subprocess.run(command, check=False).returncode
 

@@ -241,10 +241,27 @@ def test_bad_profiles(tmp_path: Path, mirror: MirrorInfo, signing_key: SigningKe
     assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))
 
 
-def test_iso_without_boot_packages_names_them(tmp_path: Path, mirror: MirrorInfo,
-                                              signing_key: SigningKey) -> None:
+def test_iso_boot_packages_without_the_boot_files_are_named(tmp_path: Path, mirror: MirrorInfo,
+                                                            signing_key: SigningKey) -> None:
+    """The ISO output installs linux-virt, syslinux and gummiboot; packages of those names
+    that lack the files are named with each missing file, before anything is written."""
+    from tests.helpers.apkrepo import PackageSpec, build_repository
+    from tests.helpers.apkrepo import signing_key as apk_key
+    from tests.helpers.bootpkgs import base_packages
+    from tests.helpers.mirror import build_mirror, minirootfs_without_world
+
+    key = apk_key()
+    build_mirror(mirror.root, key=signing_key, tarball=minirootfs_without_world())
+    hollow = [PackageSpec(name=name, version="1.0-r0", files={f"usr/share/doc/{name}": b"-"})
+              for name in ("linux-virt", "syslinux", "gummiboot")]
+    build_repository(mirror.root / "v3.20" / "main", [*base_packages(), *hollow], key)
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / key.name).write_bytes(key.public_pem)
     iso = write_profile(tmp_path / "p", mirror_url=mirror.file_url, key=signing_key,
-                        variant="virt", outputs=[{"format": "iso"}], packages=[], services={})
+                        variant="virt", outputs=[{"format": "iso"}], repositories=["main"],
+                        keys=[key.name],
+                        overlay={"files": [{"path": "/etc/inittab",
+                                            "content": "::sysinit:/bin/sh -c true\n"}]})
     code, err, out, cache = build(iso, tmp_path)
     assert code == 6
     assert error_line(err) == (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -307,3 +308,36 @@ def test_damaged_cached_package_is_fetched_again(
     assert blob.read_bytes() == hello  # the cache holds the good copy again
     tar = "pk/pk-3.20.3-x86_64.tar"
     assert (tmp_path / "out" / tar).read_bytes() == (tmp_path / "out2" / tar).read_bytes()
+
+
+def test_what_the_image_names_its_repositories(tmp_path: Path) -> None:
+    """Issue 14 item 8: a private repository says what the image calls it, or stays out of
+    the image; the manifest names key files as the profile wrote them, not by host path."""
+    fixtures = require_shared()
+    folder = tmp_path / "p"
+    folder.mkdir()
+    key_name = "alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub"
+    (folder / key_name).write_bytes((fixtures / "apk-keys" / key_name).read_bytes())
+    real = (fixtures / "iso-3.19.1-x86_64" / "apks").as_uri()
+    local = tmp_path / "local-copy"
+    shutil.copytree(fixtures / "iso-3.19.1-x86_64" / "apks", local)
+    profile = folder / "named.yaml"
+    profile.write_text(json.dumps({
+        "name": "named", "base": "packages", "branch": "v3.19",
+        "packages": ["alpine-baselayout", "alpine-keys", "apk-tools", "busybox", "libc-utils"],
+        "repositories": [{"url": real, "image_url": "https://pkgs.example.org/alpine/v3.19/main"},
+                         {"url": local.as_uri(), "in_image": False}],
+        "keys": [{"file": key_name,
+                  "sha256": "207e4696d3c05f7cb05966aee557307151f1f00217af4143c1bcaf33b8df733f"}],
+        "outputs": [{"format": "tar", "compression": "none"}],
+    }))
+    out = tmp_path / "out"
+    result = run_cli("build", profile, "--output-dir", out, "--cache-dir", tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    tar = out / "named" / "named-v3.19-x86_64.tar"
+    assert read_member(tar, "./etc/apk/repositories") == \
+        b"https://pkgs.example.org/alpine/v3.19/main\n"
+    inputs = json.loads((out / "named" / "manifest.json").read_text())["inputs"]
+    keys = [i for i in inputs if i["name"].endswith(".rsa.pub")]
+    assert [(k["name"], k.get("url")) for k in keys] == [(key_name, None)]
+    assert not [i for i in inputs if i.get("url", "").endswith(".rsa.pub")]

@@ -25,6 +25,7 @@ from composer.diff.partitions import gpt_fields, mbr_fields
 from composer.diff.pe import pe_fields
 from composer.diff.report import Scalar
 from composer.diff.source import Budget, Bytes, open_stream
+from composer.errors import ArchiveError
 
 ISO_MAGIC_AT = 16 * BLOCK + 1
 
@@ -120,6 +121,15 @@ def read_iso(snap: Snapshot, image: Bytes, *, prefix: str = "") -> None:
             read_initramfs(snap, content, join(prefix, record.path))
         elif name.endswith(".img") and looks_like_fat(content.read_at(0, min(512, content.size))):
             read_fat(snap, content, join(prefix, record.path))
+
+
+def iso_records(image: Bytes, budget: Budget) -> list[Record]:
+    """Every record of the primary (Rock Ridge) tree, parents first: what ``boot`` reads to
+    find the kernel and initramfs of an ISO someone hands it."""
+    primary = next((d for d in descriptors(image) if d.kind == 1), None)
+    if primary is None:
+        raise ArchiveError(f"{image.what}: no ISO 9660 primary volume descriptor")
+    return walk(image, *_root(primary), joliet=False, budget=budget)
 
 
 def _root(d: Descriptor) -> tuple[int, int]:

@@ -1,11 +1,12 @@
 """Read a profile file (following ``extends``) into a validated :class:`Profile`.
 
-Merge rules for ``extends``: the child is laid over its parent key by key;
-mappings merge recursively, while lists and scalars in the child replace the
-parent's whole value. Relative paths (overlay sources and trees, keys, a
-file-based trust key) are resolved against the file that wrote them and then
-re-expressed relative to the top profile's folder, so the merged profile
-carries no machine paths.
+Merge rules for ``extends`` are those of :mod:`composer.profile.layers` (the variant's
+preset is the bottom layer by the same rules): mappings merge key by key, ``packages``
+and runlevels accumulate (``-name`` removes), overlay files, folders and links merge by
+path, everything else in the child replaces the parent's value. Relative paths
+(overlay sources and trees, keys, a file-based trust key) are resolved against the
+file that wrote them and then re-expressed relative to the top profile's folder, so
+the merged profile carries no machine paths.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from composer.errors import ProfileError
 from composer.numbers import shorten
+from composer.profile.layers import merge_layers
 from composer.profile.model import DEFAULT_MIRROR, Profile, output_formats
 from composer.profile.yamlsafe import load_yaml
 from composer.urls import is_url, rebase_url
@@ -32,6 +34,8 @@ MAX_EXTENDS_DEPTH = 16
 MAX_PROFILE_SIZE = 1024 * 1024
 MAX_NAME = 255
 # pydantic puts the union member (an output format, a model name) into an error's location.
+SECRET_FIELDS = frozenset({"password"})
+"""Fields whose value an error never repeats: a mistaken password may be a real one."""
 _UNION_TAGS = frozenset((*output_formats(), "PinnedKey", "str", "Repository"))
 
 
@@ -118,17 +122,6 @@ def _rebase_paths(data: dict[str, Any], file_dir: Path, top_dir: Path) -> dict[s
     return out
 
 
-def merge_profiles(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
-    """Lay ``child`` over ``parent``: mappings merge recursively, everything else replaces."""
-    merged = dict(parent)
-    for key, value in child.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_profiles(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 @dataclass(frozen=True)
 class _Layer:
     """One file of an ``extends`` chain and the keys it wrote itself."""
@@ -165,7 +158,7 @@ def _load_raw(path: Path, top_dir: Path, chain: list[Path]) -> tuple[dict[str, A
     if "name" not in data and "name" in parent:
         raise ProfileError(f"{path}: name: required in a profile that extends another (without "
                            f"it the build would write into {parent['name']!r}'s output folder)")
-    return merge_profiles(parent, data), [*layers, *parent_layers]
+    return merge_layers(parent, data), [*layers, *parent_layers]
 
 
 def _origin(layers: list[_Layer], loc: tuple[Any, ...]) -> Path:
@@ -224,7 +217,7 @@ def load_profile(path: Path | str, *, overrides: dict[str, Any] | None = None) -
     data, layers = _load_raw(path, top_dir, [])
     written_mirror = data.get("mirror", DEFAULT_MIRROR)
     if overrides:
-        data = merge_profiles(data, overrides)
+        data = merge_layers(data, overrides)
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
@@ -316,7 +309,8 @@ def format_validation_error(exc: ValidationError) -> str:
         else:
             msg = err["msg"].removeprefix("Value error, ")
             got = err.get("input")
-            shown = "" if isinstance(got, (dict, list)) else f" (got {shorten(got)})"
+            secret = bool(loc) and loc[-1] in SECRET_FIELDS
+            shown = "" if isinstance(got, (dict, list)) or secret else f" (got {shorten(got)})"
             text = f"{where}: {msg}{shown}"
         messages.append(text)
     seen: list[str] = []

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from composer.profile.layers import is_removal
+from composer.profile.logins import check_password_hash, check_public_key
 from composer.urls import is_url
 
 ALPINE_RELEASE_FINGERPRINT = "0482D84022F52DF1C4E7CD43293ACD0907D9495A"
@@ -165,6 +167,8 @@ class FileSpec(Strict):
     mode: Mode = 0o644
     uid: Id = 0
     gid: Id = 0
+    arch: list[Arch] | None = Field(default=None, description="Write the file only into the "
+                                    "images of these architectures (default: all).")
 
     @model_validator(mode="after")
     def _one_source(self) -> FileSpec:
@@ -186,7 +190,24 @@ class SymlinkSpec(Strict):
 
 
 def _str_to_dir(value: Any) -> Any:
-    return {"path": value} if isinstance(value, str) else value
+    return {"path": value} if isinstance(value, str) and not is_removal(value) else value
+
+
+def _no_removals(value: Any) -> Any:
+    """A ``-item`` entry left after the layers merged removed nothing: say so here, where
+    the error names the field."""
+    if isinstance(value, list):
+        for item in value:
+            if is_removal(item):
+                raise ValueError(f"{item!r} removes nothing: no lower layer (the variant's preset "
+                                 "or a profile this one extends) lists "
+                                 f"{item[1:]!r}")
+    return value
+
+
+Removal = Annotated[str, Field(pattern=r"^-.+", description="Removes an entry a lower layer "
+                                                            "(the variant's preset or an extended "
+                                                            "profile) added.")]
 
 
 class Overlay(Strict):
@@ -196,10 +217,13 @@ class Overlay(Strict):
     remove: list[ImagePath] = []
     tree: list[str] = Field(default=[], description="Folders (relative to the profile) copied "
                                                     "into the image root with their modes; owned by root.")
-    directories: list[Annotated[DirectorySpec, BeforeValidator(
-        _str_to_dir, json_schema_input_type=str | DirectorySpec)]] = []
-    files: list[FileSpec] = []
-    symlinks: list[SymlinkSpec] = []
+    directories: Annotated[list[Annotated[DirectorySpec, BeforeValidator(
+        _str_to_dir, json_schema_input_type=str | DirectorySpec)]],
+        BeforeValidator(_no_removals, json_schema_input_type=list[str | DirectorySpec])] = []
+    files: Annotated[list[FileSpec], BeforeValidator(
+        _no_removals, json_schema_input_type=list[FileSpec | Removal])] = []
+    symlinks: Annotated[list[SymlinkSpec], BeforeValidator(
+        _no_removals, json_schema_input_type=list[SymlinkSpec | Removal])] = []
     hostname: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 
     @field_validator("tree", mode="before", json_schema_input_type=str | list[str])
@@ -211,11 +235,16 @@ class Overlay(Strict):
     def _paths_once(self) -> Overlay:
         for kind, entries in (("files", self.files), ("directories", self.directories),
                               ("symlinks", self.symlinks)):
-            seen: set[str] = set()
+            seen: dict[str, set[Arch] | None] = {}
             for entry in entries:
+                arches = set(getattr(entry, "arch", None) or []) or None
                 if entry.path in seen:
-                    raise ValueError(f"{kind}: {entry.path} is listed twice")
-                seen.add(entry.path)
+                    before = seen[entry.path]
+                    if before is None or arches is None or before & arches:
+                        raise ValueError(f"{kind}: {entry.path} is listed twice"
+                                         + (" for one architecture" if arches else ""))
+                    arches = before | arches
+                seen[entry.path] = arches
         return self
 
 
@@ -244,7 +273,9 @@ class IsoOutput(Strict):
     """A bootable hybrid ISO: BIOS and/or UEFI, from a CD drive or as a disk."""
 
     format: Literal["iso"]
-    boot: list[Firmware] = Field(default=[Firmware.BIOS, Firmware.UEFI], min_length=1)
+    boot: list[Firmware] | None = Field(
+        default=None, min_length=1, description="Firmware the ISO boots on (default: bios and "
+        "uefi on x86, uefi elsewhere).")
     kernel: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$",
                                description="Kernel flavor: the ISO boots /boot/vmlinuz-<kernel> "
                                            "(default: virt for the virt variant, else lts).")
@@ -297,6 +328,24 @@ class Repository(Strict):
 
     url: str
     tag: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]+$")
+    image_url: str | None = Field(default=None, description="What the image's "
+                                  "/etc/apk/repositories names this repository (default: its "
+                                  "URL, moved from 'mirror' to 'image_mirror').")
+    in_image: bool = Field(default=True, description="false: install from this repository, "
+                           "but leave it out of the image's /etc/apk/repositories.")
+
+    @field_validator("image_url")
+    @classmethod
+    def _image_url(cls, value: str | None) -> str | None:
+        if value is not None and not is_url(value):
+            raise ValueError("expected an http://, https:// or file:// URL")
+        return value.rstrip("/") if value is not None else None
+
+    @model_validator(mode="after")
+    def _image_url_or_left_out(self) -> Repository:
+        if self.image_url is not None and not self.in_image:
+            raise ValueError("give image_url or in_image: false, not both")
+        return self
 
 
 def _repository(value: Any) -> Any:
@@ -313,7 +362,22 @@ class Group(Strict):
     gid: Id | None = None
 
 
-class User(Strict):
+PasswordHash = Annotated[str, AfterValidator(check_password_hash), Field(
+    description="A SHA-512 crypt hash ($6$…, from `openssl passwd -6`); never the password. "
+                "Left out, the account has no password (locked).")]
+PublicKey = Annotated[str, AfterValidator(check_public_key)]
+
+
+class Login(Strict):
+    """How an account is logged into: a password hash and SSH public keys."""
+
+    password: PasswordHash | None = None
+    ssh_authorized_keys: list[PublicKey] = Field(
+        default=[], description="Public key lines (as in a .pub file) written to "
+                                "~/.ssh/authorized_keys (folder 0700, file 0600, owned by the user).")
+
+
+class User(Login):
     name: str = Field(pattern=r"^[a-z_][a-z0-9_-]*$")
     uid: Id | None = None
     group: str | None = None
@@ -325,7 +389,22 @@ class User(Strict):
                               "(mode 2755, owned by the user, /etc/skel copied in).")
 
 
+class Root(Login):
+    """root's logins. Without any, root is locked (``*``), as in Alpine's minirootfs."""
+
+    console_login_without_password: bool = Field(
+        default=False, description="Alpine's ISO behaviour: root logs in without a password on "
+        "the consoles listed in /etc/securetty (never over SSH). Off by default.")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Root:
+        if self.console_login_without_password and self.password is not None:
+            raise ValueError("give a password or console_login_without_password: true, not both")
+        return self
+
+
 class Accounts(Strict):
+    root: Root = Root()
     groups: list[Group] = []
     users: list[User] = []
 
@@ -358,12 +437,17 @@ class Profile(Strict):
         "annotation and the SBOMs' download locations. URLs under 'mirror' are rewritten to it."))
     trust: Trust = Trust()
     base: Base = Base.MINIROOTFS
-    packages: list[str] = []
+    packages: Annotated[list[str], BeforeValidator(
+        _no_removals, json_schema_input_type=list[str])] = Field(
+        default=[], description="Packages to install, added to the variant's; '-name' removes one "
+                                "the variant (or an extended profile) adds.")
     repositories: list[Annotated[Repository, BeforeValidator(
         _repository, json_schema_input_type=str | Repository)]] | None = None
     keys: list[Annotated[PinnedKey | str, Field(union_mode="left_to_right")]] = []
     accounts: Accounts = Accounts()
-    services: dict[Runlevel, list[str]] = {}
+    services: dict[Runlevel, Annotated[list[str], BeforeValidator(_no_removals)]] = Field(
+        default={}, description="OpenRC services by runlevel, added to the variant's; '-name' "
+                                "removes one the variant (or an extended profile) enables.")
     overlay: Overlay = Overlay()
     config: ImageConfig = ImageConfig()
     outputs: list[Output] = Field(default=[], min_length=1)

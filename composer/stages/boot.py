@@ -66,6 +66,64 @@ class BootSettings:
     variant: str = ""
 
 
+KERNEL_FLAVORS = ("lts", "virt", "edge", "stable", "rpi")
+"""Alpine's kernel packages are ``linux-<flavor>``; a flavor close to one of these is a typo."""
+PANIC = "panic=10"
+"""Added to a command line that sets no ``panic=``: after a kernel panic the machine reboots
+in 10 s (a VM started with ``-no-reboot``, as ``boot`` does, stops) instead of hanging, and a
+person at a screen still has time to read the message. A negative value would reboot at once
+and lose it."""
+
+
+def default_firmware(arch: str) -> tuple[Firmware, ...]:
+    """What an ISO boots on when the output names nothing: BIOS and UEFI on x86, else UEFI."""
+    return (Firmware.BIOS, Firmware.UEFI) if arch in BIOS_ARCHES else (Firmware.UEFI,)
+
+
+def with_panic(cmdline: str) -> str:
+    """``cmdline`` with :data:`PANIC` appended unless it sets ``panic=`` itself."""
+    if any(word.startswith("panic=") for word in cmdline.split()):
+        return cmdline
+    return f"{cmdline} {PANIC}".strip()
+
+
+def check_kernel(kernel: str) -> str | None:
+    """Why ``kernel`` is not a flavor name, or None (a flavor of a private repository is
+    fine, unless it is one letter or two away from Alpine's own)."""
+    import difflib
+
+    if not kernel or "/" in kernel:
+        return f"kernel {kernel!r} is not a kernel flavor name"
+    if kernel.startswith("linux-"):
+        flavor = kernel.removeprefix("linux-")
+        return (f"kernel {kernel!r} is a package name; write the flavor, kernel: {flavor} (the "
+                f"ISO boots /boot/vmlinuz-{flavor} from package {kernel})")
+    if kernel not in KERNEL_FLAVORS:
+        close = difflib.get_close_matches(kernel, KERNEL_FLAVORS, n=1, cutoff=0.6)
+        if close:
+            return (f"kernel {kernel!r} is not one of Alpine's flavors (did you mean "
+                    f"{close[0]!r}?)")
+    return None
+
+
+def check_cmdline(cmdline: str) -> str | None:
+    """Why ``cmdline`` cannot be a kernel command line, or None."""
+    if "\n" in cmdline or "\r" in cmdline:
+        return "cmdline must be one line (the boot loaders read one line)"
+    bad = next((c for c in cmdline if ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if bad is not None:
+        return f"cmdline holds the control character {bad!r}"
+    if not cmdline.strip():
+        return ("cmdline is empty; the kernel needs at least its console, e.g. "
+                "'console=ttyS0,115200'")
+    return None
+
+
+def boot_packages(settings: BootSettings) -> list[str]:
+    """The packages that ship the files the boot chain reads, for this architecture."""
+    return sorted({package for _, package in _needed_files(settings)})
+
+
 def default_label(variant: str, release: str, arch: str) -> str:
     """Alpine's volume id, ``alpine-<variant> <release> <arch>``, cut to the allowed length."""
     return f"alpine-{variant} {release} {arch}"[:32].rstrip()
@@ -91,8 +149,9 @@ def check_settings(settings: BootSettings, *, where: str) -> None:
                                f"{settings.arch} (available for {', '.join(sorted(EFI_STUBS))})")
     if settings.timeout < 0:
         raise ProfileError(f"{where}: timeout must be 0 or more seconds")
-    if not settings.kernel or "/" in settings.kernel:
-        raise ProfileError(f"{where}: kernel {settings.kernel!r} is not a kernel flavor name")
+    problem = check_kernel(settings.kernel) or check_cmdline(settings.cmdline)
+    if problem is not None:
+        raise ProfileError(f"{where}: {problem}")
 
 
 def kernel_path(settings: BootSettings) -> str:

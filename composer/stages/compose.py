@@ -12,7 +12,7 @@ from composer.profile.model import Base
 from composer.stages.base import newest_mtime, release_from_tree
 from composer.stages.epoch import choose_epoch
 from composer.stages.plan import ArchPlan
-from composer.tree import EntryType, FileTree
+from composer.tree import FileTree
 from composer.writers.layers import StageSnapshot
 
 if TYPE_CHECKING:
@@ -60,14 +60,14 @@ def compose_arch(ctx: BuildContext, fetcher: Fetcher, plan: ArchPlan, tree: File
                                 f"packages: {' '.join(profile.packages)} and their dependencies"))
     changes: list[str] = []
     where = str(ctx.loaded.path)
-    if profile.accounts.groups or profile.accounts.users:
-        from composer.system.configure import configure_accounts
+    from composer.system.configure import configure_accounts
 
-        changes += configure_accounts(tree, profile.accounts,
-                                      epoch=choose_epoch(ctx, newest_mtime(tree)).value, where=where)
+    changes += configure_accounts(tree, profile.accounts,
+                                  epoch=choose_epoch(ctx, newest_mtime(tree)).value, where=where)
     ctx.log(f"==> {profile.name} ({plan.arch}): applying the overlay")
     roots = None if ctx.allow_host_paths else [f.parent for f in ctx.loaded.files]
-    read = apply_overlay(tree, profile.overlay, base_dir=ctx.loaded.base_dir, allowed_roots=roots)
+    read = apply_overlay(tree, profile.overlay, base_dir=ctx.loaded.base_dir, allowed_roots=roots,
+                         arch=plan.arch)
     if profile.services:
         from composer.system.configure import enable_services
 
@@ -80,9 +80,24 @@ def compose_arch(ctx: BuildContext, fetcher: Fetcher, plan: ArchPlan, tree: File
 
 
 def check_composed(ctx: BuildContext, tree: FileTree) -> None:
-    """What the profile promises about the finished tree: each user's shell exists, and the
-    image config's user is an account of the image."""
+    """What the profile promises about the finished tree: each user's shell exists, the
+    image config's user is an account of the image, no machine's identity is baked in, and
+    an image that boots can start its init and let someone log in."""
+    from composer.system.configure import check_logins
+    from composer.system.readiness import check_inittab, check_login_shells, machine_identity
+
     where = ctx.loaded.path
+    identity = machine_identity(tree)
+    if identity:
+        raise ProfileError(f"{where}: {', '.join(identity)} would be shared by every machine "
+                           "booted from this image; SSH host keys, /etc/machine-id and random "
+                           "seeds are made at first boot (remove them from the overlay)")
+    check_logins(tree, ctx.profile.accounts, where=str(where))
+    if any(o.format == "iso" for o in ctx.profile.outputs):
+        problems = check_inittab(tree) + check_login_shells(tree)
+        if problems:
+            raise ProfileError(f"{where}: the image would not boot to a login: "
+                               + "; ".join(str(p) for p in problems))
     for i, user in enumerate(ctx.profile.accounts.users):
         if not _exists(tree, user.shell):
             raise ProfileError(f"{where}: accounts.users[{i}].shell: {user.shell} does not exist in "
@@ -101,26 +116,10 @@ IMAGE_FORMATS = ("oci", "oci-archive", "docker-archive")
 
 def _exists(tree: FileTree, path: str) -> bool:
     """Whether ``path`` names an entry of the tree, following symlinks on the way as the
-    kernel would (at most 40 of them)."""
-    from composer.tree import resolve_symlink_target
+    kernel would."""
+    from composer.system.paths import resolve_entry
 
-    pending = [p for p in path.split("/") if p]
-    done: list[str] = []
-    hops = 0
-    while pending:
-        done.append(pending.pop(0))
-        current = "/".join(done)
-        entry = tree.get(current)
-        if entry is None:
-            return False
-        if entry.type == EntryType.SYMLINK:
-            hops += 1
-            resolved = resolve_symlink_target(current, entry.target)
-            if resolved is None or hops > 40:
-                return False
-            done = []
-            pending = [p for p in resolved.split("/") if p] + pending
-    return True
+    return resolve_entry(tree, path) is not None
 
 
 def _names(tree: FileTree, table: str) -> set[str]:

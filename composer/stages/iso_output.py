@@ -7,26 +7,16 @@ tree's boot files and returns a plain spec, and masters it with the ISO writer.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from composer.context import BuildContext
 from composer.manifest import OutputRecord
 from composer.profile.model import IsoOutput
-from composer.profile.variants import iso_defaults
-from composer.stages.boot import BootSettings, boot_media, check_settings, default_label
+from composer.stages.boot import boot_media, check_settings, with_panic
+from composer.stages.boot_plan import boot_settings
 from composer.stages.kind import OutputJob, artifact_name
 
 SUFFIX = ".iso"
-
-
-def boot_settings(ctx: BuildContext, output: IsoOutput, arch: str, release: str) -> BootSettings:
-    """The output's settings for one arch, defaults filled in."""
-    variant = str(ctx.profile.variant)
-    defaults = iso_defaults(variant)
-    return BootSettings(arch=arch, kernel=output.kernel or defaults["kernel"],
-                        firmware=tuple(output.boot),
-                        cmdline=defaults["cmdline"] if output.cmdline is None else output.cmdline,
-                        label=output.label or default_label(variant, release, arch),
-                        timeout=output.timeout, efi_loader=output.efi_loader,
-                        release=release, variant=variant)
 
 
 def _where(ctx: BuildContext, output: IsoOutput) -> str:
@@ -54,6 +44,7 @@ class IsoKind:
         for arch in job.arches:
             settings = boot_settings(ctx, output, arch.arch, arch.release)
             check_settings(settings, where=_where(ctx, output))
+            settings = replace(settings, cmdline=with_panic(settings.cmdline))
             spec = boot_media(arch.tree, settings, epoch=job.epoch)
             name = artifact_name(ctx, arch.release, arch.arch, SUFFIX)
             ctx.log(f"==> writing {name}")

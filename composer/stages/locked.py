@@ -21,7 +21,7 @@ from composer.lockfile import LockedArch, LockedPackage, LockedRepository
 from composer.manifest import InputRole
 from composer.profile.model import Base
 from composer.stages.base import VENDORED_KEYS, BaseFacts
-from composer.stages.plan import ArchPlan, PackagePlan, plan_epoch
+from composer.stages.plan import ArchPlan, PackagePlan, plan_epoch, requested_packages
 from composer.stages.repositories import (
     LoadedIndex,
     RepositorySource,
@@ -63,11 +63,12 @@ def plan_locked_arch(ctx: BuildContext, fetcher: Fetcher, arch: str,
                                 f"release {locked.release}")
     profile = ctx.profile
     packages = None
-    if profile.packages:
+    requested = requested_packages(ctx, arch)
+    if requested:
         assert base is not None
         release = locked.release if mini is not None else profile.release
         branch = repository_branch(profile, release)
-        packages = plan_locked_packages(ctx, fetcher, locked, branch, base)
+        packages = plan_locked_packages(ctx, fetcher, locked, branch, base, requested)
     elif locked.packages:
         raise ProfileError(f"{ctx.loaded.path}: packages: the lock names packages, the profile "
                            "none (run `alpine-composer lock --update`)")
@@ -76,8 +77,10 @@ def plan_locked_arch(ctx: BuildContext, fetcher: Fetcher, arch: str,
 
 
 def plan_locked_packages(ctx: BuildContext, fetcher: Fetcher, locked: LockedArch, branch: str,
-                         base: BaseFacts) -> PackagePlan:
-    """The arch's package plan from its lock entry; downloads nothing but keys and indexes."""
+                         base: BaseFacts, requested: list[str]) -> PackagePlan:
+    """The arch's package plan from its lock entry; downloads nothing but keys and indexes.
+    ``requested``: the world the profile asks for (its ISO outputs' boot packages included),
+    as the unlocked plan writes it."""
     profile = ctx.profile
     mirror = profile.mirror
     sources = repository_sources(profile, branch)
@@ -112,7 +115,7 @@ def plan_locked_packages(ctx: BuildContext, fetcher: Fetcher, locked: LockedArch
                 raise VerificationError(f"lock: {package.label} is marked as a download, but the "
                                         "minirootfs already holds it")
             wanted.append(info)
-    world = world_constraints(profile.packages, base.world)
+    world = world_constraints(requested, base.world)
     newest = max((p.build_time or 0 for p in packages), default=0)
     from composer.stages.epoch import choose_epoch
 

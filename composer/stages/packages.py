@@ -152,8 +152,8 @@ def install_planned(tree: FileTree, plan: PackagePlan, arch: str, fetcher: Fetch
             report = install_packages(
                 tree, to_install, world=list(plan.world), arch=arch, keys=dict(plan.key_files),
                 epoch=plan.epoch,
-                repositories=[s.line for s in plan.repositories] if plan.write_repositories
-                else None)
+                repositories=[line for s in plan.repositories if (line := s.line) is not None]
+                if plan.write_repositories else None)
         finally:
             for job in verifying:
                 job.cancel()

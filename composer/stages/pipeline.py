@@ -50,7 +50,13 @@ from composer.stages.outputs import (
     staging_dir,
     write_outputs,
 )
-from composer.stages.plan import ArchPlan, BuildPlan, plan_arch, wanted_packages
+from composer.stages.plan import (
+    ArchPlan,
+    BuildPlan,
+    plan_arch,
+    requested_packages,
+    wanted_packages,
+)
 from composer.stages.record import build_manifest, input_records, overlay_inputs
 from composer.stages.validate import validate
 from composer.tree import FileTree
@@ -95,7 +101,7 @@ def planned(ctx: BuildContext, fetcher: Fetcher) -> Iterator[tuple[BuildPlan, di
             trees.callback(tree.close)
             bases[arch] = tree
             facts = read_base(tree, trust_tree_keys=ctx.profile.base == Base.MINIROOTFS) \
-                if ctx.profile.packages else None
+                if requested_packages(ctx, arch) else None
             if ctx.lock is not None:
                 from composer.stages.locked import plan_locked_arch
 

@@ -18,6 +18,7 @@ from composer.apk.resolver import resolve
 from composer.context import BuildContext
 from composer.profile.model import Base
 from composer.stages.base import BaseFacts
+from composer.stages.boot_plan import iso_packages
 from composer.stages.epoch import Epoch, choose_epoch
 from composer.stages.repositories import (
     LoadedIndex,
@@ -95,6 +96,13 @@ def plan_packages(ctx: BuildContext, fetcher: Fetcher, arch: str, branch: str, b
         epoch=choose_epoch(ctx, max(newest, base.newest_mtime)).value, indexes=tuple(indexes))
 
 
+def requested_packages(ctx: BuildContext, arch: str) -> list[str]:
+    """The profile's packages (its variant's included) plus what its ISO outputs boot with
+    on ``arch``: a kernel, and syslinux only where BIOS exists."""
+    extra = [name for name in iso_packages(ctx, arch) if name not in ctx.profile.packages]
+    return [*ctx.profile.packages, *extra]
+
+
 def plan_arch(ctx: BuildContext, fetcher: Fetcher, arch: str, mini: VerifiedMinirootfs | None,
               base: BaseFacts | None, base_mtime: int = 0) -> ArchPlan:
     """One architecture's plan; ``base`` is read from its base tree when packages are wanted
@@ -105,10 +113,11 @@ def plan_arch(ctx: BuildContext, fetcher: Fetcher, arch: str, mini: VerifiedMini
     else:
         release = ctx.pinned_release.get(arch) or profile.release or profile.branch
     packages = None
-    if profile.packages:
+    requested = requested_packages(ctx, arch)
+    if requested:
         assert base is not None
         branch = repository_branch(profile, release if mini is not None else profile.release)
-        packages = plan_packages(ctx, fetcher, arch, branch, base, profile.packages)
+        packages = plan_packages(ctx, fetcher, arch, branch, base, requested)
     return ArchPlan(arch=arch, release=release, minirootfs=mini, packages=packages,
                     epoch=plan_epoch(ctx, packages, base_mtime))
 

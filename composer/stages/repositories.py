@@ -20,7 +20,7 @@ from composer.apk.signing import verify_apkindex
 from composer.errors import ProfileError, VerificationError
 from composer.manifest import InputRole
 from composer.profile.load import LoadedProfile
-from composer.profile.model import PinnedKey, Profile
+from composer.profile.model import PinnedKey, Profile, Repository
 from composer.urls import is_url, mirror_url, rebase_url, repository_file_url
 
 if TYPE_CHECKING:
@@ -33,16 +33,18 @@ KEY_MAX_SIZE = 64 * 1024
 @dataclass(frozen=True)
 class RepositorySource:
     """One repository: where its ``<arch>/APKINDEX.tar.gz`` is fetched from (``url``), what
-    the image names it (``image_url``: under the profile's ``image_mirror``, not the build
-    mirror) and its optional tag."""
+    the image names it (``image_url``: the profile's ``image_url``, else the URL moved from
+    the build mirror to ``image_mirror``; None: left out of the image) and its optional tag."""
 
     url: str
-    image_url: str
+    image_url: str | None
     tag: str | None
 
     @property
-    def line(self) -> str:
-        """The line apk expects in the image's ``/etc/apk/repositories``."""
+    def line(self) -> str | None:
+        """The line apk expects in the image's ``/etc/apk/repositories``, or None."""
+        if self.image_url is None:
+            return None
         return f"@{self.tag} {self.image_url}" if self.tag else self.image_url
 
     def index_url(self, arch: str) -> str:
@@ -62,13 +64,11 @@ def repository_sources(profile: Profile, branch: str) -> list[RepositorySource]:
 
     'testing' on a branch other than edge is refused when the profile is loaded.
     """
-    repos = profile.repositories
-    if repos is None:
-        names: list[tuple[str, str | None]] = [("main", None), ("community", None)]
-    else:
-        names = [(r.url, r.tag) for r in repos]
+    repos = profile.repositories if profile.repositories is not None else [
+        Repository(url="main"), Repository(url="community")]
     sources = []
-    for name, tag in names:
+    for repo in repos:
+        name = repo.url
         if is_url(name):
             url = name.rstrip("/")
         elif name in NAMED_REPOSITORIES:
@@ -76,8 +76,9 @@ def repository_sources(profile: Profile, branch: str) -> list[RepositorySource]:
         else:
             raise ProfileError(f"repositories: {name!r} is neither one of "
                                f"{', '.join(NAMED_REPOSITORIES)} nor an http(s):// or file:// URL")
-        image_url = rebase_url(url, profile.mirror, profile.image_mirror)
-        sources.append(RepositorySource(url=url, image_url=image_url, tag=tag))
+        image_url = None if not repo.in_image else repo.image_url or rebase_url(
+            url, profile.mirror, profile.image_mirror)
+        sources.append(RepositorySource(url=url, image_url=image_url, tag=repo.tag))
     return sources
 
 

@@ -225,6 +225,35 @@ class AccountFiles:
             self.tree.put(entry.with_changes(path=home + path[len("etc/skel"):], uid=uid, gid=gid,
                                              link_id=0))
 
+    def password_field(self, name: str) -> str | None:
+        """The second field of ``name``'s line in ``etc/shadow`` (None: no line, no file)."""
+        row = next((r for r in self._rows("etc/shadow") if r[0] == name), None)
+        return row[1] if row is not None and len(row) > 1 else None
+
+    def set_password(self, name: str, value: str) -> None:
+        """Put ``value`` (a crypt hash, ``*`` locked, or empty) into ``name``'s shadow line;
+        a user of ``etc/passwd`` without one gets a line as ``adduser`` writes it."""
+        if self.user(name) is None:
+            raise AccountError(f"unknown user {name}")
+        lines = self._require("etc/shadow")
+        for i, line in enumerate(lines):
+            fields = line.split(":")
+            if fields[0] == name:
+                fields += [""] * (2 - len(fields))
+                fields[1] = value
+                lines[i] = ":".join(fields)
+                break
+        else:
+            lines.append(f"{name}:{value}:{self.epoch // 86400}:0:99999:7:::")
+        self.changed.add("etc/shadow")
+
+    def passwd_row(self, name: str) -> list[str]:
+        """``name``'s ``etc/passwd`` fields (seven of them, missing ones empty)."""
+        row = self.user(name)
+        if row is None:
+            raise AccountError(f"unknown user {name}")
+        return row + [""] * (7 - len(row))
+
     def save(self, *, mtime: int) -> list[str]:
         """Write changed files back (keeping owner and mode); return their paths."""
         written = []

@@ -35,3 +35,32 @@ def make_dirs(tree: FileTree, directory: str, mtime: int) -> None:
         path = "/".join(parts[:i])
         if resolve_dir(tree, path) is None and path not in tree:
             tree.put(Entry(path=path, type=EntryType.DIR, mode=0o755, mtime=mtime))
+
+
+def resolve_entry(tree: FileTree, path: str) -> Entry | None:
+    """The entry ``path`` names once every symlink on the way and at the end is followed
+    inside the tree (at most 40 of them, as the kernel allows), or None."""
+    pending = [p for p in path.split("/") if p]
+    done: list[str] = []
+    hops = 0
+    entry = tree.get("")
+    while pending:
+        done.append(pending.pop(0))
+        current = "/".join(done)
+        entry = tree.get(current)
+        if entry is None:
+            return None
+        if entry.type == EntryType.SYMLINK:
+            hops += 1
+            resolved = resolve_symlink_target(current, entry.target)
+            if resolved is None or hops > 40:
+                return None
+            done = []
+            pending = [p for p in resolved.split("/") if p] + pending
+    return entry
+
+
+def is_executable(tree: FileTree, path: str) -> bool:
+    """Whether ``path`` resolves to a regular file with an execute bit."""
+    entry = resolve_entry(tree, path)
+    return entry is not None and entry.type == EntryType.FILE and bool(entry.mode & 0o111)

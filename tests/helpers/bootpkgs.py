@@ -141,7 +141,9 @@ def marker_inittab(marker: str = BOOT_MARKER) -> bytes:
         "::sysinit:/sbin/poweroff -f\n").encode()
 
 
-OPENRC_SERVICES = ("devfs", "dmesg", "mdev", "hwdrivers", "hostname", "modules")
+OPENRC_SERVICES = ("devfs", "dmesg", "mdev", "hwdrivers", "hwclock", "modules", "sysctl",
+                   "hostname", "bootmisc", "syslog", "networking", "acpid", "crond", "mount-ro",
+                   "killprocs", "savecache")
 
 
 def base_packages() -> list[PackageSpec]:

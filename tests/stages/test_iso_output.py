@@ -162,15 +162,17 @@ def test_standard_profile_builds_and_boots(iso_mirror: IsoMirror, tmp_path: Path
         boot_to_marker(iso, firmware, medium, BOOT_MARKER)
 
 
-def test_missing_kernel_stops_before_anything_is_written(iso_mirror: IsoMirror,
-                                                         tmp_path: Path) -> None:
-    profile = child_profile(tmp_path / "p", iso_mirror, "virt",
-                            packages=["alpine-base", "syslinux", "gummiboot"])
+def test_missing_kernel_stops_before_anything_is_written(
+        iso_mirror: IsoMirror, tmp_path: Path, boot_packages: dict[str, PackageSpec]) -> None:
+    """The ISO output plans its kernel package itself; a repository without it stops the
+    build at the plan, naming it, and nothing is written."""
+    without = [spec for name, spec in boot_packages.items() if name != "linux-virt"]
+    repo = build_repository(tmp_path / "repo", [*base_packages(), *without], KEY)
+    profile = child_profile(tmp_path / "p", iso_mirror, "virt", repositories=[repo.as_uri()])
     result = build(profile, tmp_path / "out", tmp_path / "cache")
-    assert result.returncode == 6
+    assert result.returncode == 6, result.stderr
     assert result.stderr.splitlines()[-1] == (
-        "alpine-composer: error: ISO boot files missing from the image: /boot/vmlinuz-virt "
-        "(add package linux-virt)")
+        "alpine-composer: error: no package provides 'linux-virt' (required by world)")
     assert list((tmp_path / "out").iterdir()) == []
 
 

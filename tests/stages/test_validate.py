@@ -37,13 +37,29 @@ def test_checks_run_in_the_documented_order() -> None:
         "check_output_outside_overlay", "check_outputs"]
 
 
-def test_iso_settings_are_checked_before_any_download(tmp_path: Path, context_for: ContextFor,
-                                                      signing_key: SigningKey) -> None:
-    err = refused(context_for, tmp_path / "p", signing_key, variant="virt", arch="aarch64",
-                  outputs=[{"format": "iso"}])
+@pytest.mark.parametrize(("arch", "output", "message"), [
+    ("aarch64", {"boot": ["bios", "uefi"]},
+     "boot: bios is not possible on aarch64 (BIOS boot exists on x86 only); use boot: [uefi]"),
+    (["x86_64", "aarch64"], {"boot": ["bios"]},
+     "boot: bios is not possible on aarch64 (BIOS boot exists on x86 only); use boot: [uefi]"),
+    ("x86_64", {"kernel": "vrit"},
+     "kernel 'vrit' is not one of Alpine's flavors (did you mean 'virt'?)"),
+    ("x86_64", {"kernel": "linux-virt"},
+     "kernel 'linux-virt' is a package name; write the flavor, kernel: virt (the ISO boots "
+     "/boot/vmlinuz-virt from package linux-virt)"),
+    ("x86_64", {"cmdline": "console=ttyS0\nquiet"},
+     "cmdline must be one line (the boot loaders read one line)"),
+    ("x86_64", {"cmdline": "console=ttyS0\tquiet"}, "cmdline holds the control character '\\t'"),
+    ("x86_64", {"cmdline": "  "},
+     "cmdline is empty; the kernel needs at least its console, e.g. 'console=ttyS0,115200'"),
+])
+def test_iso_settings_are_checked_before_any_download(
+        tmp_path: Path, context_for: ContextFor, signing_key: SigningKey, arch: object,
+        output: dict[str, object], message: str) -> None:
+    err = refused(context_for, tmp_path / "p", signing_key, variant="virt", arch=arch,
+                  outputs=[{"format": "iso", **output}])
     assert isinstance(err, ProfileError)
-    assert err.message == (f"{tmp_path / 'p' / 'test.yaml'}: outputs[0]: boot: bios is not "
-                           "possible on aarch64 (BIOS boot exists on x86 only); use boot: [uefi]")
+    assert err.message == f"{tmp_path / 'p' / 'test.yaml'}: outputs[0]: {message}"
 
 
 def test_a_format_without_a_writer(tmp_path: Path, context_for: ContextFor,
