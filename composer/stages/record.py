@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from composer.context import BuildContext
 from composer.manifest import BuildManifest, InputRecord, InputRole, OutputRecord
 from composer.overlay import OverlayInput
+from composer.profile.model import Compression, IsoOutput, Output
 from composer.stages.compose import ComposedArch
 from composer.stages.epoch import Epoch
 from composer.stages.plan import BuildPlan
+from composer.writers.compress import libraries
 
 if TYPE_CHECKING:
     from composer.sources.fetch import FetchedInput
@@ -43,6 +46,13 @@ def overlay_inputs(composed: Sequence[ComposedArch]) -> tuple[OverlayInput, ...]
     return next((c.overlay_inputs for c in composed if c.overlay_inputs), ())
 
 
+def compressions(outputs: Sequence[Output]) -> set[Compression]:
+    """What the outputs compress with: each archive's setting; an ISO's initramfs is gzip."""
+    kinds = {Compression.GZIP for o in outputs if isinstance(o, IsoOutput)}
+    kinds.update(Compression(o.compression.value) for o in outputs if hasattr(o, "compression"))
+    return kinds
+
+
 def build_manifest(ctx: BuildContext, composed: Sequence[ComposedArch],
                    epoch: Epoch, inputs: tuple[InputRecord, ...],
                    outputs: Sequence[OutputRecord]) -> BuildManifest:
@@ -62,4 +72,5 @@ def build_manifest(ctx: BuildContext, composed: Sequence[ComposedArch],
         packages={c.arch: c.packages for c in composed if c.packages},
         scripts_not_run=tuple(s for c in composed for s in c.scripts_not_run),
         notes=tuple(f"{c.arch}: {change}" for c in composed for change in c.system_changes),
+        compressors=tuple(asdict(lib) for lib in libraries(compressions(profile.outputs))),
     )
