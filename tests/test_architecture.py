@@ -19,7 +19,7 @@ PROCESS_AND_TERMINAL = ("subprocess", "tqdm", "composer.cli")
 # The pure layers: format code and models, taking bytes, streams and values.
 PURE = ("composer.tree", "composer.archive", "composer.profile", "composer.writers",
         "composer.apk", "composer.system", "composer.urls", "composer.hashing", "composer.errors",
-        "composer.tarread", "composer.numbers", "composer.jsonsafe")
+        "composer.tarread", "composer.numbers", "composer.jsonsafe", "composer.inflate")
 
 # module prefix → prefixes it must never import (directly)
 FORBIDDEN = {
@@ -37,6 +37,7 @@ FORBIDDEN = {
     "composer.tarread": ("composer.sources", "composer.apk", "composer.writers", "composer.tree",
                          "composer.stages", "composer.system"),
     "composer.numbers": ("composer.",),
+    "composer.inflate": ("composer.",),
     "composer.profile.yamlsafe": ("composer.profile.model",),
     "composer.errors": ("composer.",),
     **{pure: (*NETWORK, *PROCESS_AND_TERMINAL) for pure in PURE if pure != "composer.errors"},

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from composer.apk.keys import TrustedKeys
 from composer.errors import ArchiveError, VerificationError
+from composer.inflate import InflateError, gzip_inflater
 from composer.tarread import TarFile, TarLimits, read_tar_bytes
 
 READ_CHUNK = 1024 * 1024
@@ -135,7 +135,7 @@ class GzipMemberReader:
 
     def _inflate(self, on_raw: Callable[[bytes], None], on_output: Callable[[bytes], None], *,
                  what: str, limit: int, read_size: int) -> None:
-        decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        decomp = gzip_inflater()
         pending = self._fill()
         if not pending:
             raise ArchiveError(f"{self.source}: {what} gzip member is missing (file ends early)")
@@ -152,7 +152,7 @@ class GzipMemberReader:
                     return
             try:
                 out = decomp.decompress(pending, limit)
-            except zlib.error as exc:
+            except InflateError as exc:
                 raise ArchiveError(
                     f"{self.source}: {what} gzip member is corrupt ({exc})") from exc
             if decomp.eof:
