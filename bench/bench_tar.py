@@ -103,7 +103,7 @@ def main() -> int:
                                  "--cache-dir", work / "cache")
         result = paired(build, tar_gzip(rootfs, work / "baseline.tar.gz"), ours_env=env)
         rows.append(ratio_row("3.20.3 minirootfs → tar.gz, warm cache", result,
-                              "tar --sort=name | gzip -n -6", 1.0))
+                              "tar --sort=name \\| gzip -n -6", 1.0))
 
         libs = work / "libs" / "tree"
         size = shared_libraries(libs)
@@ -114,7 +114,7 @@ def main() -> int:
         shutil.copytree(libs, rootfs, dirs_exist_ok=True, symlinks=True)
         result = paired(build, tar_gzip(rootfs, work / "baseline.tar.gz"), ours_env=env)
         rows.append(ratio_row(f"minirootfs + {size / 1e6:.0f} MB of shared libraries "
-                              "(overlay.tree) → tar.gz", result, "the same tar | gzip", 0.35))
+                              "(overlay.tree) → tar.gz", result, "the same tar \\| gzip", 0.35))
 
         typo = work / "typo.yaml"
         typo.write_text("name: typo\nbranch: v3.20\npackges: [curl]\n")
