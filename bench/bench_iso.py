@@ -140,7 +140,8 @@ def main() -> int:
         subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/",
                         str(files)], check=True, capture_output=True)
         subprocess.run(["chmod", "-R", "u+w", str(files)], check=True)
-        tree_mb = sum(p.stat().st_size for p in rootfs.rglob("*") if p.is_file()) / 1e6
+        tree_mb = sum(p.lstat().st_size for p in rootfs.rglob("*")
+                      if p.is_file() and not p.is_symlink()) / 1e6
         iso_mb = iso.stat().st_size / 1e6
         result = paired(ours, baseline(rootfs, files, work / "xorriso.iso", "alpine-virt"),
                         ours_env=env)
