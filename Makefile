@@ -9,7 +9,7 @@ MEDIUM ?= cd
 OUTPUT_DIR ?= out
 MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
 
-.PHONY: install build verify rebuild boot test test-fast golden fuzz bench schema clean
+.PHONY: install build verify rebuild boot publish test test-fast golden fuzz bench schema clean lock vendor repro
 
 $(BIN)/alpine-composer: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,34 @@ verify: install
 
 rebuild: install
 	$(BIN)/alpine-composer verify --rebuild $(PROFILE) --output-dir $(OUTPUT_DIR) $(MIRROR_FLAG)
+
+# Pin every input of a profile in <profile>.lock.json (make lock PROFILE=… [MIRROR=…] [UPDATE=1]).
+lock: install
+	$(BIN)/alpine-composer lock $(PROFILE) $(if $(UPDATE),--update,) $(MIRROR_FLAG)
+
+# Copy every locked input into VENDOR_DIR, laid out as an Alpine mirror, for offline rebuilds
+# (make build PROFILE=… MIRROR=$(VENDOR_DIR) --offline works from it with an empty cache).
+VENDOR_DIR ?= vendor
+vendor: install
+	$(BIN)/alpine-composer vendor $(PROFILE) $(VENDOR_DIR) $(MIRROR_FLAG)
+
+# Build each shipped profile twice under different TZ, locale, umask, cwd, HOME, file
+# creation order, cache and CPU count, and compare every byte (the test mirror; with
+# MIRROR=… the given profiles against that mirror instead).
+REPRO_PROFILES ?= profiles/*.yaml
+repro: install
+ifeq ($(MIRROR),)
+	$(BIN)/python -m pytest -q -rs tests/stages/test_repro.py
+else
+	$(BIN)/python -m tests.helpers.repro $(REPRO_PROFILES) --mirror $(MIRROR)
+endif
+
+# Build, then push the OCI image: make publish PROFILE=… REF="registry.example.org/team/web:1.2 [REF…]"
+# (credentials from podman/skopeo/docker login or ALPINE_COMPOSER_REGISTRY_USER/_PASSWORD)
+REF ?=
+publish: install
+	@test -n "$(REF)" || { echo 'make publish: give REF=registry/repository:tag' >&2; exit 2; }
+	$(BIN)/alpine-composer publish $(PROFILE) $(REF) --output-dir $(OUTPUT_DIR) $(MIRROR_FLAG)
 
 # Start the profile's ISO in qemu: make boot PROFILE=profiles/virt.yaml [FIRMWARE=uefi] [MEDIUM=disk]
 boot: install

@@ -75,6 +75,42 @@ def _build_flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
                         f"{DEFAULT_TIMEOUT:g})", **default(DEFAULT_TIMEOUT))
 
 
+def _lock_file_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lock", type=Path, metavar="FILE",
+                        help="the lock file (default: <profile>.lock.json beside the profile)")
+
+
+def _lock_flags(parser: argparse.ArgumentParser) -> None:
+    locks = parser.add_mutually_exclusive_group()
+    locks.add_argument("--lock", type=Path, metavar="FILE",
+                       help="install exactly what this lock pins (default: <profile>.lock.json "
+                       "when it exists)")
+    locks.add_argument("--no-lock", action="store_true",
+                       help="resolve against the mirror even when a lock exists")
+
+
+def _push_flags(parser: argparse.ArgumentParser, *, network: bool = False) -> None:
+    """How to reach registries; ``network`` adds the timeout/retry/cache flags that
+    ``publish`` has from the build flags already."""
+    parser.add_argument("--ca-cert", type=Path, metavar="FILE",
+                        help="trust this CA certificate (PEM) for the registry's TLS")
+    parser.add_argument("--insecure", action="store_true",
+                        help="plain HTTP, no TLS (a registry on loopback, for tests)")
+    parser.add_argument("--chunk-size", metavar="SIZE",
+                        help="blobs larger than this go up in chunks of this size (default 8M)")
+    if network:
+        parser.add_argument("--cache-dir", type=Path,
+                            help="where blob locations are remembered for cross-repository mounts")
+        parser.add_argument("--retries", type=int, metavar="N", default=DEFAULT_RETRIES,
+                            help=f"extra attempts after a timeout, 5xx or reset (default {DEFAULT_RETRIES})")
+        parser.add_argument("--retry-delay", type=float, metavar="SECONDS", default=DEFAULT_RETRY_DELAY,
+                            help=f"first wait between attempts, doubled each time (default "
+                            f"{DEFAULT_RETRY_DELAY})")
+        parser.add_argument("--timeout", type=float, metavar="SECONDS", default=DEFAULT_TIMEOUT,
+                            help=f"give up on a connection that sends nothing for this long "
+                            f"(default {DEFAULT_TIMEOUT:g})")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="alpine-composer",
                      description="Build reproducible Alpine Linux root filesystems and images.")
@@ -86,11 +122,35 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="build every output of a profile into <output-dir>/<name>/")
     p.add_argument("profile", type=Path)
+    _lock_flags(p)
+    p.add_argument("--sign", type=Path, metavar="KEYFILE",
+                   help="sign SHA256SUMS with this OpenPGP secret key (a protected key's "
+                   "passphrase is read from $ALPINE_COMPOSER_SIGNING_PASSPHRASE)")
     _build_flags(p)
     _common(p)
 
     p = sub.add_parser("fetch", help="download and verify a profile's inputs only")
     p.add_argument("profile", type=Path)
+    _lock_flags(p)
+    _build_flags(p)
+    _common(p)
+
+    p = sub.add_parser("lock", help="resolve a profile and pin every input in <profile>.lock.json")
+    p.add_argument("profile", type=Path)
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--update", action="store_true",
+                     help="resolve again and rewrite the lock, printing what changed")
+    how.add_argument("--check", action="store_true",
+                     help="exit non-zero when the lock is stale (the profile or the mirror moved on)")
+    _lock_file_flag(p)
+    _build_flags(p)
+    _common(p)
+
+    p = sub.add_parser("vendor", help="copy every locked input into DIR, laid out as an Alpine "
+                       "mirror (for offline rebuilds with --mirror DIR)")
+    p.add_argument("profile", type=Path)
+    p.add_argument("dir", type=Path)
+    _lock_file_flag(p)
     _build_flags(p)
     _common(p)
 
@@ -100,6 +160,8 @@ def make_parser() -> argparse.ArgumentParser:
                    "with --rebuild, a profile")
     p.add_argument("--rebuild", action="store_true",
                    help="build the profile again and compare byte for byte with its published outputs")
+    p.add_argument("--signature", type=Path, metavar="KEYFILE",
+                   help="also check SHA256SUMS.asc against this OpenPGP public key")
     _build_flags(p)
     _common(p)
 
@@ -117,6 +179,19 @@ def make_parser() -> argparse.ArgumentParser:
                    help="print the qemu command instead of running it")
     p.add_argument("--output-dir", type=Path, default=argparse.SUPPRESS,
                    help="where a profile's <name>/ was written (default: out)")
+    _common(p)
+
+    p = sub.add_parser("push", help="push a built OCI image (all platforms, SBOMs) to registries")
+    p.add_argument("folder", type=Path, help="a build folder (out/<name>) or an OCI layout")
+    p.add_argument("refs", nargs="+", metavar="REF", help="registry/repository[:tag][@digest]")
+    _push_flags(p, network=True)
+    _common(p)
+
+    p = sub.add_parser("publish", help="build a profile, then push its OCI image to registries")
+    p.add_argument("profile", type=Path)
+    p.add_argument("refs", nargs="+", metavar="REF", help="registry/repository[:tag][@digest]")
+    _build_flags(p)
+    _push_flags(p)
     _common(p)
 
     p = sub.add_parser("schema", help="write the profile JSON schema (for editors)")
@@ -153,11 +228,20 @@ def _context(args: argparse.Namespace, profile_path: Path):  # type: ignore[no-u
     loaded = load_profile(profile_path, overrides=overrides)
     from composer.context import BuildContext
 
-    return BuildContext.from_environment(loaded, env=os.environ, output_dir=args.output_dir,
-                                         cache_dir=args.cache_dir, offline=args.offline,
-                                         retries=args.retries, retry_delay=args.retry_delay,
-                                         timeout=args.timeout,
-                                         allow_host_paths=args.allow_host_paths)
+    ctx = BuildContext.from_environment(loaded, env=os.environ, output_dir=args.output_dir,
+                                        cache_dir=args.cache_dir, offline=args.offline,
+                                        retries=args.retries, retry_delay=args.retry_delay,
+                                        timeout=args.timeout,
+                                        allow_host_paths=args.allow_host_paths)
+    if getattr(args, "sign", None) is not None:
+        from dataclasses import replace
+
+        ctx = replace(ctx, sign_key=args.sign)
+    if getattr(args, "no_lock", False) or args.command not in ("build", "fetch", "publish"):
+        return ctx
+    from composer.stages.lock import with_lock
+
+    return with_lock(ctx, getattr(args, "lock", None))
 
 
 def _print_json(value: Any) -> None:
@@ -190,6 +274,41 @@ def artifact_lines(outputs: Sequence[OutputRecord]) -> list[tuple[str, str]]:
     return lines
 
 
+def cmd_lock(args: argparse.Namespace) -> int:
+    from composer.stages.pipeline import lock_profile
+
+    mode = "update" if args.update else "check" if args.check else "lock"
+    report = lock_profile(_context(args, args.profile), args.lock, mode=mode)
+    if args.json:
+        _print_json({"ok": not report.stale, "lock": str(report.path), "written": report.written,
+                     "changes": report.changes})
+    else:
+        for line in report.changes:
+            print(line)
+        print(f"{report.verdict}  {report.path}")
+    if report.stale:
+        from composer.errors import VerificationError
+
+        raise VerificationError(f"{report.path}: stale ({report.summary}); run `alpine-composer "
+                                f"lock --update {args.profile}`")
+    return 0
+
+
+def cmd_vendor(args: argparse.Namespace) -> int:
+    from composer.stages.vendor import vendor
+
+    report = vendor(_context(args, args.profile), args.dir, args.lock)
+    if args.json:
+        _print_json({"ok": True, "dir": str(report.folder), "added": list(report.added),
+                     "present": len(report.present)})
+    else:
+        for name in report.added:
+            print(f"added  {report.folder / name}")
+        print(f"vendored {len(report.added)} new and {len(report.present)} present file(s) "
+              f"into {report.folder}")
+    return 0
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     ctx = _context(args, args.profile)
     from composer.stages.pipeline import fetch
@@ -213,11 +332,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         report = verify_outputs(_verify_target(args))
         verdict = "OK"
+    signed: list[tuple[str, str]] = []
+    if args.signature is not None:
+        from composer.verify import verify_signatures
+
+        signed = verify_signatures(report.folder, args.signature)
     if args.json:
-        _print_json({"folder": str(report.folder), "checked": list(report.checked), "ok": True})
+        _print_json({"folder": str(report.folder), "checked": list(report.checked), "ok": True,
+                     **({"signed_by": {n: f for n, f in signed}} if signed else {})})
     else:
         for name in report.checked:
             print(f"{verdict}  {report.folder / name}")
+        for name, signer in signed:
+            print(f"signed by {signer}  {report.folder / name}")
     return 0
 
 
@@ -246,6 +373,44 @@ def cmd_boot(args: argparse.Namespace) -> int:
     return start_vm(image, settings)
 
 
+def _push(args: argparse.Namespace, folder: Path, refs: Sequence[Any]) -> int:
+    from composer.publish.command import push_folder, registry_settings, result_json, result_lines
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    settings = registry_settings(env=os.environ, ca_cert=args.ca_cert, insecure=args.insecure,
+                                 chunk_size=args.chunk_size, retries=args.retries,
+                                 retry_delay=args.retry_delay, timeout=args.timeout, log=log)
+    results = push_folder(folder, refs, settings, cache_dir=args.cache_dir, env=os.environ)
+    if args.json:
+        _print_json({"ok": True, "pushed": result_json(results)})
+    else:
+        for line in result_lines(results):
+            print(line)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from composer.publish.command import parse_references
+
+    return _push(args, args.folder, parse_references(args.refs))
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from composer.publish.command import parse_references
+    from composer.stages.pipeline import build
+
+    refs = parse_references(args.refs)
+    ctx = _context(args, args.profile)
+    if not any(o.format == "oci" for o in ctx.profile.outputs):
+        raise UsageError(f"{ctx.loaded.path}: publish pushes the `oci` output, and the profile has "
+                         "none (add `- {format: oci, tag: …}` to outputs)")
+    result = build(ctx)
+    ctx.log(f"==> built {result.output_dir}")
+    return _push(args, result.output_dir, refs)
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from composer.profile.model import Profile
 
@@ -265,8 +430,9 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "fetch": cmd_fetch, "verify": cmd_verify, "boot": cmd_boot,
-            "schema": cmd_schema, "version": cmd_version}
+COMMANDS = {"build": cmd_build, "fetch": cmd_fetch, "lock": cmd_lock, "vendor": cmd_vendor,
+            "verify": cmd_verify, "boot": cmd_boot, "schema": cmd_schema, "version": cmd_version}
+COMMANDS.update({"push": cmd_push, "publish": cmd_publish})
 
 
 def _report_failure(kind: str, message: str, code: int, *, as_json: bool) -> int:

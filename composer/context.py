@@ -13,8 +13,12 @@ from pathlib import Path
 
 from composer import __version__
 from composer.errors import UsageError
+from composer.lockfile import LockFile
 from composer.profile import LoadedProfile, Profile
 from composer.sources.cache import default_cache_dir
+
+SIGNING_PASSPHRASE_ENV = "ALPINE_COMPOSER_SIGNING_PASSPHRASE"
+"""Where ``build --sign`` finds a protected key's passphrase (never on the command line)."""
 
 
 def _stderr_log(message: str) -> None:
@@ -52,6 +56,15 @@ class BuildContext:
     pinned_epoch: tuple[int, str] | None = None
     log: Callable[[str], None] = _stderr_log
     tool_version: str = __version__
+    lock: LockFile | None = None
+    """The lock the plan is loaded from (None: resolve against the mirror)."""
+    lock_path: Path | None = None
+    lock_strict: bool = True
+    """False for ``verify --rebuild``: a profile changed since its build is reported by the
+    comparison (what it changes in the outputs), not refused."""
+    sign_key: Path | None = None
+    """``build --sign``: the OpenPGP secret key file SHA256SUMS is signed with."""
+    sign_passphrase: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_environment(cls, loaded: LoadedProfile, *, env: Mapping[str, str],
@@ -72,6 +85,7 @@ class BuildContext:
             progress=sys.stderr.isatty() if progress is None else progress,
             env_epoch=parse_source_date_epoch(env.get("SOURCE_DATE_EPOCH")),
             log=log,
+            sign_passphrase=env.get(SIGNING_PASSPHRASE_ENV) or None,
         )
 
     @property

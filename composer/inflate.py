@@ -7,7 +7,7 @@ writing (composer/writers/compress.py), so every reader uses it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 from zlib_ng import zlib_ng
 
@@ -17,7 +17,19 @@ GZIP_WBITS = 16 + 15
 InflateError: type[Exception] = zlib_ng.error  # type: ignore[assignment]  # its stub says instance
 
 
-def gzip_inflater() -> Any:
-    """A fresh decompressor for one gzip member (``decompress``, ``unconsumed_tail``,
-    ``unused_data``, ``eof`` and ``flush`` as in :mod:`zlib`)."""
+class Inflater(Protocol):
+    """What :mod:`zlib`'s decompression objects offer, and zlib-ng's."""
+
+    unused_data: bytes
+    unconsumed_tail: bytes
+    eof: bool
+
+    def decompress(self, data: bytes | bytearray | memoryview, max_length: int = 0, /) -> bytes:
+        ...
+
+    def flush(self, length: int = ..., /) -> bytes: ...
+
+
+def gzip_inflater() -> Inflater:
+    """A fresh decompressor for one gzip member."""
     return zlib_ng.decompressobj(GZIP_WBITS)

@@ -12,11 +12,15 @@ every error.
 from __future__ import annotations
 
 import json
+import math
+import os
+import stat
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 from composer.errors import ArchiveError, ComposerError
-from composer.numbers import shorten
+from composer.numbers import clip, shorten
 
 MAX_BYTES = 16 << 20
 MAX_DEPTH = 32
@@ -102,6 +106,46 @@ def load_json(data: bytes, *, what: str, error: type[ComposerError] = ArchiveErr
     return JsonValue(value, what=what, error=error)
 
 
+def read_regular_file(path: Path, *, what: str, max_bytes: int,
+                      error: type[ComposerError] = ArchiveError) -> bytes:
+    """The bytes of ``path`` when it is a regular file of at most ``max_bytes``.
+
+    Opened without blocking and checked with fstat before reading, so a FIFO, a device
+    or a folder in its place is an error, never a hang or an endless read. A missing
+    file raises FileNotFoundError for the caller to word.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise error(f"{what}: cannot read ({exc.strerror or exc})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+        os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{what}: not a regular file")
+        raise error(f"{what}: {info.st_size} bytes, more than the {max_bytes} allowed")
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            data = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise error(f"{what}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise error(f"{what}: more than the {max_bytes} bytes allowed")
+    return data
+
+
+def load_json_file(path: Path, *, what: str, error: type[ComposerError] = ArchiveError,
+                   max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH,
+                   max_values: int = MAX_VALUES) -> JsonValue:
+    """:func:`load_json` of a regular file read within ``max_bytes`` (FileNotFoundError
+    passes through)."""
+    data = read_regular_file(path, what=what, max_bytes=max_bytes, error=error)
+    return load_json(data, what=what, error=error, max_bytes=max_bytes, max_depth=max_depth,
+                     max_values=max_values)
+
+
 class JsonValue:
     """A parsed JSON value with its place (``what`` and a ``$.a.b[0]`` path), read through
     typed accessors that raise the document's error class naming both."""
@@ -127,7 +171,8 @@ class JsonValue:
         return self.value
 
     def _child(self, value: Any, step: str) -> JsonValue:
-        return JsonValue(value, what=self.what, path=self.path + step, error=self.error)
+        return JsonValue(value, what=self.what, path=self.path + clip(step, 80),
+                         error=self.error)
 
     # containers
     def keys(self) -> list[str]:
@@ -156,9 +201,12 @@ class JsonValue:
         for i, value in enumerate(seq):
             yield self._child(value, f"[{i}]")
 
-    def members(self) -> Iterator[tuple[str, JsonValue]]:
+    def members(self, *, max_items: int | None = None) -> Iterator[tuple[str, JsonValue]]:
         """The (key, value) pairs of an object, in file order."""
-        for key, value in self._expect(dict, "an object").items():
+        obj = self._expect(dict, "an object")
+        if max_items is not None and len(obj) > max_items:
+            self.fail(f"{len(obj)} members, more than the {max_items} allowed")
+        for key, value in obj.items():
             yield key, self._child(value, f".{key}")
 
     # scalars
@@ -173,6 +221,14 @@ class JsonValue:
         if not minimum <= number <= maximum:
             self.fail(f"{number} is outside {minimum}..{maximum}")
         return number
+
+    def number(self) -> float:
+        """An integer or a finite number, as a float."""
+        number: int | float = self._expect((int, float), "a number")
+        value = float(number)
+        if not math.isfinite(value):
+            self.fail(f"{number} is not a finite number")
+        return value
 
     def bool(self) -> bool:
         flag: bool = self._expect(bool, "true or false")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ class OverlayInput:
     path: str
     size: int
     sha256: str
+    mode: int = 0o644
 
 
 def _tree_path(image_path: str) -> str:
@@ -87,7 +88,7 @@ def apply_overlay(tree: FileTree, overlay: Overlay, *, base_dir: Path,
             assert spec.source is not None
             source = host_path(base_dir, spec.source, f"overlay.files {spec.path}: source", roots)
             data = _read_host_file(source, f"overlay.files {spec.path}: source {spec.source}")
-            inputs.append(OverlayInput(spec.source, len(data), hashlib.sha256(data).hexdigest()))
+            inputs.append(_file_input(spec.source, data))
         _put(tree, Entry(path=path, type=EntryType.FILE, mode=spec.mode, uid=spec.uid,
                          gid=spec.gid, blob=tree.store.from_bytes(data)),
              f"overlay.files {spec.path}")
@@ -117,6 +118,70 @@ def _read_host_file(path: Path, what: str) -> bytes:
         raise ProfileError(f"{what}: cannot read ({exc.strerror})") from None
 
 
+@dataclass(frozen=True)
+class HostEntry:
+    """One entry of an ``overlay.tree`` folder on the host, as the image will hold it."""
+
+    host: Path
+    image: str
+    rel: str
+    kind: EntryType
+    mode: int
+
+
+def walk_host_tree(root: Path, folder: str) -> Iterator[HostEntry]:
+    """The entries of a host folder in sorted order (the order the host created them in never
+    shows); files are 0755 when any execute bit is set, else 0644, as git normalises them."""
+    if not root.is_dir():
+        raise ProfileError(f"overlay.tree: {folder} is not a folder")
+
+    def visit(host_dir: Path, image_dir: str) -> Iterator[HostEntry]:
+        for name in sorted(os.listdir(host_dir)):
+            host = host_dir / name
+            image = f"{image_dir}/{name}" if image_dir else name
+            rel = f"{folder.rstrip('/')}/{image}"
+            st = os.lstat(host)
+            mode = 0o755 if st.st_mode & 0o111 else 0o644
+            if stat.S_ISDIR(st.st_mode):
+                yield HostEntry(host, image, rel, EntryType.DIR, 0o755)
+                yield from visit(host, image)
+            elif stat.S_ISREG(st.st_mode):
+                yield HostEntry(host, image, rel, EntryType.FILE, mode)
+            elif stat.S_ISLNK(st.st_mode):
+                yield HostEntry(host, image, rel, EntryType.SYMLINK, 0o777)
+            else:
+                raise ProfileError(f"overlay.tree {rel}: only files, folders and symlinks can be "
+                                   "copied")
+
+    yield from visit(root, "")
+
+
+def _file_input(rel: str, data: bytes, mode: int = 0o644) -> OverlayInput:
+    return OverlayInput(rel, len(data), hashlib.sha256(data).hexdigest(), mode)
+
+
+def read_overlay_inputs(overlay: Overlay, *, base_dir: Path,
+                        allowed_roots: Sequence[Path] | None = None) -> list[OverlayInput]:
+    """The host files :func:`apply_overlay` would read, hashed the same way, without a tree
+    (for the lock, which pins the profile before anything is composed)."""
+    roots = None if allowed_roots is None else [r.resolve() for r in allowed_roots]
+    inputs: list[OverlayInput] = []
+    for folder in overlay.tree:
+        root = host_path(base_dir, folder, "overlay.tree", roots)
+        for item in walk_host_tree(root, folder):
+            if item.kind == EntryType.FILE:
+                data = _read_host_file(item.host, f"overlay.tree {item.rel}")
+                inputs.append(_file_input(item.rel, data, item.mode))
+            elif item.kind == EntryType.SYMLINK:
+                inputs.append(_file_input(item.rel, os.readlink(item.host).encode()))
+    for spec in overlay.files:
+        if spec.source is not None:
+            source = host_path(base_dir, spec.source, f"overlay.files {spec.path}: source", roots)
+            data = _read_host_file(source, f"overlay.files {spec.path}: source {spec.source}")
+            inputs.append(_file_input(spec.source, data))
+    return inputs
+
+
 def _copy_tree(tree: FileTree, root: Path, folder: str) -> list[OverlayInput]:
     """Copy a host folder into the image root, owned by root.
 
@@ -124,40 +189,25 @@ def _copy_tree(tree: FileTree, root: Path, folder: str) -> list[OverlayInput]:
     when any execute bit is set and 0644 otherwise; new folders are 0755, and folders the
     image already has keep their mode and owner.
     """
-    if not root.is_dir():
-        raise ProfileError(f"overlay.tree: {folder} is not a folder")
     inputs: list[OverlayInput] = []
-
-    def visit(host_dir: Path, image_dir: str) -> None:
-        for name in sorted(os.listdir(host_dir)):
-            host = host_dir / name
-            image = f"{image_dir}/{name}" if image_dir else name
-            rel = f"{folder.rstrip('/')}/{image}"
-            st = os.lstat(host)
-            mode = 0o755 if st.st_mode & 0o111 else 0o644
-            what = f"overlay.tree {rel}"
-            if stat.S_ISDIR(st.st_mode):
-                existing = tree.get(image)
-                if existing is None or existing.type != EntryType.DIR:
-                    _put(tree, Entry(path=image, type=EntryType.DIR, mode=0o755), what)
-                visit(host, image)
-            elif stat.S_ISREG(st.st_mode):
-                data = _read_host_file(host, what)
-                inputs.append(OverlayInput(rel, len(data), hashlib.sha256(data).hexdigest()))
-                _put(tree, Entry(path=image, type=EntryType.FILE, mode=mode,
-                                 blob=tree.store.from_bytes(data)), what)
-            elif stat.S_ISLNK(st.st_mode):
-                target = os.readlink(host)
-                try:
-                    check_symlink_target(image, target, source="overlay.tree")
-                except ArchiveError as exc:
-                    raise ProfileError(str(exc)) from None
-                inputs.append(OverlayInput(rel, len(target),
-                                           hashlib.sha256(target.encode()).hexdigest()))
-                _put(tree, Entry(path=image, type=EntryType.SYMLINK, mode=0o777, target=target),
-                     what)
-            else:
-                raise ProfileError(f"{what}: only files, folders and symlinks can be copied")
-
-    visit(root, "")
+    for item in walk_host_tree(root, folder):
+        what = f"overlay.tree {item.rel}"
+        if item.kind == EntryType.DIR:
+            existing = tree.get(item.image)
+            if existing is None or existing.type != EntryType.DIR:
+                _put(tree, Entry(path=item.image, type=EntryType.DIR, mode=0o755), what)
+        elif item.kind == EntryType.FILE:
+            data = _read_host_file(item.host, what)
+            inputs.append(_file_input(item.rel, data, item.mode))
+            _put(tree, Entry(path=item.image, type=EntryType.FILE, mode=item.mode,
+                             blob=tree.store.from_bytes(data)), what)
+        else:
+            target = os.readlink(item.host)
+            try:
+                check_symlink_target(item.image, target, source="overlay.tree")
+            except ArchiveError as exc:
+                raise ProfileError(str(exc)) from None
+            inputs.append(_file_input(item.rel, target.encode()))
+            _put(tree, Entry(path=item.image, type=EntryType.SYMLINK, mode=0o777, target=target),
+                 what)
     return inputs

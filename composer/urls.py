@@ -35,3 +35,15 @@ def rebase_url(url: str, old: str, new: str) -> str:
     if url == old or url.startswith(old + "/"):
         return new.rstrip("/") + url[len(old):]
     return url
+
+
+def mirror_relative(url: str, mirror: str) -> str:
+    """``url`` as a path relative to ``mirror`` (what a lock records, so that the same lock
+    builds from any mirror); a URL outside the mirror stays whole."""
+    base = mirror.rstrip("/") + "/"
+    return url[len(base):] if url.startswith(base) else url
+
+
+def mirror_file(mirror: str, path: str) -> str:
+    """A lock's path (relative to the mirror, or a URL outside it) as the URL to fetch."""
+    return path if is_url(path) else f"{mirror.rstrip('/')}/{path}"

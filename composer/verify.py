@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
@@ -12,8 +13,22 @@ from composer.context import BuildContext
 from composer.diff import describe_differences, layout_differences, oci_archive_differences
 from composer.errors import UsageError, VerificationError
 from composer.hashing import hash_file
-from composer.manifest import MANIFEST_NAME, SUMS_NAME, parse_sha256sums
+from composer.jsonsafe import JsonValue, load_json, read_regular_file
+from composer.lockfile import MAX_LOCK_BYTES, LockFile, parse_lock
+from composer.manifest import (
+    LOCK_NAME,
+    MANIFEST_NAME,
+    MAX_ARTIFACTS,
+    MAX_RECORD_BYTES,
+    SUMS_NAME,
+    artifact_path_problem,
+    parse_sha256sums,
+)
+from composer.numbers import shorten
+from composer.provenance import PROVENANCE_NAME, STATEMENT_TYPE
 from composer.urls import is_url
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -22,20 +37,47 @@ class VerifyReport:
     checked: tuple[str, ...]
 
 
-def _read_manifest(folder: Path) -> dict[str, object]:
-    path = folder / MANIFEST_NAME
+def _read_record(path: Path, missing: str) -> bytes:
     try:
-        data = json.loads(path.read_bytes())
+        return read_regular_file(path, what=str(path), max_bytes=MAX_RECORD_BYTES,
+                                 error=VerificationError)
     except FileNotFoundError:
-        raise VerificationError(f"{path}: missing; not an alpine-composer output folder") from None
-    except (OSError, ValueError) as exc:
-        raise VerificationError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(data, dict):
-        raise VerificationError(f"{path}: not a manifest object")
-    return data
+        raise VerificationError(f"{path}: {missing}") from None
 
 
-def _damage(path: Path, actual: str, in_sums: str, in_manifest: object) -> str | None:
+def _read_manifest(folder: Path) -> JsonValue:
+    path = folder / MANIFEST_NAME
+    data = _read_record(path, "missing; not an alpine-composer output folder")
+    return load_json(data, what=str(path), error=VerificationError, max_bytes=MAX_RECORD_BYTES)
+
+
+def _read_sums(folder: Path) -> dict[str, str]:
+    path = folder / SUMS_NAME
+    return parse_sha256sums(_read_record(path, f"missing beside {MANIFEST_NAME}"),
+                            source=str(path))
+
+
+def _recorded_outputs(manifest: JsonValue) -> dict[str, tuple[str, int]]:
+    """manifest.json's outputs as path → (sha256, size), every field checked for shape."""
+    recorded: dict[str, tuple[str, int]] = {}
+    outputs = manifest.optional("outputs")
+    for output in outputs.items(max_items=MAX_ARTIFACTS) if outputs is not None else ():
+        field = output.field("path")
+        path = field.str(max_len=1024)
+        problem = artifact_path_problem(path)
+        if problem is not None:
+            field.fail(problem)
+        if path in recorded:
+            field.fail(f"{shorten(path)} is listed twice")
+        digest = output.field("sha256")
+        sha256 = digest.str(max_len=64)
+        if not _SHA256.fullmatch(sha256):
+            digest.fail(f"{shorten(sha256)} is not 64 lowercase hex digits")
+        recorded[path] = (sha256, output.field("size").int())
+    return recorded
+
+
+def _damage(path: Path, actual: str, in_sums: str, in_manifest: str) -> str | None:
     """Which of the three (file, SHA256SUMS, manifest.json) disagree, or None if none do."""
     if in_sums != in_manifest:
         agrees = ("the file matches SHA256SUMS" if actual == in_sums else
@@ -59,42 +101,94 @@ def verify_outputs(target: Path) -> VerifyReport:
     if not sums_path.exists() and not (folder / MANIFEST_NAME).exists():
         raise UsageError(f"{target}: not an alpine-composer output (no {SUMS_NAME} or "
                          f"{MANIFEST_NAME} in {folder})")
-    try:
-        sums = parse_sha256sums(sums_path.read_bytes(), source=str(sums_path))
-    except FileNotFoundError:
-        raise VerificationError(f"{sums_path}: missing beside {MANIFEST_NAME}") from None
-    except OSError as exc:
-        raise VerificationError(f"{sums_path}: unreadable ({exc.strerror})") from None
+    sums = _read_sums(folder)
     manifest = _read_manifest(folder)
-    outputs = manifest.get("outputs", [])
-    if not isinstance(outputs, list):
-        raise VerificationError(f"{folder / MANIFEST_NAME}: 'outputs' is not a list")
-    recorded = {o["path"]: o for o in outputs if isinstance(o, dict) and "path" in o}
+    recorded = _recorded_outputs(manifest)
     if set(recorded) != set(sums):
         extra = sorted(set(recorded) ^ set(sums))[0]
         where = SUMS_NAME if extra in sums else MANIFEST_NAME
-        raise VerificationError(f"{folder}: {extra} is listed in {where} only; SHA256SUMS and "
-                                "manifest.json must list the same artifacts")
-    names = sorted(sums) if only is None else [only]
+        raise VerificationError(f"{folder}: {shorten(extra)} is listed in {where} only; "
+                                "SHA256SUMS and manifest.json must list the same artifacts")
     if only is not None and only not in sums:
         raise UsageError(f"{target}: not listed in {sums_path}")
+    names = sorted(sums) if only is None else [only]
     for name in names:
         path = folder / name
         if not path.is_file():
             raise VerificationError(f"{path}: listed in SHA256SUMS but missing")
-        problem = _damage(path, hash_file(path)[0], sums[name], recorded[name].get("sha256"))
+        sha256, size = recorded[name]
+        problem = _damage(path, hash_file(path)[0], sums[name], sha256)
         if problem:
             raise VerificationError(problem)
-        if path.stat().st_size != recorded[name].get("size"):
+        if path.stat().st_size != size:
             raise VerificationError(f"{path}: {path.stat().st_size} bytes, but manifest.json "
-                                    f"records {recorded[name].get('size')}")
+                                    f"records {size}")
     for layout in sorted({n.split("/", 1)[0] for n in names if "/" in n}):
         index = folder / layout / "index.json"
         if index.exists():
             from composer.verify_oci import verify_oci_layout
 
             verify_oci_layout(folder / layout)
+    if only is None:
+        recorded_lock(manifest, folder)
+        check_provenance(folder, sums)
     return VerifyReport(folder=folder, checked=tuple(names))
+
+
+def recorded_lock(manifest: JsonValue, folder: Path) -> LockFile | None:
+    """The lock a build recorded beside its manifest (its sha256 checked against the
+    manifest's record); None for builds that predate it."""
+    record = manifest.optional("lock")
+    path = folder / LOCK_NAME
+    if record is None:
+        return None
+    digest = record.field("sha256")
+    expected = digest.str(max_len=64)
+    if not _SHA256.fullmatch(expected):
+        digest.fail(f"{shorten(expected)} is not 64 lowercase hex digits")
+    try:
+        data = read_regular_file(path, what=str(path), max_bytes=MAX_LOCK_BYTES,
+                                 error=VerificationError)
+    except FileNotFoundError:
+        raise VerificationError(f"{path}: missing, but manifest.json records it") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise VerificationError(f"{path}: sha256 {actual} does not match the {expected} "
+                                "manifest.json records")
+    return parse_lock(data, what=str(path))
+
+
+def check_provenance(folder: Path, sums: dict[str, str]) -> None:
+    """The in-toto statement beside the outputs names exactly what SHA256SUMS lists."""
+    path = folder / PROVENANCE_NAME
+    try:
+        data = read_regular_file(path, what=str(path), max_bytes=MAX_RECORD_BYTES,
+                                 error=VerificationError)
+    except FileNotFoundError:
+        return
+    doc = load_json(data, what=str(path), error=VerificationError, max_bytes=MAX_RECORD_BYTES)
+    if doc.field("_type").str() != STATEMENT_TYPE:
+        doc.field("_type").fail(f"expected {STATEMENT_TYPE}")
+    subjects: dict[str, str] = {}
+    for subject in doc.field("subject").items(max_items=MAX_ARTIFACTS):
+        subjects[subject.field("name").str(max_len=1024)] = \
+            subject.field("digest").field("sha256").str(max_len=64)
+    for name in sorted(set(subjects) | set(sums)):
+        if subjects.get(name) != sums.get(name):
+            raise VerificationError(f"{path}: subject {shorten(name, 200)} has sha256 "
+                                    f"{subjects.get(name)}, but SHA256SUMS records "
+                                    f"{sums.get(name)}")
+
+
+def verify_signatures(folder: Path, keyfile: Path) -> list[tuple[str, str]]:
+    """``verify --signature``: SHA256SUMS must carry a valid detached signature by a key in
+    ``keyfile``; the provenance statement too when it is signed. (name, signer) pairs."""
+    from composer.sign import SIGNATURE_SUFFIX, verify_detached_file
+
+    checked = [(SUMS_NAME, verify_detached_file(folder / SUMS_NAME, keyfile))]
+    if (folder / (PROVENANCE_NAME + SIGNATURE_SUFFIX)).is_file():
+        checked.append((PROVENANCE_NAME, verify_detached_file(folder / PROVENANCE_NAME, keyfile)))
+    return checked
 
 
 def rebuild_and_compare(ctx: BuildContext, *, mirror_given: bool = False) -> VerifyReport:
@@ -109,18 +203,18 @@ def rebuild_and_compare(ctx: BuildContext, *, mirror_given: bool = False) -> Ver
     published = ctx.output_dir / ctx.profile.name
     manifest = _read_manifest(published)
     verify_outputs(published)
-    releases = manifest.get("releases")
-    epoch = manifest.get("source_date_epoch")
-    source = manifest.get("epoch_source")
-    if not isinstance(releases, dict) or not isinstance(epoch, int) or not isinstance(source, str):
-        raise VerificationError(f"{published / MANIFEST_NAME}: lacks releases or source_date_epoch")
+    releases = {arch: value.str(max_len=64)
+                for arch, value in manifest.field("releases").members(max_items=64)}
+    epoch = manifest.field("source_date_epoch").int()
+    source = manifest.field("epoch_source").str(max_len=256)
     if not mirror_given:
-        ctx = _with_recorded_mirror(ctx, manifest, published / MANIFEST_NAME)
+        ctx = _with_recorded_mirror(ctx, manifest)
+    ctx = _with_recorded_lock(ctx, manifest, published)
     scratch = Path(tempfile.mkdtemp(prefix=".rebuild-", dir=ctx.output_dir))
     try:
         again = build(replace(ctx, output_dir=scratch, pinned_release=dict(releases),
                               pinned_epoch=(epoch, source)))
-        old = parse_sha256sums((published / SUMS_NAME).read_bytes(), source=str(published))
+        old = _read_sums(published)
         new = {o.path: o.sha256 for o in again.outputs}
         problems = compare_outputs(published, again.output_dir, old, new)
         if problems:
@@ -130,16 +224,25 @@ def rebuild_and_compare(ctx: BuildContext, *, mirror_given: bool = False) -> Ver
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _with_recorded_mirror(ctx: BuildContext, manifest: dict[str, object],
-                          where: Path) -> BuildContext:
+def _with_recorded_lock(ctx: BuildContext, manifest: JsonValue, folder: Path) -> BuildContext:
+    """A rebuild installs exactly what the published build did: the lock it recorded."""
+    lock = recorded_lock(manifest, folder)
+    if lock is None:
+        return ctx
+    ctx.log(f"==> rebuilding with the lock the build recorded ({folder / LOCK_NAME})")
+    return replace(ctx, lock=lock, lock_path=folder / LOCK_NAME, lock_strict=False)
+
+
+def _with_recorded_mirror(ctx: BuildContext, manifest: JsonValue) -> BuildContext:
     """``ctx`` with the manifest's build mirror, set the way ``--mirror`` sets it (a profile
     override); unchanged for manifests that predate the field."""
-    recorded = manifest.get("mirror")
-    if recorded is None or recorded == ctx.profile.mirror:
+    field = manifest.optional("mirror")
+    recorded = field.str() if field is not None else None
+    if field is None or recorded == ctx.profile.mirror:
         return ctx
-    if not isinstance(recorded, str) or not is_url(recorded):
-        raise VerificationError(f"{where}: mirror {recorded!r} is not an http://, https:// or "
-                                "file:// URL")
+    if recorded is None or not is_url(recorded):
+        raise VerificationError(f"{manifest.what}: mirror {shorten(recorded)} is not an "
+                                "http://, https:// or file:// URL")
     from composer.profile import load_profile
 
     ctx.log(f"==> rebuilding from the recorded mirror {recorded} (--mirror chooses another)")

@@ -4,22 +4,34 @@ Walks from ``index.json`` through nested indexes, manifests, configs and layers;
 every referenced blob must exist, hash to its name and have the descriptor's
 size; every layer must decompress to a tar whose sha256 is the config's DiffID.
 Each blob is read once, streaming. The first problem raises VerificationError.
+
+A layout is someone else's bytes: its JSON is read with the bounded loader and
+checked for shape, the walk is a loop with a depth limit (not a recursion), and a
+layer may inflate to at most :func:`layer_limit` bytes of its stored size.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from composer.errors import VerificationError
+from composer.decompress import BoundedDecoder
+from composer.errors import ComposerError, VerificationError
+from composer.jsonsafe import JsonValue, load_json, load_json_file
 
 CHUNK = 1024 * 1024
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+MAX_JSON_BLOB = 4 << 20
+"""Largest index, manifest or config (registries refuse manifests above 4 MiB)."""
+MAX_DESCRIPTORS = 10_000
+"""Entries in one index's ``manifests`` or one manifest's ``layers``."""
+MAX_INDEX_DEPTH = 8
+MAX_DOCUMENTS = 10_000
+"""Indexes, manifests and configs read in one layout."""
+LAYER_SLACK = 64 << 20
+LAYER_RATIO = 100
 
 INDEX_TYPES = {"application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json"}
@@ -35,6 +47,12 @@ LAYER_DECODERS = {
 }
 
 
+def layer_limit(stored: int) -> int:
+    """The most a layer of ``stored`` bytes may inflate to: 64 MiB plus 100 times its size
+    (the bound composer puts on a minirootfs)."""
+    return LAYER_SLACK + LAYER_RATIO * stored
+
+
 @dataclass(frozen=True)
 class _Desc:
     media_type: str
@@ -48,43 +66,72 @@ class _Verifier:
         self.layout = layout
         self.checked: dict[str, str] = {}
         self.uncompressed: dict[str, str] = {}
+        self.documents = 0
 
     def blob_path(self, desc: _Desc) -> Path:
         return self.layout / "blobs" / "sha256" / desc.digest.split(":", 1)[1]
 
-    def read_json_blob(self, desc: _Desc) -> Any:
+    def _existing(self, desc: _Desc) -> Path:
         path = self.blob_path(desc)
         if not path.is_file():
             raise VerificationError(f"blob {desc.digest} ({desc.where}) is missing from {path.parent}")
-        data = path.read_bytes()
+        return path
+
+    def read_json_blob(self, desc: _Desc) -> JsonValue:
+        self.documents += 1
+        if self.documents > MAX_DOCUMENTS:
+            raise VerificationError(f"{self.layout}: more than {MAX_DOCUMENTS} indexes, manifests "
+                                    "and configs")
+        path = self._existing(desc)
+        stored = path.stat().st_size
+        if max(stored, desc.size) > MAX_JSON_BLOB:
+            raise VerificationError(f"blob {desc.digest} ({desc.where}) is {max(stored, desc.size)} "
+                                    f"bytes, more than the {MAX_JSON_BLOB} a JSON document may have")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_JSON_BLOB + 1)
         self._check_bytes(desc, len(data), hashlib.sha256(data).hexdigest())
         self.checked[desc.digest] = desc.media_type
-        return parse_json(data, f"blob {desc.digest} ({desc.where})")
+        return load_json(data, what=f"blob {desc.digest} ({desc.where})", error=VerificationError,
+                         max_bytes=MAX_JSON_BLOB)
 
     def stream_layer(self, desc: _Desc, diff_id: str | None) -> None:
-        """Hash the stored bytes and, when a DiffID is expected, the decompressed tar too."""
+        """Hash the stored bytes and, when a DiffID is expected, the decompressed tar too.
+
+        A decoding failure (corrupt, truncated, over the bound) is raised only once the
+        stored bytes are known to be the ones the descriptor names."""
         known = self.uncompressed.get(desc.digest)
         if known is not None or (diff_id is None and desc.digest in self.checked):
             if diff_id is not None and known != diff_id:
                 self._diff_mismatch(desc, known or "", diff_id)
             return
-        path = self.blob_path(desc)
-        if not path.is_file():
-            raise VerificationError(f"blob {desc.digest} ({desc.where}) is missing from {path.parent}")
+        path = self._existing(desc)
         stored = hashlib.sha256()
         size = 0
-        decoder = _Decoder(LAYER_DECODERS[desc.media_type], desc) if diff_id else None
+        decoder = None
+        inflated = hashlib.sha256()
+        failure: ComposerError | None = None
+        if diff_id is not None:
+            decoder = BoundedDecoder(
+                LAYER_DECODERS[desc.media_type], what=f"layer {desc.digest} ({desc.where})",
+                limit=layer_limit(desc.size), error=VerificationError,
+                limit_reason=f"64 MiB plus {LAYER_RATIO} times its {desc.size} stored bytes")
         with path.open("rb") as fh:
             while chunk := fh.read(CHUNK):
                 stored.update(chunk)
                 size += len(chunk)
-                if decoder is not None:
-                    decoder.feed(chunk)
+                if decoder is not None and failure is None:
+                    try:
+                        for piece in decoder.feed(chunk):
+                            inflated.update(piece)
+                    except ComposerError as exc:
+                        failure = exc
         self._check_bytes(desc, size, stored.hexdigest())
-        if decoder is not None and decoder.error is not None:
-            raise decoder.error
+        if failure is not None:
+            raise failure
         if decoder is not None and diff_id is not None:
-            actual = "sha256:" + decoder.finish()
+            for piece in decoder.finish():
+                inflated.update(piece)
+            actual = "sha256:" + inflated.hexdigest()
             self.uncompressed[desc.digest] = actual
             if actual != diff_id:
                 self._diff_mismatch(desc, actual, diff_id)
@@ -106,78 +153,26 @@ class _Verifier:
                 f"descriptor size {desc.size}")
 
 
-class _Decoder:
-    """Streaming decompressor that hashes what comes out."""
-
-    def __init__(self, kind: str, desc: _Desc) -> None:
-        self.kind = kind
-        self.desc = desc
-        self.hash = hashlib.sha256()
-        self.error: VerificationError | None = None
-        self._gzip: Any = zlib.decompressobj(wbits=31) if kind == "gzip" else None
-        self._zstd: Any = None
-        if kind == "zstd":
-            import zstandard
-
-            self._zstd = zstandard.ZstdDecompressor().decompressobj()
-
-    def feed(self, data: bytes) -> None:
-        """Decompress a chunk; a failure is kept until the stored bytes' hash has been checked."""
-        if self.error is not None:
-            return
-        try:
-            if self.kind == "none":
-                self.hash.update(data)
-            elif self.kind == "gzip":
-                while data:
-                    self.hash.update(self._gzip.decompress(data))
-                    data = self._gzip.unused_data
-                    if self._gzip.eof and data:
-                        self._gzip = zlib.decompressobj(wbits=31)
-            else:
-                self.hash.update(self._zstd.decompress(data))
-        except Exception as exc:  # zlib.error, zstandard.ZstdError
-            self.error = VerificationError(
-                f"layer {self.desc.digest} ({self.desc.where}) does not decompress as "
-                f"{self.kind}: {exc}")
-
-    def finish(self) -> str:
-        if self.kind == "gzip":
-            self.hash.update(self._gzip.flush())
-            if not self._gzip.eof:
-                raise VerificationError(
-                    f"layer {self.desc.digest} ({self.desc.where}) is a truncated gzip stream")
-        if self.kind == "zstd" and not self._zstd.eof:
-            raise VerificationError(
-                f"layer {self.desc.digest} ({self.desc.where}) is a truncated zstd stream")
-        return self.hash.hexdigest()
+def _descriptor(value: JsonValue | None, where: str) -> _Desc:
+    if value is None:
+        raise VerificationError(f"{where}: descriptor is missing")
+    media_type = value.field("mediaType").str(max_len=255)
+    if not media_type:
+        value.fail("descriptor has no mediaType")
+    digest_field = value.field("digest")
+    digest = digest_field.str(max_len=255)
+    if not DIGEST_RE.fullmatch(digest):
+        digest_field.fail(f"descriptor digest {digest!r} is not sha256:<64 hex>")
+    return _Desc(media_type, digest, value.field("size").int(), where)
 
 
-def parse_json(data: bytes, what: str) -> Any:
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VerificationError(f"{what} is not valid JSON: {exc}") from exc
+def _schema_two(doc: JsonValue) -> bool:
+    schema = doc.optional("schemaVersion")
+    return schema is not None and type(schema.raw()) is int and schema.raw() == 2
 
 
-def _descriptor(value: Any, where: str) -> _Desc:
-    if not isinstance(value, dict):
-        raise VerificationError(f"{where}: descriptor is not a JSON object")
-    media_type, digest, size = value.get("mediaType"), value.get("digest"), value.get("size")
-    if not isinstance(media_type, str) or not media_type:
-        raise VerificationError(f"{where}: descriptor has no mediaType")
-    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
-        raise VerificationError(f"{where}: descriptor digest {digest!r} is not sha256:<64 hex>")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise VerificationError(f"{where}: descriptor size {size!r} is not a non-negative integer")
-    return _Desc(media_type, digest, size, where)
-
-
-def _list(doc: Any, key: str, where: str) -> list[Any]:
-    value = doc.get(key) if isinstance(doc, dict) else None
-    if not isinstance(value, list):
-        raise VerificationError(f"{where}: {key!r} is missing or not a list")
-    return value
+def _entries(doc: JsonValue, key: str) -> list[JsonValue]:
+    return list(doc.field(key).items(max_items=MAX_DESCRIPTORS))
 
 
 def verify_oci_layout(layout_dir: Path) -> list[str]:
@@ -185,42 +180,55 @@ def verify_oci_layout(layout_dir: Path) -> list[str]:
     layout_file = layout_dir / "oci-layout"
     if not layout_file.is_file():
         raise VerificationError(f"{layout_dir}: oci-layout file is missing")
-    header = parse_json(layout_file.read_bytes(), f"{layout_file}")
-    if not isinstance(header, dict) or header.get("imageLayoutVersion") != "1.0.0":
+    header = load_json_file(layout_file, what=str(layout_file), error=VerificationError,
+                            max_bytes=MAX_JSON_BLOB)
+    version = header.optional("imageLayoutVersion")
+    if version is None or version.raw() != "1.0.0":
         raise VerificationError(f"{layout_file}: imageLayoutVersion is not \"1.0.0\"")
     index_file = layout_dir / "index.json"
     if not index_file.is_file():
         raise VerificationError(f"{layout_dir}: index.json is missing")
-    index = parse_json(index_file.read_bytes(), f"{index_file}")
+    index = load_json_file(index_file, what=str(index_file), error=VerificationError,
+                           max_bytes=MAX_JSON_BLOB)
     verifier = _Verifier(layout_dir)
-    _walk_index(verifier, index, "index.json")
+    _walk(verifier, index)
     return sorted(verifier.checked)
 
 
-def _walk_index(verifier: _Verifier, index: Any, where: str) -> None:
-    if not isinstance(index, dict) or index.get("schemaVersion") != 2:
-        raise VerificationError(f"{where}: not an image index with schemaVersion 2")
-    for position, value in enumerate(_list(index, "manifests", where)):
-        desc = _descriptor(value, f"{where} manifests[{position}]")
-        if desc.digest in verifier.checked:
-            continue
-        if desc.media_type in INDEX_TYPES:
-            _walk_index(verifier, verifier.read_json_blob(desc), f"index {desc.digest}")
-        elif desc.media_type in MANIFEST_TYPES:
-            _walk_manifest(verifier, verifier.read_json_blob(desc), desc)
-        else:
-            raise VerificationError(
-                f"{desc.where}: media type {desc.media_type!r} is neither an index nor a manifest")
+def _walk(verifier: _Verifier, top: JsonValue) -> None:
+    """Depth first from ``index.json``, in file order, as a loop: an index may name
+    indexes, at most :data:`MAX_INDEX_DEPTH` deep."""
+    pending: list[tuple[JsonValue, str, int]] = [(top, "index.json", 1)]
+    while pending:
+        index, where, depth = pending.pop()
+        if not _schema_two(index):
+            raise VerificationError(f"{where}: not an image index with schemaVersion 2")
+        children: list[tuple[JsonValue, str, int]] = []
+        for position, value in enumerate(_entries(index, "manifests")):
+            desc = _descriptor(value, f"{where} manifests[{position}]")
+            if desc.digest in verifier.checked:
+                continue
+            if desc.media_type in INDEX_TYPES:
+                if depth >= MAX_INDEX_DEPTH:
+                    raise VerificationError(f"{desc.where}: image indexes nested more than "
+                                            f"{MAX_INDEX_DEPTH} deep")
+                children.append((verifier.read_json_blob(desc), f"index {desc.digest}", depth + 1))
+            elif desc.media_type in MANIFEST_TYPES:
+                _walk_manifest(verifier, verifier.read_json_blob(desc), desc)
+            else:
+                raise VerificationError(
+                    f"{desc.where}: media type {desc.media_type!r} is neither an index nor a manifest")
+        pending.extend(reversed(children))
 
 
-def _walk_manifest(verifier: _Verifier, manifest: Any, own: _Desc) -> None:
+def _walk_manifest(verifier: _Verifier, manifest: JsonValue, own: _Desc) -> None:
     where = f"manifest {own.digest}"
-    if not isinstance(manifest, dict) or manifest.get("schemaVersion") != 2:
+    if not _schema_two(manifest):
         raise VerificationError(f"{where}: not an image manifest with schemaVersion 2")
-    config_desc = _descriptor(manifest.get("config"), f"{where} config")
+    config_desc = _descriptor(manifest.optional("config"), f"{where} config")
     layers = [_descriptor(v, f"{where} layers[{i}]")
-              for i, v in enumerate(_list(manifest, "layers", where))]
-    subject = manifest.get("subject")
+              for i, v in enumerate(_entries(manifest, "layers"))]
+    subject = manifest.optional("subject")
     if subject is not None:
         subject_desc = _descriptor(subject, f"{where} subject")
         if not verifier.blob_path(subject_desc).is_file():
@@ -232,17 +240,19 @@ def _walk_manifest(verifier: _Verifier, manifest: Any, own: _Desc) -> None:
             verifier.stream_layer(layer, None)
         return
     config = verifier.read_json_blob(config_desc)
-    rootfs = config.get("rootfs") if isinstance(config, dict) else None
-    if not isinstance(rootfs, dict) or rootfs.get("type") != "layers":
+    rootfs = config.optional("rootfs")
+    kind = rootfs.optional("type") if rootfs is not None else None
+    if rootfs is None or kind is None or kind.raw() != "layers":
         raise VerificationError(f"config {config_desc.digest}: rootfs.type is not \"layers\"")
-    diff_ids = _list(rootfs, "diff_ids", f"config {config_desc.digest} rootfs")
+    diff_ids = _entries(rootfs, "diff_ids")
     if len(diff_ids) != len(layers):
         raise VerificationError(
             f"config {config_desc.digest} lists {len(diff_ids)} diff_ids for "
             f"{len(layers)} layers in {where}")
-    for layer, diff_id in zip(layers, diff_ids, strict=True):
+    for layer, value in zip(layers, diff_ids, strict=True):
         if layer.media_type not in LAYER_DECODERS:
             raise VerificationError(f"{layer.where}: unknown layer media type {layer.media_type!r}")
-        if not isinstance(diff_id, str) or not DIGEST_RE.match(diff_id):
-            raise VerificationError(f"config {config_desc.digest}: diff_id {diff_id!r} is malformed")
+        diff_id = value.str(max_len=255)
+        if not DIGEST_RE.fullmatch(diff_id):
+            value.fail(f"diff_id {diff_id!r} is malformed")
         verifier.stream_layer(layer, diff_id)

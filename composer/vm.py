@@ -7,7 +7,6 @@ for, because it is not usable on every machine (TCG always is).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from composer.errors import ComposerError, UsageError
-from composer.manifest import MANIFEST_NAME
+from composer.jsonsafe import load_json_file
+from composer.manifest import MANIFEST_NAME, MAX_ARTIFACTS, MAX_RECORD_BYTES, artifact_path_problem
+from composer.numbers import clip
 
 FIRMWARES = ("bios", "uefi")
 MEDIA = ("cd", "disk")
@@ -111,17 +112,26 @@ def find_iso(target: Path, arch: str | None = None) -> tuple[Path, str]:
         return target, arch or ("aarch64" if target.name.endswith("-aarch64.iso") else "x86_64")
     manifest = target / MANIFEST_NAME
     try:
-        outputs = json.loads(manifest.read_bytes()).get("outputs", [])
+        document = load_json_file(manifest, what=str(manifest), error=UsageError,
+                                  max_bytes=MAX_RECORD_BYTES)
     except FileNotFoundError:
         raise UsageError(f"{target}: no {MANIFEST_NAME}; give an output folder or an .iso file") \
             from None
-    except (OSError, ValueError, AttributeError) as exc:
-        raise UsageError(f"{manifest}: unreadable ({exc})") from None
-    isos = {str(o.get("arch")): str(o.get("path")) for o in outputs
-            if isinstance(o, dict) and o.get("format") == "iso"}
+    isos: dict[str, str] = {}
+    outputs = document.optional("outputs")
+    for output in outputs.items(max_items=MAX_ARTIFACTS) if outputs is not None else ():
+        kind = output.optional("format")
+        if kind is None or kind.raw() != "iso":
+            continue
+        field = output.field("path")
+        path = field.str(max_len=1024)
+        problem = artifact_path_problem(path)
+        if problem is not None:
+            field.fail(problem)
+        isos[output.field("arch").str(max_len=64)] = path
     if not isos:
         raise UsageError(f"{target}: the build has no ISO output (add {{format: iso}} to outputs)")
     chosen = arch or ("x86_64" if "x86_64" in isos else sorted(isos)[0])
     if chosen not in isos:
-        raise UsageError(f"{target}: no ISO for {chosen} (built: {', '.join(sorted(isos))})")
+        raise UsageError(f"{target}: no ISO for {chosen} (built: {clip(', '.join(sorted(isos)))})")
     return target / isos[chosen], chosen

@@ -1,13 +1,16 @@
 """`make fuzz`: mutate the real Alpine fixtures and feed every parser, with per-case limits.
 
     python fuzz/run.py [--cases 20000] [--targets a,b] [--workers N] [--timeout 10]
-                       [--memory-mib 1024] [--seed 0]
+                       [--memory-mib 1024] [--case-memory-mib 512] [--seed 0]
 
-Case ``i`` of a target is reproducible from ``(seed, target, i)`` alone. Each worker
+Case ``i`` of a target is reproducible from ``(seed, target, i)`` alone; the first
+cases are the target's bombs, fed as they are. Each worker
 process runs with RLIMIT_DATA at ``--memory-mib``; the parent kills a worker whose
 case runs longer than ``--timeout`` seconds and records a hang. A finding is any
 exception other than ComposerError (MemoryError and RecursionError included), a
-hang or a crashed worker; each one is saved under ``out/fuzz/`` with its input.
+hang, a crashed worker, or a case whose peak resident memory passed
+``--case-memory-mib`` (a MemoryError caught and reworded still shows there); each
+one is saved under ``out/fuzz/`` with its input.
 Exit status 1 when there is any finding.
 """
 
@@ -77,6 +80,8 @@ def mutate(data: bytes, rng: random.Random, seeds: list[bytes], tokens: list[byt
 
 
 def case_input(target: Target, seed: int, index: int) -> bytes:
+    if index < len(target.bombs):
+        return target.bombs[index]
     rng = random.Random(f"{seed}:{target.name}:{index}")
     data = mutate(rng.choice(target.seeds), rng, target.seeds, target.tokens)
     return target.prepare(data) if target.prepare is not None else data
@@ -91,8 +96,19 @@ class Outcome:
     slowest: float = 0.0
 
 
+def _peak_mib() -> int:
+    """This process's peak resident memory since the last :func:`_reset_peak`."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) // 1024
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
 def worker(target: Target, seed: int, start: int, stride: int, total: int, memory_mib: int,
-           conn: Connection, progress: Any) -> None:
+           case_mib: int, conn: Connection, progress: Any) -> None:
     limit = memory_mib * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     sys.setrecursionlimit(10_000)
@@ -100,6 +116,7 @@ def worker(target: Target, seed: int, start: int, stride: int, total: int, memor
     slowest = 0.0
     for index in range(start, total, stride):
         progress.value = index
+        _reset_peak()
         began = time.monotonic()
         try:
             data = case_input(target, seed, index)
@@ -112,6 +129,9 @@ def worker(target: Target, seed: int, start: int, stride: int, total: int, memor
             conn.send(("finding", index, f"{type(exc).__name__}: {str(exc)[:200]} | "
                                          + " ".join(line.strip() for line in tail)[:600]))
         slowest = max(slowest, time.monotonic() - began)
+        if (peak := _peak_mib()) > case_mib:
+            conn.send(("finding", index, f"memory: the case reached {peak} MiB resident "
+                                         f"(more than {case_mib})"))
         done += 1
     conn.send(("done", done, slowest))
 
@@ -127,7 +147,7 @@ class _Worker:
 
 
 def run_target(target: Target, *, cases: int, workers: int, timeout: float, memory_mib: int,
-               seed: int) -> Outcome:
+               case_mib: int, seed: int) -> Outcome:
     """Run ``cases`` cases on ``workers`` processes; case ``i`` goes to worker ``i % workers``."""
     ctx = multiprocessing.get_context("fork")
     outcome = Outcome()
@@ -137,7 +157,7 @@ def run_target(target: Target, *, cases: int, workers: int, timeout: float, memo
         parent, child = ctx.Pipe(duplex=False)
         progress = ctx.Value("q", first)
         proc = ctx.Process(target=worker, args=(target, seed, first, workers, cases, memory_mib,
-                                                child, progress), daemon=True)
+                                                case_mib, child, progress), daemon=True)
         proc.start()
         child.close()
         live[slot] = _Worker(proc, parent, progress, first, first, time.monotonic())
@@ -195,6 +215,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--memory-mib", type=int, default=1024)
+    parser.add_argument("--case-memory-mib", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not SHARED.is_dir():
@@ -215,7 +236,8 @@ def main() -> int:
                 continue
             began = time.monotonic()
             outcome = run_target(target, cases=args.cases, workers=args.workers,
-                                 timeout=args.timeout, memory_mib=args.memory_mib, seed=args.seed)
+                                 timeout=args.timeout, memory_mib=args.memory_mib,
+                                 case_mib=args.case_memory_mib, seed=args.seed)
             save_findings(target, outcome, args.seed, out)
             total_findings += len(outcome.findings)
             print(f"{target.name:<24} {outcome.cases:>7} {len(outcome.findings):>8} "

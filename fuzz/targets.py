@@ -4,7 +4,8 @@ A target has seeds (real bytes from ``../shared/fixtures/alpine-real``, cut to a
 size that keeps a case fast), ``tokens`` the mutator likes to insert, an optional
 ``prepare`` that rebuilds the framing around mutated bytes (gzip, a fresh
 signature by the fuzz key) so a mutation reaches the parser behind a signature
-check, and ``run``, which may raise only :class:`ComposerError`.
+check, ``bombs`` (hand-made hostile inputs, run as they are as the first cases),
+and ``run``, which may raise only :class:`ComposerError`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import re
 import tarfile
 import tempfile
@@ -36,8 +38,11 @@ from composer.profile import load_profile
 from composer.sources.releases import parse_checksum_file, parse_latest_releases
 from composer.sources.trust import load_release_key, verify_detached
 from composer.tree import BlobStore, FileTree
+from fuzz.artifacts import artifact_targets
+from fuzz.headers import http_target
 from tests.helpers.apkrepo import sign
 from tests.helpers.hostile import dearmor as _dearmor
+from tests.helpers.hostile import deflate_zeros
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "fixtures" / "alpine-real"
@@ -62,6 +67,7 @@ class Target:
     run: Callable[[bytes], object]
     tokens: list[bytes] = field(default_factory=list)
     prepare: Callable[[bytes], bytes] | None = None
+    bombs: list[bytes] = field(default_factory=list)
 
 
 def _members(data: bytes) -> list[bytes]:
@@ -172,6 +178,22 @@ def _pem_keys() -> list[bytes]:
     return [p.read_bytes() for p in _files("apk-keys/*.rsa.pub")]
 
 
+def _unique_atoms(records: int) -> bytes:
+    """Index text whose records list short unique dependency atoms: the most objects per
+    byte an index can make."""
+    return b"".join(b"P:p%d\nV:1\nD:" % i + b" ".join(b"%x_%d" % (i, j) for j in range(60))
+                    + b"\n\n" for i in range(records))
+
+
+def _yaml_bombs(flat: bytes) -> list[bytes]:
+    """Deep nesting, an alias bomb, 1 MiB of flat list and a file past the 1 MiB cap."""
+    alias = b"\n".join([b"- &a0 [x, x, x, x, x, x, x, x, x]"] + [
+        b"- &a%d [%s]" % (i, b", ".join([b"*a%d" % (i - 1)] * 9)) for i in range(1, 9)]) + b"\n"
+    return [b"- " * 5000 + b"x\n", b"a: " + b"[" * 100_000, alias, (flat * (1 << 20))[:1 << 20],
+            flat * ((8 << 20) // len(flat)), (b"{" + b"a: b, " * 200_000)[:1 << 20],
+            (b"[" + b"a, " * 400_000)[:1 << 20]]
+
+
 def build_targets(workdir: Path) -> list[Target]:
     """Every target, its seeds read now (once, before the workers fork)."""
     real_keys = _real_keys()
@@ -202,12 +224,27 @@ def build_targets(workdir: Path) -> list[Target]:
     signature, signer, signer_fingerprint = _detached_signature_seed()
     release_key = load_release_key(signer, fingerprint=signer_fingerprint, source="signer")
     sums = (SHARED / "SHA256SUMS").read_bytes()
-    profile_path = workdir / "profile.yaml"
+    profile_dir = workdir
 
     from tests.helpers.mirror import latest_releases_yaml
     releases = latest_releases_yaml(branch="v3.20", arch="x86_64", version="3.20.3",
                                     filename="alpine-minirootfs-3.20.3-x86_64.tar.gz",
                                     size=3490290, sha256="d4" * 32, sha512="ab" * 64)
+
+    def signed(member: bytes) -> bytes:
+        return fuzz_key.signature_member(member) + member
+
+    def index_member(text: bytes) -> bytes:
+        return _gzip(_tar([("DESCRIPTION", b"v3.19.1-643"), ("APKINDEX", text)]))
+
+    million = b"".join(b"P:a%d\nV:1\n\n" % i for i in range(1_000_000))
+    atoms = _unique_atoms(100_000)
+    index_bombs = [signed(index_member(million)), signed(deflate_zeros(1 << 30)),
+                   signed(index_member(atoms)),
+                   signed(index_member(b"P:a\nV:1\nD:" + b"a " * 8_000_000 + b"\n\n"))]
+    release_bombs = _yaml_bombs(b"- a\n") + [
+        releases.replace(b"size: 3490290", b"size: " + b"9" * 4301),
+        releases.replace(b"size: 3490290", "size: ¹²³".encode())]
 
     def run_signed_index(data: bytes) -> None:
         verified = verify_apkindex(data, real_keys, source="f")
@@ -271,17 +308,19 @@ def build_targets(workdir: Path) -> list[Target]:
         parse_public_key("k.rsa.pub", data, source="f")
 
     def run_profile(data: bytes) -> None:
-        profile_path.write_bytes(data)
-        load_profile(profile_path)
+        path = profile_dir / f"profile-{os.getpid()}.yaml"
+        path.write_bytes(data)
+        load_profile(path)
 
     return [
-        Target("apkindex-text", windows, lambda d: parse_apkindex(d, source="f"), TEXT_TOKENS),
+        Target("apkindex-text", windows, lambda d: parse_apkindex(d, source="f"), TEXT_TOKENS,
+               bombs=[million, atoms, b"P:a\nV:1\nT:" + b"x" * (64 << 20) + b"\n"]),
         Target("signed-index", index_files, run_signed_index, TAR_TOKENS),
         Target("index-signature-member",
                [s + b"\0" for s in signature_tars], run_signed_index, TAR_TOKENS,
                prepare=lambda sig: _gzip(sig[:-1]) + _members(index_files[0])[1]),
         Target("index-resigned", [_inflate(small_index_member)], run_resigned_index,
-               TAR_TOKENS + TEXT_TOKENS, prepare=resign_index),
+               TAR_TOKENS + TEXT_TOKENS, prepare=resign_index, bombs=index_bombs),
         Target("apk", apks, run_apk, TAR_TOKENS),
         Target("apk-control", controls, lambda d: run_apk(d, fuzz_key.trusted),
                TAR_TOKENS + TEXT_TOKENS, prepare=resign_control),
@@ -301,13 +340,16 @@ def build_targets(workdir: Path) -> list[Target]:
                prepare=_gzip),
         Target("tar-loader-gz", [_gzip(_minirootfs_prefix(60_000))], run_tar_loader, TAR_TOKENS),
         Target("latest-releases", [releases], lambda d: parse_latest_releases(d, source="f"),
-               YAML_TOKENS + TEXT_TOKENS),
+               YAML_TOKENS + TEXT_TOKENS, bombs=release_bombs),
         Target("checksum-file", [sums], run_checksum, TEXT_TOKENS),
         Target("openpgp-key", [ncopa, _dearmor(ncopa)], run_release_key, TEXT_TOKENS),
         Target("openpgp-signature", [signature], run_signature, TEXT_TOKENS),
         Target("rsa-key", _pem_keys(), run_rsa_key, TEXT_TOKENS),
         Target("profile", [p.read_bytes() for p in sorted((ROOT / "profiles").glob("*.yaml"))],
-               run_profile, YAML_TOKENS + TEXT_TOKENS),
+               run_profile, YAML_TOKENS + TEXT_TOKENS,
+               bombs=_yaml_bombs(b"- a\n") + _yaml_bombs(b"k: v\n")),
+        *artifact_targets(workdir, _minirootfs_prefix(60_000), Target),
+        http_target(workdir, Target),
     ]
 
 

@@ -211,6 +211,11 @@ def test_verify_and_rebuild_then_tamper(tmp_path: Path, workdir: Path, mirror: M
     manifest["outputs"][0]["sha256"] = digest
     (folder / "manifest.json").write_text(json.dumps(manifest))
     (folder / "SHA256SUMS").write_text(f"{digest}  {artifact.name}\n")
+    caught = run_cli("verify", folder)  # the provenance statement still names the old digest
+    assert caught.returncode == 4 and "provenance.intoto.json: subject" in caught.stderr
+    statement = json.loads((folder / "provenance.intoto.json").read_text())
+    statement["subject"][0]["digest"]["sha256"] = digest
+    (folder / "provenance.intoto.json").write_text(json.dumps(statement))
     assert run_cli("verify", folder).returncode == 0
     rebuilt = run_cli("verify", "--rebuild", profile, "--output-dir", out, "--cache-dir", cache)
     assert rebuilt.returncode == 4

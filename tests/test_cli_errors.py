@@ -250,8 +250,8 @@ def test_iso_without_boot_packages_names_them(tmp_path: Path, mirror: MirrorInfo
     assert error_line(err) == (
         "ISO boot files missing from the image: /usr/lib/gummiboot/linuxx64.efi.stub (add "
         "package gummiboot); /boot/vmlinuz-virt (add package linux-virt); "
-        "/usr/share/syslinux/isolinux.bin, /usr/share/syslinux/ldlinux.c32 (add package "
-        "syslinux)")
+        "/usr/share/syslinux/isolinux.bin, /usr/share/syslinux/ldlinux.c32, "
+        "/usr/share/syslinux/isohdpfx.bin (add package syslinux)")
     assert not (out / "test").exists() and [p.name for p in out.iterdir()] == []
 
 

@@ -7,14 +7,12 @@ the exit code README documents, stay under 200 MB and leave nothing behind.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, write_profile
+from tests.conftest import write_profile
 from tests.helpers import hostile
 from tests.helpers.apkrepo import (
     PackageSpec,
@@ -28,41 +26,11 @@ from tests.helpers.apkrepo import (
 from tests.helpers.apkrepo import signing_key as apk_signing_key
 from tests.helpers.gpg import SigningKey, sign_detached
 from tests.helpers.httpserver import serve_directory
+from tests.helpers.measure import Measured, run_measured
 from tests.helpers.mirror import MirrorInfo, build_mirror, minirootfs_without_world
 from tests.test_cli_errors import assert_nothing_written, error_line
 
 MAX_RSS_KIB = 200 * 1024
-HANG_GUARD = 120
-"""Seconds after which a run counts as hung (a guard, not a timing assertion)."""
-
-# getrusage's ru_maxrss survives execve and so counts the pytest process that spawned
-# the CLI; resetting the high-water mark (clear_refs 5) and reading VmHWM does not.
-_RUNNER = """\
-import sys
-with open("/proc/self/clear_refs", "w") as fh:
-    fh.write("5")
-from composer.cli import main
-try:
-    code = main()
-finally:
-    with open("/proc/self/status") as fh:
-        peak = next(line.split()[1] for line in fh if line.startswith("VmHWM:"))
-    sys.stderr.write(f"\\nmaxrss-kib={peak}\\n")
-sys.exit(code)
-"""
-
-
-def run_measured(*args: str | os.PathLike[str]) -> tuple[int, str, int]:
-    """The CLI in a fresh process: exit code, stderr without the memory line, peak RSS in KiB."""
-    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
-    env["PYTHONPATH"] = os.fspath(REPO)
-    proc = subprocess.run([sys.executable, "-c", _RUNNER, *map(os.fspath, args)], env=env,
-                          capture_output=True, text=True, timeout=HANG_GUARD, check=False)
-    lines = proc.stderr.splitlines()
-    rss = [int(line.split("=", 1)[1]) for line in lines if line.startswith("maxrss-kib=")]
-    assert len(rss) == 1, proc.stderr
-    stderr = "\n".join(line for line in lines if not line.startswith("maxrss-kib="))
-    return proc.returncode, stderr, rss[0]
 
 
 @pytest.fixture
@@ -72,10 +40,10 @@ def mirror(tmp_path: Path, signing_key: SigningKey) -> MirrorInfo:
 
 def build_against(tmp_path: Path, profile: Path) -> tuple[int, str, Path, Path]:
     out, cache = tmp_path / "out", tmp_path / "cache"
-    code, stderr, rss = run_measured("build", profile, "--output-dir", out, "--cache-dir", cache,
-                                     "--retries", "1", "--retry-delay", "0.01")
-    assert rss < MAX_RSS_KIB, f"peak memory {rss} KiB"
-    return code, stderr, out, cache
+    run = run_measured("build", profile, "--output-dir", out, "--cache-dir", cache,
+                       "--retries", "1", "--retry-delay", "0.01")
+    assert run.rss_kib < MAX_RSS_KIB, f"peak memory {run.rss_kib} KiB"
+    return run.code, run.stderr, out, cache
 
 
 # --- release metadata, key and signature -------------------------------------------------
@@ -89,7 +57,7 @@ ALIAS_BOMB = b"\n".join(
 
 @pytest.mark.parametrize(("case", "expected"), [
     ("deep", ":1: nested more than 64 levels deep"),
-    ("alias-bomb", ":6: expands to more than 100000 values (aliases repeated too often)"),
+    ("alias-bomb", ":5: expands to more than 10000 values (aliases repeated too often)"),
     ("long-size", ": entry 1 (alpine-minirootfs-3.20.3-x86_64.tar.gz): size '999999999"),
     ("superscript-size", ": entry 1 (alpine-minirootfs-3.20.3-x86_64.tar.gz): size '¹²³' is "
                          "not a number"),
@@ -247,3 +215,110 @@ def test_hostile_package(tmp_path: Path, mirror: MirrorInfo, signing_key: Signin
     line = error_line(err)
     assert line.startswith("package hello-2.1-r3 (") and expected in line, line
     assert_nothing_written(out, cache, apk)
+
+
+# --- issue 19: what is read before any trust, and signed indexes of any size ------------
+
+BOUND_KIB = 300 * 1024
+
+
+def measured_build(tmp_path: Path, profile: Path) -> tuple[Measured, Path, Path]:
+    """A build in its own process that must stay under 300 MB and 30 s."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    run = run_measured("build", profile, "--output-dir", out, "--cache-dir", cache,
+                       "--retries", "1", "--retry-delay", "0.01")
+    assert run.rss_kib < BOUND_KIB, f"peak memory {run.rss_kib} KiB"
+    assert run.wall_seconds < 30, f"took {run.wall_seconds:.1f} s"
+    return run, out, cache
+
+
+@pytest.mark.parametrize(("path", "headers", "expected"), [
+    ("latest-releases.yaml", {"Content-Length": "²"}, "malformed Content-Length header '²'"),
+    ("latest-releases.yaml", {"Content-Length": "9" * 5000},
+     "malformed Content-Length header '" + "9" * 60 + "…' (5000 characters)"),
+    ("TARBALL", {"Content-Range": "bytes 0-1/" + "9" * 5000},
+     "server answered the resume request with the wrong range after 2 attempts"),
+])
+def test_http_headers_are_numbers_or_refused(tmp_path: Path, mirror: MirrorInfo,
+                                             signing_key: SigningKey, path: str,
+                                             headers: dict[str, str], expected: str) -> None:
+    """A header the fetcher reads passes numbers.py's rules or ends the download (exit 3)."""
+    relative = f"v3.20/releases/x86_64/{mirror.filename if path == 'TARBALL' else path}"
+    with serve_directory(mirror.root) as server:
+        if path == "TARBALL":
+            server.faults.truncate(relative, times=1)
+        server.faults.headers(relative, headers)
+        profile = write_profile(tmp_path / "p", mirror_url=server.url, key=signing_key)
+        run, out, cache = measured_build(tmp_path, profile)
+    assert run.code == 3, run.stderr
+    line = error_line(run.stderr)
+    assert line.endswith(f": {server.url}/{relative}: {expected}"), line
+    assert_nothing_written(out, cache, mirror.tarball)
+
+
+@pytest.mark.parametrize(("size", "code", "expected"), [
+    (8 << 20, 3, "larger than the 1048576-byte limit"),
+    (1 << 20, 5, ":10000: more than 10000 values"),
+])
+def test_a_huge_release_list_costs_its_cap(tmp_path: Path, mirror: MirrorInfo,
+                                           signing_key: SigningKey, size: int, code: int,
+                                           expected: str) -> None:
+    """The unsigned release list is capped in bytes (1 MiB) and in values (10,000), and the
+    loader stops at the value past the cap instead of composing the rest first."""
+    text = (b"- a\n" * (size // 4))[:size]
+    (mirror.release_dir / "latest-releases.yaml").write_bytes(text)
+    with serve_directory(mirror.root) as server:
+        profile = write_profile(tmp_path / "p", mirror_url=server.url, key=signing_key)
+        run, out, cache = measured_build(tmp_path, profile)
+    assert run.code == code, run.stderr
+    assert error_line(run.stderr).endswith(expected), run.stderr
+    assert run.cpu_seconds < 5, f"{run.cpu_seconds:.1f} s of CPU"
+    assert_nothing_written(out, cache, text)
+
+
+@pytest.mark.parametrize(("head", "body"), [
+    (b"packages:\n", b"- a\n"), (b"packages: [", b"a, "), (b"overlay:\n", b"  k%d: v\n")])
+def test_a_huge_profile_stops_at_its_value_cap(tmp_path: Path, head: bytes, body: bytes) -> None:
+    """1 MiB of profile: refused at the 100,001st value, in well under a second of CPU."""
+    text = body if b"%d" not in body else b"".join(body % i for i in range(200_000))
+    profile = tmp_path / "p.yaml"
+    profile.write_bytes((head + text * ((1 << 20) // len(text) + 1))[:(1 << 20) - 1])
+    out = tmp_path / "out"
+    run = run_measured("build", profile, "--output-dir", out, "--cache-dir", tmp_path / "c")
+    assert run.code == 2, run.stderr
+    assert error_line(run.stderr).endswith(": more than 100000 values"), run.stderr
+    assert run.cpu_seconds < 3, f"{run.cpu_seconds:.1f} s of CPU"
+    assert run.rss_kib < BOUND_KIB
+    assert not out.exists()
+
+
+def _million_records() -> bytes:
+    return build_index(b"".join(b"P:a%d\nV:1\n\n" % i for i in range(1_000_000)),
+                       apk_signing_key())
+
+
+def _one_gib_member() -> bytes:
+    member = hostile.deflate_zeros(1 << 30)
+    return signature_member(apk_signing_key(), member, mtime=0) + member
+
+
+@pytest.mark.parametrize(("make", "expected", "max_kib"), [
+    (_million_records, "1000000 records, more than the 200000 an index may hold", 120 * 1024),
+    (_one_gib_member, "index gzip member inflates to more than 134217728 bytes", 100 * 1024),
+], ids=["million-records", "one-gib-member"])
+def test_a_signed_index_costs_its_bounds(tmp_path: Path, mirror: MirrorInfo,
+                                         signing_key: SigningKey, make: Callable[[], bytes],
+                                         expected: str, max_kib: int) -> None:
+    """Correctly signed: 10^6 records are refused after one pass over the bytes, and 1 GiB
+    of zeros as the index member is inflated streaming up to the 128 MiB cap, never held
+    (README's figures are measured here); exit 5, nothing cached."""
+    index = make()
+    _repository(mirror.root / "repo", index=index)
+    with serve_directory(mirror.root) as server:
+        profile = _repo_profile(tmp_path, server.url, server.url + "/repo", signing_key)
+        run, out, cache = measured_build(tmp_path, profile)
+    assert run.code == 5, run.stderr
+    assert error_line(run.stderr) == f"{server.url}/repo/x86_64/APKINDEX.tar.gz: {expected}"
+    assert run.rss_kib < max_kib, f"peak memory {run.rss_kib} KiB"
+    assert run.cpu_seconds < 10, f"{run.cpu_seconds:.1f} s of CPU"
+    assert_nothing_written(out, cache, index)

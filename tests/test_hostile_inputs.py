@@ -252,6 +252,27 @@ def test_yaml_conversions_and_duplicates(tmp_path: Path, text: str, message: str
     assert one_line(err) == f"{path}{message}"
 
 
+@pytest.mark.parametrize("typed", [True, False])
+def test_composing_stops_at_the_value_past_the_cap(typed: bool) -> None:
+    """The syntax error at the end is never reached: the loader stops at value 101 of 100,
+    so a large file costs what its first values cost (issue 19)."""
+    text = "- a\n" * 150 + "- [unclosed\n"
+    with pytest.raises(ProfileError) as err:
+        load_yaml(text, source="s", typed=typed, max_nodes=100)
+    assert one_line(err) == "s:100: more than 100 values"
+    assert load_yaml("- a\n" * 99, source="s", typed=typed, max_nodes=100) == ["a"] * 99
+
+
+def test_a_release_list_is_capped_in_bytes_and_values() -> None:
+    with pytest.raises(ArchiveError) as err:
+        parse_latest_releases(b"#" * (1 << 20) + b"\n", source="m")
+    assert one_line(err) == "latest-releases.yaml at m: 1048577 bytes, more than the 1048576 " \
+                            "allowed"
+    with pytest.raises(ArchiveError) as err2:
+        parse_latest_releases(b"- {}\n" * 10_001, source="m")
+    assert one_line(err2) == "latest-releases.yaml at m:10000: more than 10000 values"
+
+
 def test_implicit_dates_stay_strings() -> None:
     assert load_yaml("d: 2024-09-06\ne: 2001-99-99\n", source="s") == {
         "d": "2024-09-06", "e": "2001-99-99"}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from composer.errors import ArchiveError, ComposerError, VerificationError
-from composer.jsonsafe import MAX_DEPTH, load_json
+from composer.jsonsafe import MAX_DEPTH, load_json, load_json_file, read_regular_file
 
 
 def test_reads_values_through_typed_accessors() -> None:
@@ -65,3 +68,32 @@ def test_any_bytes_parse_or_fail_cleanly(data: bytes) -> None:
         load_json(data, what="fuzz")
     except ComposerError:
         pass
+
+
+def test_numbers_are_finite_and_keys_in_paths_are_cut() -> None:
+    doc = load_json(b'{"t": 1.5, "i": 3, "s": "x", "' + b"k" * 500 + b'": [1]}', what="m")
+    assert doc.field("t").number() == 1.5 and doc.field("i").number() == 3.0
+    with pytest.raises(ArchiveError, match=r"^m: \$\.s: expected a number, found a string$"):
+        doc.field("s").number()
+    key, value = list(doc.members())[-1]
+    with pytest.raises(ArchiveError) as info:
+        value.str()
+    assert len(str(info.value)) < 160 and len(key) == 500
+    with pytest.raises(ArchiveError, match="4 members, more than the 3 allowed"):
+        list(doc.members(max_items=3))
+
+
+def test_files_are_read_only_when_regular_and_small(tmp_path: Path) -> None:
+    good = tmp_path / "m.json"
+    good.write_bytes(b'{"a": 1}')
+    assert load_json_file(good, what="m").field("a").int() == 1
+    with pytest.raises(FileNotFoundError):
+        load_json_file(tmp_path / "absent.json", what="x")
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(VerificationError, match=r"^f: not a regular file$"):
+        read_regular_file(fifo, what="f", max_bytes=10, error=VerificationError)
+    with pytest.raises(ArchiveError, match=r"^d: not a regular file$"):
+        read_regular_file(tmp_path, what="d", max_bytes=10)
+    with pytest.raises(ArchiveError, match=r"^m: 8 bytes, more than the 7 allowed$"):
+        read_regular_file(good, what="m", max_bytes=7)

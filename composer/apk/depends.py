@@ -20,7 +20,14 @@ __all__ = ["Dependency", "parse_dependency", "parse_dependencies", "format_depen
 # Package names use [A-Za-z0-9._+-]; dependency and provided names may also
 # contain ':', '/', ',', '[' and ']' (so:..., cmd:..., /bin/sh, py3.11:...).
 _NAME = re.compile(r"[A-Za-z0-9._+\-:/,\[\]]+")
+_INDEX_NAME = re.compile(r"[A-Za-z0-9._+\-:/,\[\]][A-Za-z0-9._+\-:/,\[\]!]*")
+"""Index names may hold a ``!`` after the first character, as apk reads them: the real
+community index provides ``cmd:kdevelop!`` (a command of that name)."""
 _TAG = re.compile(r"[A-Za-z0-9._\-]+")
+_INDEX_ATOM = re.compile(r"(!?)([A-Za-z0-9._+\-:/,\[\]][A-Za-z0-9._+\-:/,\[\]!]*)"
+                         r"(?:([<>=~]+)([^\s<>=~]\S*))?")
+"""A well-formed untagged index atom, read in one match (an index holds hundreds of
+thousands); anything else takes the long way, which names the fault."""
 _OPERATOR_CHARS = "<>=~"
 
 
@@ -91,6 +98,19 @@ def parse_dependency(
     for profiles and world files); ``allow_tag`` False rejects ``@tag``.
     """
 
+    if not strict and (match := _INDEX_ATOM.fullmatch(text)) is not None:
+        conflict_mark, name, operator, wanted = match.groups()
+        if operator is None or operator in VALID_OPERATORS:
+            return Dependency(name=name, op=operator or "", version=wanted,
+                              conflict=bool(conflict_mark))
+    return _parse_atom(text, source=source, error_cls=error_cls, strict=strict,
+                       allow_tag=allow_tag)
+
+
+def _parse_atom(text: str, *, source: str, error_cls: type[ComposerError], strict: bool,
+                allow_tag: bool) -> Dependency:
+    """:func:`parse_dependency` character by character, naming what is wrong."""
+
     def fail(why: str) -> ComposerError:
         return error_cls(f"{source}: invalid dependency {shorten(text)}: {why}")
 
@@ -117,7 +137,7 @@ def parse_dependency(
             raise fail("empty or malformed repository tag")
     if not name_part:
         raise fail("missing package name")
-    if not _NAME.fullmatch(name_part):
+    if not (_NAME if strict else _INDEX_NAME).fullmatch(name_part):
         raise fail("package name contains characters apk does not allow")
     if op:
         if op not in VALID_OPERATORS:

@@ -15,7 +15,8 @@ import hashlib
 import json
 import os
 import stat
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ class LoadedProfile:
     base_dir: Path
     digest: str
     files: tuple[Path, ...]
+    parts: Mapping[str, str] = field(default_factory=dict)
+    """A digest per top-level key (see :func:`profile_parts`)."""
 
     def resolve(self, relative: str) -> Path:
         """A path written in the profile, resolved against the profile's folder."""
@@ -185,10 +188,33 @@ def _origin(layers: list[_Layer], loc: tuple[Any, ...]) -> Path:
 _ABSENT = object()
 
 
-def profile_digest(profile: Profile) -> str:
-    """sha256 of the profile's canonical JSON (defaults and presets filled in)."""
-    body = json.dumps(profile.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+def _canonical_sha256(value: Any) -> str:
+    body = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def profile_parts(profile: Profile) -> dict[str, str]:
+    """sha256 of each top-level key of the profile as its files set it (``extends`` merged,
+    presets applied, values normalised: ``arch: x86_64`` is ``arch: [x86_64]``), so a change
+    can be named by key.
+
+    Only what was set counts, never a default: a newer alpine-composer with more options
+    must not call an untouched profile changed. The build mirror is left out: it says where
+    bytes are fetched from, not what is built, and repository URLs under it count as the
+    same paths under any mirror (``--mirror`` does not change a digest)."""
+    body = profile.model_dump(mode="json", exclude_unset=True)
+    body.pop("mirror", None)
+    if profile.repositories:
+        body["repositories"] = [
+            {**r.model_dump(mode="json", exclude_unset=True),
+             "url": rebase_url(r.url, profile.mirror, "$mirror")}
+            for r in profile.repositories]
+    return {key: _canonical_sha256(value) for key, value in sorted(body.items())}
+
+
+def parts_digest(parts: dict[str, str]) -> str:
+    """The profile's digest: sha256 over :func:`profile_parts`."""
+    return _canonical_sha256(parts)
 
 
 def load_profile(path: Path | str, *, overrides: dict[str, Any] | None = None) -> LoadedProfile:
@@ -208,9 +234,10 @@ def load_profile(path: Path | str, *, overrides: dict[str, Any] | None = None) -
         raise ProfileError(f"{origin}: {format_validation_error(exc)}{via}") from None
     if isinstance(written_mirror, str):
         profile = _repositories_moved(profile, written_mirror)
+    parts = profile_parts(profile)
     return LoadedProfile(profile=profile, path=path, base_dir=top_dir,
-                         digest=profile_digest(profile),
-                         files=tuple(layer.path.resolve() for layer in layers))
+                         digest=parts_digest(parts),
+                         files=tuple(layer.path.resolve() for layer in layers), parts=parts)
 
 
 def _repositories_moved(profile: Profile, written_mirror: str) -> Profile:

@@ -228,6 +228,11 @@ class OciOutput(Strict):
     format: Literal["oci", "oci-archive"]
     tag: str = Field(default="latest", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
     compression: LayerCompression = LayerCompression.GZIP
+    layering: Literal["single", "stages"] = Field(
+        default="single",
+        description="single: the whole rootfs as one layer. stages: one layer per build stage "
+                    "(the base as released, what the packages change, what accounts, services "
+                    "and the overlay change), so images from the same base share its layer.")
 
 
 class DockerArchiveOutput(Strict):
@@ -251,7 +256,8 @@ class IsoOutput(Strict):
                          description="Seconds the BIOS boot prompt waits; 0 boots at once.")
     efi_loader: EfiLoader = Field(
         default=EfiLoader.UKI, description="uki: the kernel, initramfs and cmdline on gummiboot's EFI "
-                                   "stub; syslinux: syslinux.efi (x86_64 only).")
+                                   "stub. syslinux is refused with boot: uefi (syslinux.efi "
+                                   "faults under UEFI firmware started from a CD drive).")
 
 
 Output = Annotated[TarOutput | OciOutput | DockerArchiveOutput | IsoOutput,

@@ -11,7 +11,7 @@ each of them with one line naming the file and line, raised as the caller's
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -38,10 +38,16 @@ def _line(node: Node) -> int:
 
 
 class _Bounds:
-    """Depth, expansion and duplicate-key checks shared by both loaders."""
+    """Depth, size, expansion and duplicate-key checks shared by both loaders.
+
+    Depth and the number of values are counted while the document is composed, so a
+    file past a limit stops costing time and memory at the value that passes it; alias
+    expansion and duplicate keys are checked on the composed graph."""
 
     max_depth = MAX_DEPTH
+    max_nodes = MAX_NODES
     _depth = 0
+    _nodes = 0
 
     def compose_node(self, parent: Node | None, index: object) -> Node:
         self._depth += 1
@@ -49,6 +55,11 @@ class _Bounds:
             if self._depth > self.max_depth:
                 mark = self.peek_event().start_mark  # type: ignore[attr-defined]
                 raise _Refused(mark.line + 1, f"nested more than {self.max_depth} levels deep")
+            if not self.check_event(yaml.AliasEvent):  # type: ignore[attr-defined]
+                self._nodes += 1
+                if self._nodes > self.max_nodes:
+                    mark = self.peek_event().start_mark  # type: ignore[attr-defined]
+                    raise _Refused(mark.line + 1, f"more than {self.max_nodes} values")
             node: Node = super().compose_node(parent, index)  # type: ignore[misc]
             return node
         finally:
@@ -81,12 +92,29 @@ _TypedResolver.yaml_implicit_resolvers = {
 }
 
 
-class _TypedLoader(_Bounds, yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser,
-                   yaml.composer.Composer, yaml.constructor.SafeConstructor, _TypedResolver):
+class _PythonEvents(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
     def __init__(self, stream: str | bytes) -> None:
         yaml.reader.Reader.__init__(self, stream)
         yaml.scanner.Scanner.__init__(self)
         yaml.parser.Parser.__init__(self)
+
+
+# What turns bytes into parse events: libyaml's scanner and parser when PyYAML was built
+# with it (C, five to ten times faster), else PyYAML's own. Composing stays in Python
+# either way, so the bounds of _Bounds apply to both.
+if TYPE_CHECKING:
+    _Events = _PythonEvents
+else:
+    try:
+        from yaml._yaml import CParser as _Events
+    except ImportError:
+        _Events = _PythonEvents
+
+
+class _TypedLoader(_Bounds, yaml.composer.Composer, _Events, yaml.constructor.SafeConstructor,
+                   _TypedResolver):
+    def __init__(self, stream: str | bytes) -> None:
+        _Events.__init__(self, stream)
         yaml.composer.Composer.__init__(self)
         yaml.constructor.SafeConstructor.__init__(self)
         _TypedResolver.__init__(self)
@@ -115,8 +143,15 @@ class WrittenInt(int):
         return number
 
 
-class _TextLoader(_Bounds, yaml.BaseLoader):
+class _TextLoader(_Bounds, yaml.composer.Composer, _Events, yaml.constructor.BaseConstructor,
+                  yaml.resolver.BaseResolver):
     """Every scalar stays a string (``version: 3.20`` must not become 3.2)."""
+
+    def __init__(self, stream: str | bytes) -> None:
+        _Events.__init__(self, stream)
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.BaseConstructor.__init__(self)
+        yaml.resolver.BaseResolver.__init__(self)
 
 
 def _check_graph(root: Node, max_nodes: int, duplicates: bool) -> None:
@@ -179,6 +214,7 @@ def load_yaml(text: str | bytes, *, source: str, typed: bool = True,
     loader: _TypedLoader | _TextLoader | None = None
     try:
         loader = (_TypedLoader if typed else _TextLoader)(text)
+        loader.max_nodes = max_nodes
         root = loader.get_single_node()
         if root is None:
             return None
@@ -190,6 +226,9 @@ def load_yaml(text: str | bytes, *, source: str, typed: bool = True,
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["invalid YAML"])[0]
+        if mark and "maximum nesting depth" in problem:  # libyaml's own limit, past ours
+            raise error_cls(f"{source}:{mark.line + 1}: nested more than {MAX_DEPTH} levels "
+                            "deep") from None
         raise error_cls(f"{source}: invalid YAML{where}: {problem}") from None
     except RecursionError:
         raise error_cls(f"{source}: invalid YAML: nested too deeply") from None

@@ -22,11 +22,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from composer.errors import CacheError, VerificationError
+from composer.errors import CacheError, ComposerError, VerificationError
 from composer.hashing import hash_file
+from composer.jsonsafe import load_json_file
 from composer.leftovers import pid_tag, sweep_dead
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_RECORD_BYTES = 64 * 1024
+MAX_VALIDATOR = 1024
+_VALIDATOR = re.compile(r"[\x20-\x7e]*")
+"""An ETag or Last-Modified value sent back to the server: printable ASCII on one line."""
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:
@@ -51,6 +56,15 @@ def cache_writes(root: Path) -> Iterator[None]:
         where = exc.filename or root
         raise CacheError(f"cache folder {root}: cannot write {where}: "
                          f"{exc.strerror or exc}") from exc
+
+
+def usable_validator(value: str | None) -> str | None:
+    """``value`` when it can be sent back as an If-None-Match or If-Modified-Since header
+    (printable ASCII, at most 1 KiB), else None: a hostile server's ETag must not break the
+    next request."""
+    if value is None or len(value) > MAX_VALIDATOR or not _VALIDATOR.fullmatch(value):
+        return None
+    return value
 
 
 @dataclass(frozen=True)
@@ -188,18 +202,24 @@ class ContentCache:
         return record
 
     def lookup_url(self, url: str) -> UrlRecord | None:
-        """The last record for ``url``, or None when absent or unreadable."""
+        """The last record for ``url``, or None when absent, unreadable or malformed (the
+        cache is self-healing: such a record is as good as none)."""
+        path = self._url_record_path(url)
         try:
-            raw = json.loads(self._url_record_path(url).read_bytes())
+            raw = load_json_file(path, what=str(path), max_bytes=MAX_RECORD_BYTES, max_depth=2)
+            digest = raw.field("sha256")
+            if not _HEX64.fullmatch(digest.str(max_len=64)):
+                digest.fail("not 64 lowercase hex digits")
+            etag, modified = raw.optional("etag"), raw.optional("last_modified")
             record = UrlRecord(
-                url=str(raw["url"]),
-                sha256=str(raw["sha256"]),
-                size=int(raw["size"]),
-                fetched_at=float(raw["fetched_at"]),
-                etag=raw.get("etag"),
-                last_modified=raw.get("last_modified"),
+                url=raw.field("url").str(max_len=MAX_RECORD_BYTES),
+                sha256=digest.str(),
+                size=raw.field("size").int(),
+                fetched_at=raw.field("fetched_at").number(),
+                etag=usable_validator(etag.str() if etag is not None else None),
+                last_modified=usable_validator(modified.str() if modified is not None else None),
             )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (FileNotFoundError, ComposerError):
             return None
         return record if record.url == url else None
 

@@ -14,18 +14,20 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 if TYPE_CHECKING:
     import requests
 
-from composer.errors import FetchError, NotFoundError, OfflineError, VerificationError
+from composer.errors import ComposerError, FetchError, NotFoundError, OfflineError, VerificationError
 from composer.hashing import hash_file
 from composer.manifest import InputRole
-from composer.sources.cache import ContentCache, UrlRecord, cache_writes
+from composer.numbers import parse_decimal, shorten
+from composer.sources.cache import ContentCache, UrlRecord, cache_writes, usable_validator
 
 _CHUNK = 64 * 1024
 METADATA_MAX_SIZE = 64 * 1024 * 1024
@@ -62,12 +64,55 @@ class _Downloaded:
     last_modified: str | None = None
 
 
-class _Retryable(Exception):
-    """One attempt failed in a way another attempt may fix."""
+class Retryable(Exception):
+    """One attempt failed in a way another attempt may fix (a timeout, a reset, a 5xx)."""
 
     def __init__(self, cause: str) -> None:
         super().__init__(cause)
         self.cause = cause
+
+
+T = TypeVar("T")
+
+
+@contextmanager
+def transport_retries() -> Iterator[None]:
+    """The one rule for requests' transport failures: a timeout, a refused, reset or cut
+    connection (also mid-body) is :class:`Retryable`, named in a few words."""
+    import requests
+
+    try:
+        yield
+    except requests.Timeout as exc:
+        raise Retryable("timed out") from exc
+    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+        raise Retryable(connection_cause(exc)) from exc
+
+
+def with_retries(settings: FetchSettings, attempt: Callable[[], T], *, what: str, url: str,
+                 sleep: Callable[[float], None] = time.sleep,
+                 give_up: Callable[[str, str], ComposerError] | None = None) -> T:
+    """The one retry policy of every network client: run ``attempt`` until it returns; a
+    :class:`Retryable` failure is logged and tried again after ``backoff`` seconds, doubled
+    each time, ``retries`` times; then ``give_up(cause, "N attempts")`` (default: a
+    FetchError naming ``what``, ``url``, the cause and the count) is raised."""
+    attempts = settings.retries + 1
+    cause = ""
+    for number in range(1, attempts + 1):
+        try:
+            return attempt()
+        except Retryable as failure:
+            cause = failure.cause
+        if number < attempts:
+            wait = settings.backoff * (2 ** (number - 1))
+            if settings.log is not None:
+                settings.log(f"warning: {what}: {url}: {cause} (attempt {number} of "
+                             f"{attempts}); retrying in {wait:g} s")
+            sleep(wait)
+    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+    if give_up is not None:
+        raise give_up(cause, tries)
+    raise FetchError(f"{what}: {url}: {cause} after {tries}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -173,6 +218,22 @@ class Fetcher:
         self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified,
                        role=role)
         return path
+
+    def fetch_pinned(self, urls: list[str], *, sha256: str, size: int | None, what: str,
+                     check: Callable[[Path], None] | None = None, max_size: int | None = None,
+                     role: InputRole = InputRole.METADATA) -> Path:
+        """A file whose sha256 a lock pins, from the cache or the first of ``urls`` that
+        serves those bytes; the error of the first URL that answered is the one raised (a
+        404 only when every URL said so)."""
+        errors: list[FetchError | VerificationError] = []
+        for url in urls:
+            try:
+                return self.fetch_blob(url, sha256=sha256, size=size, what=what, check=check,
+                                       max_size=max_size, role=role)
+            except (FetchError, VerificationError) as exc:
+                errors.append(exc)
+        found = [e for e in errors if not isinstance(e, NotFoundError)]
+        raise (found or errors)[0]
 
     # -- metadata ------------------------------------------------------------
 
@@ -297,26 +358,18 @@ class Fetcher:
             return self._copy_file_url(url, dest, what=what, max_size=max_size)
         if scheme not in ("http", "https"):
             raise FetchError(f"{what}: {url}: unsupported URL scheme {scheme or '(none)'!r}")
-        attempts = self.settings.retries + 1
-        cause = ""
-        for attempt in range(1, attempts + 1):
-            try:
-                return self._attempt(
-                    url, dest, what=what, size=size, max_size=max_size, conditional=conditional
-                )
-            except _Retryable as failure:
-                cause = failure.cause
-            if attempt < attempts:
-                wait = self.settings.backoff * (2 ** (attempt - 1))
-                if self.settings.log is not None:
-                    self.settings.log(f"warning: {what}: {url}: {cause} (attempt {attempt} of "
-                                      f"{attempts}); retrying in {wait:g} s")
-                self.sleep(wait)
-        tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
-        if size is not None and cause.startswith("short read"):
-            have = dest.stat().st_size
-            raise FetchError(f"{what}: {url}: got {have} of {size} bytes after {tries}")
-        raise FetchError(f"{what}: {url}: {cause} after {tries}")
+
+        def give_up(cause: str, tries: str) -> ComposerError:
+            if size is not None and cause.startswith("short read"):
+                have = dest.stat().st_size
+                return FetchError(f"{what}: {url}: got {have} of {size} bytes after {tries}")
+            return FetchError(f"{what}: {url}: {cause} after {tries}")
+
+        return with_retries(
+            self.settings,
+            lambda: self._attempt(url, dest, what=what, size=size, max_size=max_size,
+                                  conditional=conditional),
+            what=what, url=url, sleep=self.sleep, give_up=give_up)
 
     def _attempt(
         self,
@@ -345,11 +398,8 @@ class Fetcher:
         if self.session is None:
             self.session = requests.Session()
         try:
-            response = self.session.get(url, headers=headers, stream=True, timeout=timeout)
-        except requests.Timeout as exc:
-            raise _Retryable("timed out") from exc
-        except requests.ConnectionError as exc:
-            raise _Retryable(_connection_cause(exc)) from exc
+            with transport_retries():
+                response = self.session.get(url, headers=headers, stream=True, timeout=timeout)
         except requests.RequestException as exc:
             raise FetchError(f"{what}: {url}: {_first_line(exc)}") from exc
         with response:
@@ -361,25 +411,27 @@ class Fetcher:
             if status == 416 and have:
                 # The partial file no longer fits the remote one: start over.
                 dest.write_bytes(b"")
-                raise _Retryable(f"HTTP {status} for a resumed download")
+                raise Retryable(f"HTTP {status} for a resumed download")
             if status >= 500 or status == 429:
-                raise _Retryable(f"HTTP {status}")
+                raise Retryable(f"HTTP {status}")
             if status not in (200, 206):
                 raise FetchError(f"{what}: {url}: HTTP {status} {response.reason}")
-            if status == 206 and not _range_starts_at(response, have):
+            content_range = _content_range(response.headers.get("Content-Range"))
+            if status == 206 and (content_range is None or content_range[0] != have):
                 dest.write_bytes(b"")
-                raise _Retryable("server answered the resume request with the wrong range")
+                raise Retryable("server answered the resume request with the wrong range")
             mode = "ab" if status == 206 else "wb"
-            total = _expected_total(response, have if status == 206 else 0)
+            total = _expected_total(response, content_range if status == 206 else None,
+                                    have if status == 206 else 0, what=what, url=url)
             self._stream_body(response, dest, mode, what=what, url=url,
                               total=size if size is not None else total, limit=max_size)
             got = dest.stat().st_size
             want = size if size is not None else total
             if want is not None and got < want:
-                raise _Retryable(f"short read: got {got} of {want} bytes")
+                raise Retryable(f"short read: got {got} of {want} bytes")
             return _Downloaded(
-                etag=response.headers.get("ETag"),
-                last_modified=response.headers.get("Last-Modified"),
+                etag=usable_validator(response.headers.get("ETag")),
+                last_modified=usable_validator(response.headers.get("Last-Modified")),
             )
 
     def _stream_body(
@@ -393,26 +445,22 @@ class Fetcher:
         total: int | None,
         limit: int | None,
     ) -> None:
-        import requests
 
         bar = self._progress_bar(what, total, dest.stat().st_size if mode == "ab" else 0)
         try:
             with cache_writes(self.cache.root), open(dest, mode) as out:
                 written = out.tell()
                 try:
-                    for chunk in response.iter_content(_CHUNK):
-                        written += len(chunk)
-                        if limit is not None and written > limit:
-                            raise FetchError(f"{what}: {url}: larger than the {limit}-byte limit")
-                        if total is not None and written > total:
-                            raise FetchError(f"{what}: {url}: more than the expected {total} bytes")
-                        out.write(chunk)
-                        if bar is not None:
-                            bar.update(len(chunk))
-                except requests.Timeout as exc:
-                    raise _Retryable("timed out") from exc
-                except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                    raise _Retryable(_connection_cause(exc)) from exc
+                    with transport_retries():
+                        for chunk in response.iter_content(_CHUNK):
+                            written += len(chunk)
+                            if limit is not None and written > limit:
+                                raise FetchError(f"{what}: {url}: larger than the {limit}-byte limit")
+                            if total is not None and written > total:
+                                raise FetchError(f"{what}: {url}: more than the expected {total} bytes")
+                            out.write(chunk)
+                            if bar is not None:
+                                bar.update(len(chunk))
                 finally:
                     out.flush()
                     os.fsync(out.fileno())
@@ -472,7 +520,8 @@ class Fetcher:
         return _Downloaded()
 
 
-def _connection_cause(exc: BaseException) -> str:
+def connection_cause(exc: BaseException) -> str:
+    """A requests connection error in a few words (the retry log and the final error say it)."""
     text = str(exc).lower()
     if "timed out" in text or "timeout" in text:
         return "timed out"
@@ -485,24 +534,35 @@ def _connection_cause(exc: BaseException) -> str:
     return "connection failed"
 
 
-def _range_starts_at(response: requests.Response, offset: int) -> bool:
-    content_range = response.headers.get("Content-Range", "")
-    try:
-        unit, spec = content_range.split(" ", 1)
-        start = int(spec.split("-", 1)[0])
-    except ValueError:
-        return False
-    return unit == "bytes" and start == offset
+def _content_range(value: str | None) -> tuple[int, int | None] | None:
+    """(first byte, full size or None for ``*``) of ``Content-Range: bytes a-b/size``;
+    None when absent or malformed."""
+    if value is None:
+        return None
+    unit, _, spec = value.strip().partition(" ")
+    span, _, size_text = spec.partition("/")
+    first_text, _, last_text = span.partition("-")
+    first, last = parse_decimal(first_text), parse_decimal(last_text)
+    size = None if size_text == "*" else parse_decimal(size_text)
+    if unit != "bytes" or first is None or last is None or last < first:
+        return None
+    if size_text != "*" and (size is None or size <= last):
+        return None
+    return first, size
 
 
-def _expected_total(response: requests.Response, offset: int) -> int | None:
-    """The full file size implied by the response headers, if any."""
-    content_range = response.headers.get("Content-Range")
-    if content_range and "/" in content_range:
-        total = content_range.rsplit("/", 1)[1]
-        if total.isdigit():
-            return int(total)
-    length = response.headers.get("Content-Length")
-    if length and length.isdigit():
-        return offset + int(length)
-    return None
+def _expected_total(response: requests.Response, content_range: tuple[int, int | None] | None,
+                    offset: int, *, what: str, url: str) -> int | None:
+    """The full file size the headers announce, if any. A Content-Length that is not a
+    plain number cannot frame the body (RFC 9110, 8.6): the download fails."""
+    if content_range is not None and content_range[1] is not None:
+        return content_range[1]
+    value = response.headers.get("Content-Length")
+    if value is None:
+        return None
+    lengths = {parse_decimal(part.strip()) for part in value.split(",", 16)}
+    if None in lengths or len(lengths) != 1:
+        raise FetchError(f"{what}: {url}: malformed Content-Length header {shorten(value)}")
+    length = lengths.pop()
+    assert length is not None
+    return offset + length

@@ -9,14 +9,17 @@ the cache.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from composer.errors import NotFoundError, VerificationError
+from composer.lockfile import LockedMinirootfs
 from composer.manifest import InputRole
 from composer.sources.fetch import Fetcher
 from composer.sources.releases import (
+    MAX_RELEASES_BYTES,
     ReleaseImage,
     parse_checksum_file,
     parse_latest_releases,
@@ -24,7 +27,7 @@ from composer.sources.releases import (
     select_release,
 )
 from composer.sources.trust import ReleaseKey, load_release_key, verify_detached
-from composer.urls import is_url, mirror_url
+from composer.urls import is_url, mirror_file, mirror_url
 
 MINIROOTFS_FLAVOR = "alpine-minirootfs"
 
@@ -40,6 +43,8 @@ class VerifiedMinirootfs:
     sha256: str
     signed_by: str | None
     release_url: str | None
+    sha512: str | None = None
+    signature_url: str | None = None
 
 
 def release_dir_url(mirror: str, branch: str, arch: str) -> str:
@@ -69,11 +74,11 @@ def fetch_minirootfs(
     if image is None:
         assert release is not None
         file = release_file_name(flavor=MINIROOTFS_FLAVOR, version=release, arch=arch)
-        version, size, yaml_sha256, release_url = release, None, None, None
+        version, size, yaml_sha256, release_url, sha512 = release, None, None, None, None
         log(f"{branch}/{arch}: {release} is not in latest-releases.yaml; using {file} directly")
     else:
         file, version, size, yaml_sha256 = image.file, image.version, image.size, image.sha256
-        release_url = yaml_url
+        release_url, sha512 = yaml_url, image.sha512
     tarball_url = base + file
     what = f"minirootfs {file}"
 
@@ -95,6 +100,8 @@ def fetch_minirootfs(
         tarball_url, sha256=sha256, size=size, what=what, check=check_signature, role=InputRole.MINIROOTFS
     )
     signed_by = signers[-1] if signers else None
+    if sha512 is not None:
+        _check_sha512(path, sha512, what=f"{what}: {tarball_url}", source=yaml_url)
     return VerifiedMinirootfs(
         path=path,
         url=tarball_url,
@@ -103,7 +110,72 @@ def fetch_minirootfs(
         sha256=sha256,
         signed_by=signed_by,
         release_url=release_url,
+        sha512=sha512,
+        signature_url=tarball_url + ".asc" if signature is not None else None,
     )
+
+
+def _check_sha512(path: Path, sha512: str, *, what: str, source: str) -> None:
+    digest = hashlib.sha512()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != sha512:
+        raise VerificationError(f"{what}: sha512 {digest.hexdigest()} does not match the "
+                                f"{sha512} that {source} publishes")
+
+
+def fetch_locked_minirootfs(
+    fetcher: Fetcher,
+    *,
+    mirror: str,
+    locked: LockedMinirootfs,
+    key: ReleaseKey | Callable[[], ReleaseKey],
+    allow_unsigned: bool,
+    log: Callable[[str], None],
+) -> VerifiedMinirootfs:
+    """The minirootfs a lock names, by its path under ``mirror``: the sha256 and size it
+    pins and, when it was signed, its detached signature (pinned too) checked again."""
+    url = mirror_file(mirror, locked.path)
+    name = locked.path.rsplit("/", 1)[-1]
+    what = f"minirootfs {name}"
+    signature: bytes | None = None
+    if locked.signature is not None:
+        sig_url = mirror_file(mirror, locked.signature.path)
+        signature = _locked_file(fetcher, sig_url, locked.signature.sha256, what=f"{what} signature",
+                                 role=InputRole.SIGNATURE).read_bytes()
+    elif not allow_unsigned:
+        raise VerificationError(f"{what}: the lock records no signature, but the profile does not "
+                                "set trust.allow_unsigned")
+    else:
+        log(f"WARNING: {what} is accepted WITHOUT a signature (trust.allow_unsigned is set); "
+            "only the sha256 the lock pins was checked")
+    signers: list[str] = []
+
+    def check_signature(candidate: Path) -> None:
+        if signature is not None:
+            release_key = key() if callable(key) else key
+            signers.append(verify_detached(candidate, signature, release_key, what=what))
+
+    path = _locked_file(fetcher, url, locked.sha256, size=locked.size, what=what,
+                        check=check_signature, role=InputRole.MINIROOTFS)
+    return VerifiedMinirootfs(
+        path=path, url=url, version=locked.release, size=path.stat().st_size,
+        sha256=locked.sha256, signed_by=signers[-1] if signers else None, release_url=None,
+        sha512=locked.sha512, signature_url=mirror_file(mirror, locked.signature.path)
+        if locked.signature is not None else None)
+
+
+def _locked_file(fetcher: Fetcher, url: str, sha256: str, *, what: str, role: InputRole,
+                 size: int | None = None, check: Callable[[Path], None] | None = None) -> Path:
+    try:
+        return fetcher.fetch_blob(url, sha256=sha256, size=size, what=what, check=check, role=role)
+    except NotFoundError as exc:
+        raise NotFoundError(f"{what} is locked, but {url} is gone from the mirror; build from a "
+                            "vendored mirror (`alpine-composer vendor PROFILE DIR` copies the "
+                            "locked inputs from the cache or a mirror that has them, then "
+                            "`--mirror DIR`)") from exc
+
 
 
 def _find_image(
@@ -113,7 +185,8 @@ def _find_image(
     what = f"latest-releases.yaml for {branch}/{arch}"
     try:
         data = fetcher.fetch_metadata(
-            yaml_url, what=what, check=lambda raw: parse_latest_releases(raw, source=yaml_url))
+            yaml_url, what=what, max_size=MAX_RELEASES_BYTES,
+            check=lambda raw: parse_latest_releases(raw, source=yaml_url))
     except NotFoundError:
         if release is None:
             raise

@@ -19,6 +19,9 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _HEX128 = re.compile(r"[0-9a-fA-F]{128}")
 _VERSION = re.compile(r"[0-9A-Za-z._+~-]{1,64}")
 """Release versions are short: ``3.20.3``, ``20240923`` (edge), ``3.21.0_rc1``."""
+MAX_RELEASES_BYTES = 1 << 20
+"""A real latest-releases.yaml is a few KB (one entry of about 700 bytes per image)."""
+MAX_RELEASES_VALUES = 10_000
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,11 @@ class ReleaseImage:
 
 def parse_latest_releases(data: bytes, *, source: str) -> list[ReleaseImage]:
     """Every usable image entry; entries without flavor/file/version (e.g. Netboot) are skipped."""
+    if len(data) > MAX_RELEASES_BYTES:
+        raise ArchiveError(f"latest-releases.yaml at {source}: {len(data)} bytes, more than the "
+                           f"{MAX_RELEASES_BYTES} allowed")
     document = load_yaml(data, source=f"latest-releases.yaml at {source}", typed=False,
-                         error_cls=ArchiveError)
+                         error_cls=ArchiveError, max_nodes=MAX_RELEASES_VALUES)
     if document is None:
         return []
     if not isinstance(document, list):

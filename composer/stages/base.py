@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 
 from composer.archive import load_tar
 from composer.context import BuildContext
+from composer.manifest import InputRole
 from composer.profile.model import Base
 from composer.tree import EntryType, FileTree
+from composer.urls import is_url, mirror_file
 
 if TYPE_CHECKING:
     # The APK engine loads only for builds with packages: a minirootfs build never needs it.
@@ -48,8 +50,31 @@ def fetch_release_key(ctx: BuildContext, fetcher: Fetcher) -> ReleaseKey | None:
     from composer.sources.minirootfs import fetch_release_key as fetch_key
 
     trust = ctx.profile.trust
+    locked = ctx.lock.release_key if ctx.lock is not None else None
+    if locked is not None:
+        from composer.sources.trust import load_release_key
+
+        data = fetch_locked_key(ctx, fetcher, locked.name, locked.sha256, trust.key,
+                                what="release signing key", role=InputRole.RELEASE_KEY)
+        return load_release_key(data, fingerprint=trust.fingerprint, source=trust.key)
     return fetch_key(fetcher, key_ref=trust.key, base_dir=ctx.loaded.base_dir,
                      fingerprint=trust.fingerprint)
+
+
+VENDORED_KEYS = "keys"
+"""Where a vendored mirror keeps the keys a profile names by URL (``<mirror>/keys/<name>``)."""
+
+
+def fetch_locked_key(ctx: BuildContext, fetcher: Fetcher, name: str, sha256: str, ref: str, *,
+                     what: str, role: InputRole = InputRole.METADATA) -> bytes:
+    """A key file with the bytes the lock pins: from the cache, else (for a key named by URL)
+    the mirror's vendored copy, else where the profile names it."""
+    if is_url(ref):
+        urls = [mirror_file(ctx.profile.mirror, f"{VENDORED_KEYS}/{name}"), ref]
+    else:
+        urls = [ctx.loaded.resolve(ref).as_uri()]
+    return fetcher.fetch_pinned(urls, sha256=sha256, size=None, what=what, max_size=1 << 20,
+                                role=role).read_bytes()
 
 
 class ReleaseKeySource:
@@ -78,6 +103,13 @@ def fetch_base(ctx: BuildContext, fetcher: Fetcher, key: ReleaseKey | ReleaseKey
     from composer.sources.minirootfs import fetch_minirootfs
 
     ctx.log(f"==> {profile.name} ({arch}): fetching the minirootfs")
+    locked = ctx.lock.arch(arch) if ctx.lock is not None else None
+    if locked is not None and locked.minirootfs is not None:
+        from composer.sources.minirootfs import fetch_locked_minirootfs
+
+        return fetch_locked_minirootfs(fetcher, mirror=profile.mirror, locked=locked.minirootfs,
+                                       key=key, allow_unsigned=profile.trust.allow_unsigned,
+                                       log=ctx.log)
     return fetch_minirootfs(fetcher, mirror=profile.mirror, branch=profile.branch, arch=arch,
                             release=ctx.pinned_release.get(arch) or profile.release, key=key,
                             allow_unsigned=profile.trust.allow_unsigned, log=ctx.log)

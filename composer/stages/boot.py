@@ -2,15 +2,21 @@
 
 What boots is the composed tree itself: the whole rootfs becomes the initramfs (cpio
 newc, gzip with the fixed settings), and the kernel runs the image's own
-``/sbin/init`` (busybox init reading ``/etc/inittab``) as PID 1, as Alpine does.
+``/sbin/init`` (busybox init reading ``/etc/inittab``) as PID 1, as Alpine does. The
+kernel file itself stays out of the initramfs (it is on the boot medium; the booted
+system never reads it), and out of the installed database copied into it.
 
 BIOS: ISOLINUX from the image's ``syslinux`` package, reading ``/boot/syslinux/syslinux.cfg``
-on the ISO. UEFI: a unified kernel image (kernel, initramfs and command line in one
-PE file on ``gummiboot``'s EFI stub) as ``EFI/BOOT/BOOT<ARCH>.EFI`` in a FAT image.
-The UKI needs no loader configuration and no ISO 9660 driver, and the same stub
-exists for x86_64 and aarch64 (Alpine has no syslinux for aarch64).
-:data:`EfiLoader.SYSLINUX` (syslinux.efi + ldlinux.e64 with the kernel and
-initramfs beside them in the FAT image) is the other route, for x86_64 only.
+on the ISO, and the package's ``isohdpfx.bin`` as MBR code for booting as a disk. UEFI: a
+unified kernel image (kernel, initramfs and command line in one PE file on
+``gummiboot``'s EFI stub) as ``EFI/BOOT/BOOT<ARCH>.EFI`` in a FAT image. The UKI needs no
+loader configuration and no ISO 9660 driver, and the same stub exists for x86_64 and
+aarch64 (Alpine has no syslinux for aarch64). With UEFI, ``/boot/vmlinuz-<flavor>`` and
+``/boot/initramfs-<flavor>`` on the ISO are the UKI's own ``.linux`` and ``.initrd``
+bytes inside the FAT image (:class:`IsoAlias`), so each is stored once.
+
+``efi_loader: syslinux`` is refused: syslinux.efi faults under UEFI firmware when the ISO
+is started from a CD drive, so such an ISO would not boot everywhere it claims to.
 """
 
 from __future__ import annotations
@@ -18,21 +24,22 @@ from __future__ import annotations
 import hashlib
 import io
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 
+from composer.apk import db
 from composer.errors import InstallError, OutputError, ProfileError
 from composer.profile.model import EfiLoader, Firmware
 from composer.tree import Entry, EntryType, FileTree, resolve_symlink_target, sort_key
 from composer.writers.compress import ParallelGzipWriter
 from composer.writers.cpio import write_cpio
-from composer.writers.fat import FatFile, fat_image
-from composer.writers.iso import IsoFile, IsoSpec, check_volume_id
-from composer.writers.uki import build_uki, stub_arch
+from composer.writers.fat import FatFile, build_fat
+from composer.writers.iso import MBR_CODE, SECTOR, IsoAlias, IsoFile, IsoSpec, check_volume_id
+from composer.writers.uki import build_uki, pe_sections, stub_arch
 
 SYSLINUX = "usr/share/syslinux"
 BIOS_FILES = ("isolinux.bin", "ldlinux.c32")
-SYSLINUX_EFI_FILES = ("efi64/syslinux.efi", "efi64/ldlinux.e64")
+ISOHYBRID_MBR = f"{SYSLINUX}/isohdpfx.bin"
 EFI_STUBS = {"x86_64": "usr/lib/gummiboot/linuxx64.efi.stub",
              "aarch64": "usr/lib/gummiboot/linuxaa64.efi.stub"}
 EFI_BOOT_FILES = {"x86_64": "BOOTX64.EFI", "aarch64": "BOOTAA64.EFI"}
@@ -75,10 +82,13 @@ def check_settings(settings: BootSettings, *, where: str) -> None:
         raise ProfileError(f"{where}: boot: bios is not possible on {settings.arch} "
                            "(BIOS boot exists on x86 only); use boot: [uefi]")
     if Firmware.UEFI in settings.firmware:
-        supported = EFI_STUBS if settings.efi_loader == EfiLoader.UKI else {"x86_64": ""}
-        if settings.arch not in supported:
+        if settings.efi_loader == EfiLoader.SYSLINUX:
+            raise ProfileError(f"{where}: efi_loader: syslinux is refused: syslinux.efi faults "
+                               "under UEFI firmware when the ISO starts from a CD drive; use "
+                               "efi_loader: uki (the default)")
+        if settings.arch not in EFI_STUBS:
             raise ProfileError(f"{where}: boot: uefi has no {settings.efi_loader} loader for "
-                               f"{settings.arch} (available for {', '.join(sorted(supported))})")
+                               f"{settings.arch} (available for {', '.join(sorted(EFI_STUBS))})")
     if settings.timeout < 0:
         raise ProfileError(f"{where}: timeout must be 0 or more seconds")
     if not settings.kernel or "/" in settings.kernel:
@@ -94,11 +104,9 @@ def _needed_files(settings: BootSettings) -> list[tuple[str, str]]:
     needed = [(kernel_path(settings), f"linux-{settings.kernel}")]
     if Firmware.BIOS in settings.firmware:
         needed += [(f"{SYSLINUX}/{name}", "syslinux") for name in BIOS_FILES]
+        needed.append((ISOHYBRID_MBR, "syslinux"))
     if Firmware.UEFI in settings.firmware:
-        if settings.efi_loader == EfiLoader.UKI:
-            needed.append((EFI_STUBS[settings.arch], "gummiboot"))
-        else:
-            needed += [(f"{SYSLINUX}/{name}", "syslinux") for name in SYSLINUX_EFI_FILES]
+        needed.append((EFI_STUBS[settings.arch], "gummiboot"))
     return needed
 
 
@@ -126,7 +134,12 @@ def check_tree(tree: FileTree, settings: BootSettings) -> None:
         parts = [f"{', '.join(paths)} (add package {package})"
                  for package, paths in sorted(missing.items())]
         raise InstallError(f"ISO boot files missing from the image: {'; '.join(parts)}")
-    if Firmware.UEFI in settings.firmware and settings.efi_loader == EfiLoader.UKI:
+    if Firmware.BIOS in settings.firmware:
+        size = len(_read(tree, ISOHYBRID_MBR))
+        if size < MBR_CODE:
+            raise InstallError(f"/{ISOHYBRID_MBR} is {size} bytes, not the {MBR_CODE}-byte "
+                               "isohybrid MBR code (package syslinux)")
+    if Firmware.UEFI in settings.firmware:
         stub_path = EFI_STUBS[settings.arch]
         stub = _read(tree, stub_path)
         try:
@@ -143,9 +156,11 @@ def _read(tree: FileTree, path: str) -> bytes:
     return entry.blob.read()
 
 
-def initramfs_entries(tree: FileTree) -> list[Entry]:
+def initramfs_entries(tree: FileTree, *, leave_out: Collection[str] = ()) -> list[Entry]:
     """The tree's entries plus what the kernel needs to start its init from a cpio:
-    ``dev/console`` (stdio of PID 1) and ``/init`` pointing at ``/sbin/init``."""
+    ``dev/console`` (stdio of PID 1) and ``/init`` pointing at ``/sbin/init``. The files in
+    ``leave_out`` are left out, and out of the installed database's file lists, so that
+    ``apk`` inside the booted system sees no file missing."""
     extra: list[Entry] = []
     if "dev" not in tree:
         extra.append(Entry(path="dev", type=EntryType.DIR, mode=0o755))
@@ -154,15 +169,30 @@ def initramfs_entries(tree: FileTree) -> list[Entry]:
                            devmajor=CONSOLE[0], devminor=CONSOLE[1]))
     if "init" not in tree:
         extra.append(Entry(path="init", type=EntryType.SYMLINK, mode=0o777, target="/sbin/init"))
-    return sorted([*tree.walk(), *extra], key=lambda e: sort_key(e.path))
+    entries = [e for e in tree.walk() if e.path not in leave_out]
+    database = tree.get(db.INSTALLED_PATH)
+    if leave_out and database is not None and database.blob is not None:
+        packages = db.parse_installed(database.blob.read(), source="/" + db.INSTALLED_PATH)
+        listed = sum(len(d.files) for p in packages for d in p.dirs)
+        for package in packages:
+            for directory in package.dirs:
+                prefix = directory.path + "/" if directory.path else ""
+                directory.files = [f for f in directory.files
+                                   if prefix + f.name not in leave_out]
+        if sum(len(d.files) for p in packages for d in p.dirs) != listed:
+            blob = tree.store.from_bytes(db.format_installed(packages))
+            entries = [replace(e, blob=blob) if e.path == db.INSTALLED_PATH else e
+                       for e in entries]
+    return sorted([*entries, *extra], key=lambda e: sort_key(e.path))
 
 
-def make_initramfs(tree: FileTree, *, epoch: int, workers: int | None = None) -> bytes:
-    """The whole tree as a gzip-compressed newc cpio with fixed settings."""
+def make_initramfs(tree: FileTree, *, epoch: int, workers: int | None = None,
+                   leave_out: Collection[str] = ()) -> bytes:
+    """The whole tree (but ``leave_out``) as a gzip-compressed newc cpio with fixed settings."""
     buffer = io.BytesIO()
     gz = ParallelGzipWriter(buffer, workers=workers)
     with gz:
-        write_cpio(initramfs_entries(tree), gz, mtime=epoch)
+        write_cpio(initramfs_entries(tree, leave_out=leave_out), gz, mtime=epoch)
     return buffer.getvalue()
 
 
@@ -182,26 +212,24 @@ def _os_release(tree: FileTree) -> bytes:
     return entry.blob.read() if entry is not None and entry.blob is not None else b""
 
 
-def _efi_files(tree: FileTree, settings: BootSettings, kernel: bytes,
-               initramfs: bytes) -> list[FatFile]:
-    boot_file = "EFI/BOOT/" + EFI_BOOT_FILES[settings.arch]
-    if settings.efi_loader == EfiLoader.UKI:
-        stub_path = EFI_STUBS[settings.arch]
-        sections = [(".osrel", _os_release(tree)), (".cmdline", settings.cmdline.encode()),
-                    (".linux", kernel), (".initrd", initramfs)]
-        uki = build_uki(_read(tree, stub_path), [s for s in sections if s[1]],
-                        source="/" + stub_path)
-        return [FatFile(boot_file, uki)]
-    loader, core = (_read(tree, f"{SYSLINUX}/{name}") for name in SYSLINUX_EFI_FILES)
-    config = syslinux_config(settings, kernel="/VMLINUZ", initrd="/INITRD")
-    return [FatFile(boot_file, loader), FatFile("EFI/BOOT/LDLINUX.E64", core),
-            FatFile("EFI/BOOT/SYSLINUX.CFG", config), FatFile("VMLINUZ", kernel),
-            FatFile("INITRD", initramfs)]
-
-
 def _release_line(settings: BootSettings, epoch: int) -> bytes:
     stamp = time.strftime("%y%m%d", time.gmtime(epoch))
     return f"alpine-{settings.variant}-{settings.release} {stamp}\n".encode()
+
+
+def _kernel_files(tree: FileTree, settings: BootSettings) -> set[str]:
+    """The kernel's path and, when it is a symlink, the file it resolves to."""
+    entry = _resolve(tree, kernel_path(settings))
+    return {kernel_path(settings)} | ({entry.path} if entry is not None else set())
+
+
+def _uki(tree: FileTree, settings: BootSettings, kernel: bytes, initramfs: bytes) -> bytes:
+    stub_path = EFI_STUBS[settings.arch]
+    sections = [(".osrel", _os_release(tree)), (".cmdline", settings.cmdline.encode()),
+                (".initrd", initramfs), (".linux", kernel)]
+    # Sections start at ISO block boundaries so that ISO 9660 can name them as files.
+    return build_uki(_read(tree, stub_path), [s for s in sections if s[1]], align=SECTOR,
+                     source="/" + stub_path)
 
 
 def boot_media(tree: FileTree, settings: BootSettings, *, epoch: int,
@@ -209,26 +237,39 @@ def boot_media(tree: FileTree, settings: BootSettings, *, epoch: int,
     """Everything the ISO holds, for :func:`composer.writers.iso.write_iso`."""
     check_tree(tree, settings)
     kernel = _read(tree, kernel_path(settings))
-    initramfs = make_initramfs(tree, epoch=epoch, workers=workers)
+    initramfs = make_initramfs(tree, epoch=epoch, workers=workers,
+                               leave_out=_kernel_files(tree, settings))
     boot_kernel = f"{ISO_BOOT}/vmlinuz-{settings.kernel}"
     boot_initrd = f"{ISO_BOOT}/initramfs-{settings.kernel}"
-    files = [IsoFile(boot_kernel, kernel), IsoFile(boot_initrd, initramfs)]
+    files: list[IsoFile] = []
+    aliases: tuple[IsoAlias, ...] = ()
     if settings.release:
         files.append(IsoFile(".alpine-release", _release_line(settings, epoch)))
     bios_boot = efi_image = None
+    mbr_code = b""
     if Firmware.BIOS in settings.firmware:
         for name in BIOS_FILES:
             files.append(IsoFile(f"{ISO_SYSLINUX}/{name}", _read(tree, f"{SYSLINUX}/{name}")))
         config = syslinux_config(settings, kernel="/" + boot_kernel, initrd="/" + boot_initrd)
         files.append(IsoFile(f"{ISO_SYSLINUX}/syslinux.cfg", config))
         bios_boot = f"{ISO_SYSLINUX}/isolinux.bin"
+        mbr_code = _read(tree, ISOHYBRID_MBR)[:MBR_CODE]
     if Firmware.UEFI in settings.firmware:
-        fat_files = _efi_files(tree, settings, kernel, initramfs)
+        boot_file = "EFI/BOOT/" + EFI_BOOT_FILES[settings.arch]
+        uki = _uki(tree, settings, kernel, initramfs)
+        fat_files = [FatFile(boot_file, uki)]
         serial = int.from_bytes(_digest(fat_files, epoch)[:4], "little")
-        files.append(IsoFile(EFI_IMAGE, fat_image(fat_files, serial=serial, mtime=epoch)))
+        image = build_fat(fat_files, serial=serial, mtime=epoch, align=SECTOR)
+        files.append(IsoFile(EFI_IMAGE, image.data))
         efi_image = EFI_IMAGE
+        where = {s.name: image.offsets[boot_file] + s.raw_offset for s in pe_sections(uki)}
+        aliases = (IsoAlias(boot_kernel, EFI_IMAGE, where[".linux"], len(kernel)),
+                   IsoAlias(boot_initrd, EFI_IMAGE, where[".initrd"], len(initramfs)))
+    else:
+        files += [IsoFile(boot_kernel, kernel), IsoFile(boot_initrd, initramfs)]
     return IsoSpec(volume_id=settings.label, files=tuple(files), epoch=epoch,
-                   bios_boot=bios_boot, efi_image=efi_image, boot_catalog=BOOT_CATALOG)
+                   bios_boot=bios_boot, mbr_code=mbr_code, efi_image=efi_image,
+                   boot_catalog=BOOT_CATALOG, aliases=aliases)
 
 
 def _digest(files: Sequence[FatFile], epoch: int) -> bytes:

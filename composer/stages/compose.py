@@ -13,6 +13,7 @@ from composer.stages.base import newest_mtime, release_from_tree
 from composer.stages.epoch import choose_epoch
 from composer.stages.plan import ArchPlan
 from composer.tree import EntryType, FileTree
+from composer.writers.layers import StageSnapshot
 
 if TYPE_CHECKING:
     from composer.sources.fetch import Fetcher
@@ -34,6 +35,8 @@ class ComposedArch:
     system_changes: tuple[str, ...] = ()
     scripts_not_run: tuple[dict[str, Any], ...] = ()
     overlay_inputs: tuple[OverlayInput, ...] = ()
+    stages: tuple[StageSnapshot, ...] = ()
+    """The tree as the base and the package stages left it (``layering: stages``)."""
 
 
 def compose_arch(ctx: BuildContext, fetcher: Fetcher, plan: ArchPlan, tree: FileTree) -> ComposedArch:
@@ -42,6 +45,8 @@ def compose_arch(ctx: BuildContext, fetcher: Fetcher, plan: ArchPlan, tree: File
     release = plan.release
     packages: tuple[str, ...] = ()
     scripts: tuple[dict[str, Any], ...] = ()
+    base_name = plan.minirootfs.url.rsplit("/", 1)[-1] if plan.minirootfs else "empty root"
+    stages = [StageSnapshot("base", dict(tree.entries), f"base: {base_name}")]
     if plan.packages is not None:
         from composer.stages.packages import install_planned
 
@@ -51,6 +56,8 @@ def compose_arch(ctx: BuildContext, fetcher: Fetcher, plan: ArchPlan, tree: File
         packages, scripts = installed.packages, installed.scripts_not_run
         if profile.base == Base.PACKAGES:
             release = release_from_tree(tree) or profile.release or profile.branch
+    stages.append(StageSnapshot("packages", dict(tree.entries),
+                                f"packages: {' '.join(profile.packages)} and their dependencies"))
     changes: list[str] = []
     where = str(ctx.loaded.path)
     if profile.accounts.groups or profile.accounts.users:
@@ -69,7 +76,7 @@ def compose_arch(ctx: BuildContext, fetcher: Fetcher, plan: ArchPlan, tree: File
     check_composed(ctx, tree)
     return ComposedArch(arch=plan.arch, release=release, tree=tree, minirootfs=plan.minirootfs,
                         packages=packages, system_changes=tuple(changes), scripts_not_run=scripts,
-                        overlay_inputs=tuple(read))
+                        overlay_inputs=tuple(read), stages=tuple(stages))
 
 
 def check_composed(ctx: BuildContext, tree: FileTree) -> None:

@@ -17,6 +17,7 @@ from composer.hashing import hash_file
 from composer.manifest import OutputRecord
 from composer.profile.model import DockerArchiveOutput, OciOutput
 from composer.stages.kind import OutputJob, artifact_name, base_url
+from composer.writers.layers import split_layers
 from composer.writers.oci import OciImageSpec, OciResult, image_annotations, write_oci_layout
 from composer.writers.oci_archive import write_docker_archive, write_oci_archive
 from composer.writers.stream import HashingWriter
@@ -28,10 +29,13 @@ OCI_DIR = "oci"
 
 
 def image_specs(ctx: BuildContext, builds: Sequence[ComposedArch], epoch: int,
-                compression: str) -> list[OciImageSpec]:
+                compression: str, layering: str = "single") -> list[OciImageSpec]:
     config = ctx.profile.config
     specs = []
     for build in builds:
+        layers = split_layers(build.stages, build.tree.entries,
+                              f"accounts, services and overlay of profile {ctx.profile.name}") \
+            if layering == "stages" else []
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
         env.update(config.env)
         specs.append(OciImageSpec(
@@ -40,7 +44,7 @@ def image_specs(ctx: BuildContext, builds: Sequence[ComposedArch], epoch: int,
             working_dir=config.working_dir, user=config.user,
             exposed_ports=tuple(config.exposed_ports), volumes=tuple(config.volumes),
             stop_signal=config.stop_signal, tool_version=ctx.tool_version,
-            history_comment=f"alpine-composer profile {ctx.profile.name}"))
+            history_comment=f"alpine-composer profile {ctx.profile.name}", layers=layers))
     return specs
 
 
@@ -104,7 +108,7 @@ class OciLayoutKind:
 
     def write(self, job: OutputJob, output: OciOutput) -> list[OutputRecord]:
         ctx = job.ctx
-        specs = image_specs(ctx, job.arches, job.epoch, output.compression.value)
+        specs = image_specs(ctx, job.arches, job.epoch, output.compression.value, output.layering)
         annotations = annotations_for(ctx, job.arches, job.epoch)
         ctx.log(f"==> writing OCI layout {OCI_DIR}/ (tag {output.tag})")
         layout = job.stage / OCI_DIR
@@ -123,7 +127,7 @@ class OciArchiveKind:
 
     def write(self, job: OutputJob, output: OciOutput) -> list[OutputRecord]:
         ctx = job.ctx
-        specs = image_specs(ctx, job.arches, job.epoch, output.compression.value)
+        specs = image_specs(ctx, job.arches, job.epoch, output.compression.value, output.layering)
         annotations = annotations_for(ctx, job.arches, job.epoch)
         name = artifact_name(ctx, job.arches[0].release, None, ".oci.tar")
         ctx.log(f"==> writing {name}")

@@ -57,7 +57,7 @@ class IsoKind:
             spec = boot_media(arch.tree, settings, epoch=job.epoch)
             name = artifact_name(ctx, arch.release, arch.arch, SUFFIX)
             ctx.log(f"==> writing {name}")
-            with open(job.stage / name, "wb") as fh:
+            with open(job.stage / name, "w+b") as fh:
                 write_iso(spec, fh)
             digest, size = hash_file(job.stage / name)
             records.append(OutputRecord(path=name, sha256=digest, size=size, format="iso",

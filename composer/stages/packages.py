@@ -16,7 +16,7 @@ from composer.apk.index import PackageInfo
 from composer.apk.install import PackageToInstall, install_packages
 from composer.apk.keys import TrustedKeys
 from composer.apk.package import VerifiedPackage, verify_apk
-from composer.errors import OfflineError, VerificationError
+from composer.errors import NotFoundError, OfflineError, VerificationError
 from composer.manifest import InputRole
 from composer.tree import FileTree
 from composer.urls import repository_file_url
@@ -37,14 +37,15 @@ class Installed:
 
 
 def fetch_package(fetcher: Fetcher, info: PackageInfo, arch: str, keys: TrustedKeys, *,
-                  reuse_cache: bool = True) -> VerifiedPackage:
+                  reuse_cache: bool = True, sha256: str | None = None) -> VerifiedPackage:
     """Download (or reuse from the cache) one .apk, verified before it is stored.
 
     A download is verified in full before it enters the cache. A cached copy's data
     member is not hashed here (``data_checked`` is False): the installer hashes those
     bytes while it loads them and compares them to the signed ``datahash`` before any
     file is used, so each byte is read and hashed once. ``reuse_cache=False`` fetches
-    again, for when a cached copy turned out to be damaged.
+    again, for when a cached copy turned out to be damaged. ``sha256`` (from a lock) pins
+    the file's bytes: a cached copy is found by it, a download must have it.
     """
     url = repository_file_url(info.repository, arch, info.filename)
     source = f"{info.repository}"
@@ -60,6 +61,12 @@ def fetch_package(fetcher: Fetcher, info: PackageInfo, arch: str, keys: TrustedK
                                      package=info.label, hash_data=path != cached)
 
     what = f"package {info.label}"
+    if sha256 is not None:
+        # The cached copy is hashed in full against the pin (a damaged one is dropped and
+        # fetched again), so the signature check need not hash its data once more.
+        cached = fetcher.cache.path_for(sha256) if reuse_cache else None
+        pinned = _fetch_pinned(fetcher, info, url, sha256, what, check)
+        return replace(verified["pkg"], _opener=lambda: open(pinned, "rb"))
     record = fetcher.cache.lookup_url(url) if reuse_cache else None
     final: Path | None = None
     if record is not None:
@@ -79,11 +86,25 @@ def fetch_package(fetcher: Fetcher, info: PackageInfo, arch: str, keys: TrustedK
     return replace(verified["pkg"], _opener=lambda: open(final, "rb"))
 
 
-def download_packages(fetcher: Fetcher, wanted: Sequence[tuple[str, PackageInfo, TrustedKeys]]) -> None:
+def _fetch_pinned(fetcher: Fetcher, info: PackageInfo, url: str, sha256: str, what: str,
+                  check: Callable[[Path], None]) -> Path:
+    """A locked package: by its pinned sha256 from the cache, else downloaded and compared."""
+    try:
+        return fetcher.fetch_blob(url, sha256=sha256, size=info.size, what=what, check=check,
+                                  role=InputRole.PACKAGE)
+    except NotFoundError as exc:
+        from composer.stages.locked import VENDOR_HINT
+
+        raise NotFoundError(f"package {info.label} is locked, but {url} is gone from the "
+                            f"mirror; {VENDOR_HINT}") from exc
+
+
+def download_packages(fetcher: Fetcher,
+                      wanted: Sequence[tuple[str, PackageInfo, TrustedKeys, str | None]]) -> None:
     """Fetch and verify packages into the cache without installing them (``fetch``)."""
     with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
-        jobs = [pool.submit(fetch_package, fetcher, info, arch, keys)
-                for arch, info, keys in wanted]
+        jobs = [pool.submit(fetch_package, fetcher, info, arch, keys, sha256=sha256)
+                for arch, info, keys, sha256 in wanted]
         try:
             for job in jobs:
                 job.result()
@@ -92,12 +113,12 @@ def download_packages(fetcher: Fetcher, wanted: Sequence[tuple[str, PackageInfo,
                 job.cancel()
 
 
-def _refetcher(fetcher: Fetcher, info: PackageInfo, arch: str,
-               keys: TrustedKeys) -> Callable[[], VerifiedPackage]:
+def _refetcher(fetcher: Fetcher, info: PackageInfo, arch: str, keys: TrustedKeys,
+               sha256: str | None = None) -> Callable[[], VerifiedPackage]:
     """Fetch again, verified in full, when a cached copy fails its data hash at load time.
     Offline there is nothing to fetch from: the damaged cache file is removed and named."""
     if not fetcher.settings.offline:
-        return lambda: fetch_package(fetcher, info, arch, keys, reuse_cache=False)
+        return lambda: fetch_package(fetcher, info, arch, keys, reuse_cache=False, sha256=sha256)
 
     def damaged() -> VerifiedPackage:
         url = f"{info.repository}/{arch}/{info.filename}"
@@ -121,10 +142,12 @@ def install_planned(tree: FileTree, plan: PackagePlan, arch: str, fetcher: Fetch
     """
     keys = plan.keys
     with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
-        verifying = [pool.submit(fetch_package, fetcher, info, arch, keys) for info in plan.wanted]
+        verifying = [pool.submit(fetch_package, fetcher, info, arch, keys,
+                                 sha256=plan.pinned.get(info.name)) for info in plan.wanted]
         try:
             to_install = (PackageToInstall(job.result(), info,
-                                           refetch=_refetcher(fetcher, info, arch, keys))
+                                           refetch=_refetcher(fetcher, info, arch, keys,
+                                                              plan.pinned.get(info.name)))
                           for job, info in zip(verifying, plan.wanted, strict=True))
             report = install_packages(
                 tree, to_install, world=list(plan.world), arch=arch, keys=dict(plan.key_files),

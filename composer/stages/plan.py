@@ -9,12 +9,12 @@ world, the resolved package set from the pure resolver, and the installer's epoc
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from composer.context import BuildContext
 from composer.profile.model import Base
-from composer.stages.epoch import choose_epoch
+from composer.stages.epoch import Epoch, choose_epoch
 
 if TYPE_CHECKING:
     # The APK engine (indexes, keys, resolver) loads only when the profile lists packages.
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from composer.sources.minirootfs import VerifiedMinirootfs
     from composer.sources.trust import ReleaseKey
     from composer.stages.base import BaseFacts
-    from composer.stages.repositories import RepositorySource
+    from composer.stages.repositories import LoadedIndex, RepositorySource
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class PackagePlan:
     wanted: tuple[PackageInfo, ...]
     write_repositories: bool
     epoch: int
+    indexes: tuple[LoadedIndex, ...] = ()
+    pinned: Mapping[str, str] = field(default_factory=dict)
+    """name → the .apk's sha256, for a plan loaded from a lock (empty when resolved)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class ArchPlan:
     release: str
     minirootfs: VerifiedMinirootfs | None
     packages: PackagePlan | None
+    epoch: Epoch | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ def plan_packages(ctx: BuildContext, fetcher: Fetcher, arch: str, branch: str, b
     ctx.log(f"==> {profile.name} ({arch}): reading {len(sources)} repository index(es)")
     indexes = fetch_indexes(fetcher, sources, arch, keys.trusted)
     world = world_constraints(requested, base.world)
-    resolution = resolve(world, indexes, installed=list(base.installed_index), arch=arch)
+    resolution = resolve(world, [i.index for i in indexes], installed=list(base.installed_index),
+                         arch=arch)
     have = {r.name: r.checksum for r in base.installed}
     wanted = tuple(p for p in resolution.packages if have.get(p.name) != p.checksum)
     newest = max((p.build_time or 0 for p in resolution.packages), default=0)
@@ -87,12 +92,13 @@ def plan_packages(ctx: BuildContext, fetcher: Fetcher, arch: str, branch: str, b
         world=tuple(d.format() for d in world), packages=tuple(resolution.packages),
         wanted=wanted,
         write_repositories=profile.repositories is not None or profile.base == Base.PACKAGES,
-        epoch=choose_epoch(ctx, max(newest, base.newest_mtime)).value)
+        epoch=choose_epoch(ctx, max(newest, base.newest_mtime)).value, indexes=tuple(indexes))
 
 
 def plan_arch(ctx: BuildContext, fetcher: Fetcher, arch: str, mini: VerifiedMinirootfs | None,
-              base: BaseFacts | None) -> ArchPlan:
-    """One architecture's plan; ``base`` is read from its base tree when packages are wanted."""
+              base: BaseFacts | None, base_mtime: int = 0) -> ArchPlan:
+    """One architecture's plan; ``base`` is read from its base tree when packages are wanted
+    (``base_mtime``: the newest timestamp in that tree)."""
     profile = ctx.profile
     if mini is not None:
         release = mini.version
@@ -105,10 +111,18 @@ def plan_arch(ctx: BuildContext, fetcher: Fetcher, arch: str, mini: VerifiedMini
         assert base is not None
         branch = repository_branch(profile, release if mini is not None else profile.release)
         packages = plan_packages(ctx, fetcher, arch, branch, base, profile.packages)
-    return ArchPlan(arch=arch, release=release, minirootfs=mini, packages=packages)
+    return ArchPlan(arch=arch, release=release, minirootfs=mini, packages=packages,
+                    epoch=plan_epoch(ctx, packages, base_mtime))
 
 
-def wanted_packages(plan: BuildPlan) -> Sequence[tuple[str, PackageInfo, TrustedKeys]]:
-    """(arch, package, keys) for every package a build must download, in plan order."""
-    return [(a.arch, info, a.packages.keys) for a in plan.arches if a.packages
-            for info in a.packages.wanted]
+def plan_epoch(ctx: BuildContext, packages: PackagePlan | None, base_mtime: int) -> Epoch:
+    """The timestamp the plan implies (what a lock records): the installer's epoch, else the
+    rule applied to the base tree alone."""
+    return choose_epoch(ctx, packages.epoch if packages is not None else base_mtime)
+
+
+def wanted_packages(plan: BuildPlan) -> Sequence[tuple[str, PackageInfo, TrustedKeys, str | None]]:
+    """(arch, package, keys, pinned sha256) for every package a build must download, in plan
+    order."""
+    return [(a.arch, info, a.packages.keys, a.packages.pinned.get(info.name))
+            for a in plan.arches if a.packages for info in a.packages.wanted]

@@ -6,8 +6,9 @@ minirootfs's verified ``/etc/apk/keys`` plus the profile's ``keys:``).
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -105,16 +106,36 @@ def repository_branch(profile: Profile, release: str | None) -> str:
     return profile.branch
 
 
-def fetch_package_keys(loaded: LoadedProfile, fetcher: Fetcher, base_keys: TrustedKeys) -> PackageKeys:
-    """The base tree's keys plus the profile's own (sha256-pinned when given)."""
+def fetch_package_keys(loaded: LoadedProfile, fetcher: Fetcher, base_keys: TrustedKeys, *,
+                       pinned: Mapping[str, str] | None = None,
+                       mirror_copy: Callable[[str], str] | None = None) -> PackageKeys:
+    """The base tree's keys plus the profile's own (sha256-pinned when given).
+
+    A locked build passes ``pinned`` (key file name → the sha256 the lock recorded) and
+    ``mirror_copy`` (a key's name → where a vendored mirror keeps it): each key must then
+    have exactly the locked bytes, and a key named by URL is also looked for on the mirror.
+    """
     keys = base_keys
     files = {name: keys.key(name).data for name in keys}
     extra = []
     for ref in loaded.profile.keys:
         file_ref, pin = (ref.file, ref.sha256) if isinstance(ref, PinnedKey) else (ref, None)
         url = file_ref if is_url(file_ref) else loaded.resolve(file_ref).as_uri()
-        data = fetcher.fetch_metadata(url, what=f"keys: {file_ref}", max_size=KEY_MAX_SIZE)
         name = file_ref.rsplit("/", 1)[-1]
+        what = f"keys: {file_ref}"
+        locked = (pinned or {}).get(name)
+        if pinned is not None and locked is None:
+            raise VerificationError(f"{loaded.path}: keys: {file_ref} is not in the lock (the "
+                                    "profile changed since locking; run `alpine-composer lock "
+                                    "--update`)")
+        if locked is not None:
+            urls = [mirror_copy(name), url] if mirror_copy is not None and is_url(file_ref) \
+                else [url]
+            path = fetcher.fetch_pinned(urls, sha256=locked, size=None, what=what,
+                                        max_size=KEY_MAX_SIZE)
+            data = path.read_bytes()
+        else:
+            data = fetcher.fetch_metadata(url, what=what, max_size=KEY_MAX_SIZE)
         if pin is not None:
             check_pinned_sha256(name, data, pin, source=f"{loaded.path}: keys")
         extra.append(parse_public_key(name, data, source=f"{loaded.path}: keys"))
@@ -127,15 +148,39 @@ def fetch_package_keys(loaded: LoadedProfile, fetcher: Fetcher, base_keys: Trust
     return PackageKeys(trusted=keys, files=files)
 
 
+@dataclass(frozen=True)
+class LoadedIndex:
+    """A repository's verified, parsed index and the facts a lock records about it."""
+
+    source: RepositorySource
+    url: str
+    sha256: str
+    size: int
+    signer: str
+    index: RepositoryIndex
+
+
+def read_index(data: bytes, source: RepositorySource, url: str, keys: TrustedKeys) -> LoadedIndex:
+    """Verify and parse index bytes fetched from ``url``."""
+    verified = verify_apkindex(data, keys, source=url)
+    parsed = parse_apkindex(verified.chunks, source=url, description=verified.description,
+                            repository=source.url, tag=source.tag)
+    return LoadedIndex(source=source, url=url, sha256=hashlib.sha256(data).hexdigest(),
+                       size=len(data), signer=verified.signer,
+                       index=RepositoryIndex(name=source.url, tag=source.tag,
+                                             packages=parsed.packages))
+
+
 def fetch_indexes(fetcher: Fetcher, sources: Sequence[RepositorySource], arch: str,
-                  keys: TrustedKeys) -> list[RepositoryIndex]:
-    """Each repository's signed index, verified before it is parsed."""
+                  keys: TrustedKeys) -> list[LoadedIndex]:
+    """Each repository's signed index, verified and parsed before it enters the cache."""
     indexes = []
     for source in sources:
         url = source.index_url(arch)
-        data = fetcher.fetch_metadata(url, what=f"repository {source.url} index", role=InputRole.INDEX, check=lambda raw: verify_apkindex(raw, keys, source=url))  # noqa: B023, E501
-        verified = verify_apkindex(data, keys, source=url)
-        parsed = parse_apkindex(verified.text, source=url, description=verified.description,
-                                repository=source.url, tag=source.tag)
-        indexes.append(RepositoryIndex(name=source.url, tag=source.tag, packages=parsed.packages))
+        read: list[LoadedIndex] = []
+        data = fetcher.fetch_metadata(
+            url, what=f"repository {source.url} index", role=InputRole.INDEX,
+            check=lambda raw: read.append(read_index(raw, source, url, keys)))  # noqa: B023
+        indexes.append(read[0] if read else read_index(data, source, url, keys))
     return indexes
+

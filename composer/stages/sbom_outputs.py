@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from composer.apk.db import INSTALLED_PATH, parse_installed
+from composer.apk.db import INSTALLED_PATH, InstalledPackage, parse_installed
 from composer.context import BuildContext
 from composer.manifest import OutputRecord
 from composer.stages.kind import OutputJob, artifact_name, base_url
 from composer.writers.sbom import (
     SbomBase,
     SbomDocument,
-    sbom_packages_from_installed,
+    SbomPackage,
     write_cyclonedx_json,
     write_spdx_json,
 )
 
 if TYPE_CHECKING:
     from composer.stages.compose import ComposedArch
+
+
+def sbom_packages_from_installed(packages: Iterable[InstalledPackage]) -> list[SbomPackage]:
+    """Plain SBOM records of an apk installed database: the writer sees values, never the
+    APK engine's types."""
+    return [SbomPackage(name=p.name, version=p.version, arch=p.arch, license=p.license,
+                        origin=p.origin, maintainer=p.maintainer, checksum=p.checksum,
+                        url=p.url or None, description=p.description or None)
+            for p in packages]
 
 
 def sbom_document(ctx: BuildContext, build: ComposedArch, epoch: int) -> SbomDocument | None:

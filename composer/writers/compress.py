@@ -152,7 +152,8 @@ class ParallelGzipWriter(CompressedWriter):
         self._out = out
         self._level = level
         self._block_size = block_size
-        self._workers = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
+        # The CPUs this process may run on (taskset, cgroups), not the machine's count.
+        self._workers = workers if workers is not None else max(1, min(4, len(os.sched_getaffinity(0))))
         self._pool: ThreadPoolExecutor | None = None
         self._pending: deque[tuple[Future[tuple[bytes, int]], int]] = deque()
         self._buffer = bytearray()

@@ -7,6 +7,10 @@ Hard links share an inode number and carry their link count: the first path (in
 sorted order) holds the data, the others are empty, which the kernel turns into
 links (init/initramfs.c ``maybe_link``). Extended attributes have no place in newc
 and are dropped.
+
+Every header field is eight hex digits: a size, mtime, owner or device number of 2^32 or
+more cannot be written, and is refused rather than cut (the kernel would read a wrong
+value and lose its place in the archive).
 """
 
 from __future__ import annotations
@@ -14,9 +18,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from composer.errors import OutputError
 from composer.tree import Entry, EntryType
 
 TRAILER = "TRAILER!!!"
+FIELD_MAX = 0xFFFFFFFF
+_FIELDS = ("inode", "mode", "uid", "gid", "link count", "mtime", "size", "", "",
+           "device major", "device minor", "name size", "")
 FIRST_INODE = 721
 """Where the kernel's own gen_init_cpio starts counting."""
 
@@ -28,6 +36,11 @@ class Sink(Protocol):
 def _header(*, ino: int, mode: int, uid: int, gid: int, nlink: int, mtime: int, size: int,
             rdev: tuple[int, int], name: bytes) -> bytes:
     fields = (ino, mode, uid, gid, nlink, mtime, size, 0, 0, rdev[0], rdev[1], len(name) + 1, 0)
+    for label, value in zip(_FIELDS, fields, strict=True):
+        if not 0 <= value <= FIELD_MAX:
+            path = name.decode("utf-8", "replace")
+            raise OutputError(f"cpio: {path!r}: {label} {value} does not fit the newc format's "
+                              "32-bit field")
     head = b"070701" + b"".join(b"%08X" % value for value in fields) + name + b"\0"
     return head + b"\0" * (-len(head) % 4)
 
@@ -37,6 +50,9 @@ def write_cpio(entries: Iterable[Entry], out: Sink, *, mtime: int) -> int:
 
     Returns the number of bytes written.
     """
+    if not 0 <= mtime <= FIELD_MAX:
+        raise OutputError(f"cpio: timestamp {mtime} is outside the newc format's 32-bit mtime "
+                          "(1970 to 2106)")
     listed = [e for e in entries if e.path]
     links: dict[int, list[Entry]] = {}
     for entry in listed:

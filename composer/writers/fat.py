@@ -6,7 +6,11 @@ stamp the clock and a random serial into the image; this writer takes the
 volume serial and the timestamp from the caller and lays files out in sorted
 order, so equal inputs give equal bytes. Names must be 8.3 (what an ESP needs:
 ``EFI/BOOT/BOOTX64.EFI``); they are stored upper-case, as FAT compares them
-without case.
+without case. Each file's clusters are contiguous, and :func:`build_fat` says where
+each file's bytes start, so that a container (an ISO) can point into them.
+
+Timestamps: FAT stores the years 1980 to 2107 only; a build timestamp outside that range
+is clamped to its nearest end (the file times in an ESP inform, nothing reads them).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ GUARD = 16
 """Cluster counts this close to a FAT type boundary are moved away from it: drivers disagree
 about the exact limit."""
 DOS_EPOCH = 315532800  # 1980-01-01T00:00:00Z: FAT cannot store anything earlier.
+DOS_END = 4354819198  # 2107-12-31T23:59:58Z: nor anything later.
 ATTR_DIRECTORY = 0x10
 ATTR_ARCHIVE = 0x20
 ATTR_VOLUME_ID = 0x08
@@ -62,7 +67,7 @@ def _short_name(part: str, path: str) -> bytes:
 
 
 def _dos_datetime(epoch: int) -> tuple[int, int]:
-    t = time.gmtime(max(epoch, DOS_EPOCH))
+    t = time.gmtime(min(max(epoch, DOS_EPOCH), DOS_END))
     date = ((t.tm_year - 1980) << 9) | (t.tm_mon << 5) | t.tm_mday
     clock = (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2)
     return date, clock
@@ -100,11 +105,20 @@ def _dirs(node: _Dir) -> list[_Dir]:
 
 
 @dataclass(frozen=True)
+class FatImage:
+    """An image and, for each file given, the byte offset of its (contiguous) data."""
+
+    data: bytes
+    offsets: dict[str, int]
+
+
+@dataclass(frozen=True)
 class _Geometry:
     sectors_per_cluster: int
     clusters: int
     fat_sectors: int
     fat16: bool
+    reserved: int = RESERVED_SECTORS
 
     @property
     def cluster_bytes(self) -> int:
@@ -112,7 +126,7 @@ class _Geometry:
 
     @property
     def data_start(self) -> int:
-        return RESERVED_SECTORS + FATS * self.fat_sectors + ROOT_ENTRIES * 32 // SECTOR
+        return self.reserved + FATS * self.fat_sectors + ROOT_ENTRIES * 32 // SECTOR
 
     @property
     def total_sectors(self) -> int:
@@ -123,9 +137,11 @@ def _clusters_for(size: int, cluster_bytes: int) -> int:
     return max(1, -(-size // cluster_bytes)) if size else 0
 
 
-def _geometry(root: _Dir, min_bytes: int) -> _Geometry:
+def _geometry(root: _Dir, min_bytes: int, align: int) -> _Geometry:
     for spc in (1, 2, 4, 8, 16, 32, 64):
         cluster_bytes = spc * SECTOR
+        if cluster_bytes % align:
+            continue
         needed = 0
         for node in _dirs(root):
             entries = len(node.children) + (2 if node is not root else 0)
@@ -133,14 +149,18 @@ def _geometry(root: _Dir, min_bytes: int) -> _Geometry:
                 needed += _clusters_for(entries * 32, cluster_bytes)
             needed += sum(_clusters_for(len(c.data), cluster_bytes)
                           for c in node.children.values() if isinstance(c, FatFile))
-        clusters = max(needed, -(-min_bytes // cluster_bytes))
+        # One cluster at least: a FAT without a data cluster is no file system to fsck.fat.
+        clusters = max(needed, -(-min_bytes // cluster_bytes), 1)
         if abs(clusters - FAT12_LIMIT) < GUARD:
             clusters = FAT12_LIMIT + GUARD
         if clusters >= FAT16_LIMIT - GUARD:
             continue
         fat16 = clusters >= FAT12_LIMIT
         fat_bytes = (clusters + 2) * 2 if fat16 else -(-(clusters + 2) * 3 // 2)
-        return _Geometry(spc, clusters, -(-fat_bytes // SECTOR), fat16)
+        geometry = _Geometry(spc, clusters, -(-fat_bytes // SECTOR), fat16)
+        # Reserved sectors pad the data area to the alignment (every cluster then starts on it).
+        pad = -geometry.data_start % (align // SECTOR)
+        return _Geometry(spc, clusters, geometry.fat_sectors, fat16, RESERVED_SECTORS + pad)
     raise OutputError("EFI image: the files do not fit in a FAT16 file system (2 GiB)")
 
 
@@ -151,7 +171,7 @@ def _boot_sector(geo: _Geometry, *, serial: int, label: bytes) -> bytes:
     sector[0:3] = b"\xeb\x3c\x90"
     sector[3:11] = OEM_NAME
     struct.pack_into("<HBHBHHBHHHII", sector, 11, SECTOR, geo.sectors_per_cluster,
-                     RESERVED_SECTORS, FATS, ROOT_ENTRIES, small, MEDIA, geo.fat_sectors,
+                     geo.reserved, FATS, ROOT_ENTRIES, small, MEDIA, geo.fat_sectors,
                      32, 64, 0, large)
     struct.pack_into("<BBBI11s8s", sector, 36, 0x80, 0, 0x29, serial, label,
                      b"FAT16   " if geo.fat16 else b"FAT12   ")
@@ -168,8 +188,17 @@ def _entry(name: bytes, attr: int, cluster: int, size: int, stamp: tuple[int, in
 def fat_image(files: Sequence[FatFile], *, serial: int, mtime: int, label: str = "EFIBOOT",
               min_bytes: int = 0) -> bytes:
     """A FAT image holding ``files``; ``min_bytes`` makes the data area at least that large."""
+    return build_fat(files, serial=serial, mtime=mtime, label=label, min_bytes=min_bytes).data
+
+
+def build_fat(files: Sequence[FatFile], *, serial: int, mtime: int, label: str = "EFIBOOT",
+              min_bytes: int = 0, align: int = SECTOR) -> FatImage:
+    """:func:`fat_image`, with every file's data starting at a multiple of ``align`` bytes
+    (a power of two from 512 to 32768), and where each file's data starts."""
+    if align < SECTOR or align > 64 * SECTOR or align & (align - 1):
+        raise OutputError(f"EFI image: alignment {align} is not a power of two from 512 to 32768")
     root = _tree(files)
-    geo = _geometry(root, min_bytes)
+    geo = _geometry(root, min_bytes, align)
     stamp = _dos_datetime(mtime)
     cluster_bytes = geo.cluster_bytes
     chains: list[tuple[int, int]] = []  # (first cluster, number of clusters)
@@ -190,6 +219,7 @@ def fat_image(files: Sequence[FatFile], *, serial: int, mtime: int, label: str =
         offset = (cluster - 2) * cluster_bytes
         data[offset:offset + len(payload)] = payload
 
+    offsets: dict[str, int] = {}
     directories = _dirs(root)
     for node in directories[1:]:
         node.cluster = allocate((len(node.children) + 2) * 32)
@@ -216,6 +246,8 @@ def fat_image(files: Sequence[FatFile], *, serial: int, mtime: int, label: str =
                 first = allocate(len(child.data))
                 if first:
                     place(first, child.data)
+                offsets[child.path] = geo.data_start * SECTOR + (first - 2) * cluster_bytes \
+                    if first else 0
                 records.append(_entry(name, ATTR_ARCHIVE, first, len(child.data), stamp))
         table = b"".join(records)
         if node is root:
@@ -226,13 +258,13 @@ def fat_image(files: Sequence[FatFile], *, serial: int, mtime: int, label: str =
             place(node.cluster, table)
     fat = _fat_table(geo, chains)
     image = bytearray(_boot_sector(geo, serial=serial, label=label_bytes))
-    image.extend(b"\0" * (RESERVED_SECTORS * SECTOR - len(image)))
+    image.extend(b"\0" * (geo.reserved * SECTOR - len(image)))
     for _ in range(FATS):
         image.extend(fat)
     image.extend(root_table)
     image.extend(data)
     assert len(image) == geo.total_sectors * SECTOR
-    return bytes(image)
+    return FatImage(bytes(image), offsets)
 
 
 def _fat_table(geo: _Geometry, chains: list[tuple[int, int]]) -> bytes:

@@ -24,6 +24,7 @@ from typing import Any
 from composer.errors import NotSupportedError, OutputError
 from composer.tree import FileTree
 from composer.writers.compress import Compression, open_compressor
+from composer.writers.layers import Layer
 from composer.writers.stream import HashingWriter
 from composer.writers.tar import LAYER_STYLE, write_tar
 
@@ -143,6 +144,8 @@ class OciImageSpec:
     author: str | None = None
     tool_version: str = "0"
     history_comment: str | None = None
+    layers: Sequence[Layer] = ()
+    """Several layers (``layering: stages``) instead of the whole ``tree`` as one."""
 
     @property
     def platform(self) -> Platform:
@@ -268,25 +271,30 @@ def image_config(spec: OciImageSpec, diff_ids: Sequence[str]) -> dict[str, Any]:
         runtime["Volumes"] = {volume: {} for volume in spec.volumes}
     if spec.stop_signal:
         runtime["StopSignal"] = spec.stop_signal
-    history: dict[str, Any] = {
-        "created": rfc3339(spec.created),
-        "created_by": f"alpine-composer {spec.tool_version}",
-    }
-    if spec.history_comment:
-        history["comment"] = spec.history_comment
+    comments = [layer.comment for layer in spec.layers] if spec.layers else [spec.history_comment]
+    history: list[dict[str, Any]] = []
+    for comment in comments:
+        entry: dict[str, Any] = {
+            "created": rfc3339(spec.created),
+            "created_by": f"alpine-composer {spec.tool_version}",
+        }
+        if comment:
+            entry["comment"] = comment
+        if spec.author:
+            entry["author"] = spec.author
+        history.append(entry)
     config: dict[str, Any] = {
         "architecture": platform.architecture,
         "os": platform.os,
         "created": rfc3339(spec.created),
         "config": runtime,
         "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
-        "history": [history],
+        "history": history,
     }
     if platform.variant:
         config["variant"] = platform.variant
     if spec.author:
         config["author"] = spec.author
-        history["author"] = spec.author
     return config
 
 
@@ -329,15 +337,16 @@ def write_oci_layout(layout_dir: Path, images: Sequence[OciImageSpec], *, tag: s
     referrers: list[dict[str, Any]] = []
     for spec in images:
         kind = Compression(spec.compression)
-        layer = blobs.add_layer(spec.tree, created=spec.created, compression=kind)
+        trees = [layer.tree for layer in spec.layers] if spec.layers else [spec.tree]
+        layers = [blobs.add_layer(tree, created=spec.created, compression=kind) for tree in trees]
         config_desc = blobs.add_bytes(
-            canonical_json(image_config(spec, [layer.diff_id])), MEDIA_CONFIG)
+            canonical_json(image_config(spec, [layer.diff_id for layer in layers])), MEDIA_CONFIG)
         manifest_annotations = {ANNOTATION_CREATED: rfc3339(spec.created), **common}
         manifest = {
             "schemaVersion": 2,
             "mediaType": MEDIA_MANIFEST,
             "config": config_desc.as_json(),
-            "layers": [layer.descriptor.as_json()],
+            "layers": [layer.descriptor.as_json() for layer in layers],
             "annotations": manifest_annotations,
         }
         manifest_desc = blobs.add_bytes(canonical_json(manifest), MEDIA_MANIFEST)
@@ -345,7 +354,7 @@ def write_oci_layout(layout_dir: Path, images: Sequence[OciImageSpec], *, tag: s
         referrers.extend({**desc.as_json(), "artifactType": artifact.artifact_type}
                          for desc, artifact in attached)
         results.append(ImageResult(spec.arch, spec.platform, manifest_desc, config_desc,
-                                   (layer,), tuple(desc for desc, _ in attached)))
+                                   tuple(layers), tuple(desc for desc, _ in attached)))
         manifest_descs.append({**manifest_desc.as_json(), "platform": spec.platform.as_json()})
     per_platform: list[dict[str, Any]] = []
     if len(images) == 1:
@@ -403,14 +412,23 @@ def _write_artifacts(blobs: _BlobWriter, spec: OciImageSpec, subject: Descriptor
             continue
         empty = blobs.add_bytes(EMPTY_JSON, MEDIA_EMPTY)
         payload = blobs.add_bytes(artifact.data, artifact.media_type or artifact.artifact_type)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": MEDIA_MANIFEST,
-            "artifactType": artifact.artifact_type,
-            "config": empty.as_json(),
-            "layers": [payload.as_json()],
-            "subject": subject.as_json(),
-            "annotations": {ANNOTATION_CREATED: rfc3339(spec.created), **artifact.annotations},
-        }
-        written.append((blobs.add_bytes(canonical_json(manifest), MEDIA_MANIFEST), artifact))
+        manifest = artifact_manifest(artifact, subject, empty=empty, payload=payload,
+                                     created=rfc3339(spec.created))
+        written.append((blobs.add_bytes(manifest, MEDIA_MANIFEST), artifact))
     return written
+
+
+def artifact_manifest(artifact: OciArtifact, subject: Descriptor, *, empty: Descriptor,
+                      payload: Descriptor, created: str) -> bytes:
+    """The image-spec 1.1 artifact manifest of ``artifact`` (``artifactType``, the empty
+    config, one layer, ``subject``): the same bytes in a layout and in a registry."""
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MEDIA_MANIFEST,
+        "artifactType": artifact.artifact_type,
+        "config": empty.as_json(),
+        "layers": [payload.as_json()],
+        "subject": subject.as_json(),
+        "annotations": {ANNOTATION_CREATED: created, **artifact.annotations},
+    }
+    return canonical_json(manifest)

@@ -13,12 +13,11 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from composer.apk.db import InstalledPackage
 from composer.errors import OutputError
 from composer.writers.oci import rfc3339
 from composer.writers.spdx_ids import EXCEPTION_IDS, LICENSE_IDS
@@ -400,11 +399,3 @@ def write_cyclonedx_json(doc: SbomDocument) -> bytes:
     }
     document["serialNumber"] = f"urn:uuid:{_content_uuid(document)}"
     return _dump(document)
-
-
-def sbom_packages_from_installed(packages: Iterable[InstalledPackage]) -> list[SbomPackage]:
-    """SBOM entries for the records of an apk installed database."""
-    return [SbomPackage(name=p.name, version=p.version, arch=p.arch, license=p.license,
-                        origin=p.origin, maintainer=p.maintainer, checksum=p.checksum,
-                        url=p.url or None, description=p.description or None)
-            for p in packages]

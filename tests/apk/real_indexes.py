@@ -22,8 +22,11 @@ REAL_INDEXES: dict[str, tuple[int, str]] = {
     "apkindex/APKINDEX-v3.16-main-x86_64-v3.16.3-13.tar.gz": (4929, "v3.16.3-13-g4d933a1fa3"),
     "apkindex/APKINDEX-v3.17-main-aarch64-v3.17.3-216.tar.gz": (5004, "v3.17.3-216-g54a39ace82a"),
     "iso-3.19.1-x86_64/apks/x86_64/APKINDEX.tar.gz": (100, "3.19.1"),
+    "apkindex/APKINDEX-v3.19-community-x86_64-v3.19.1-642.tar.gz": (
+        17587, "v3.19.1-642-g9e5b575ce97"),
 }
 V319_MAIN = "apkindex/APKINDEX-v3.19-main-x86_64-v3.19.1-643.tar.gz"
+V319_COMMUNITY = "apkindex/APKINDEX-v3.19-community-x86_64-v3.19.1-642.tar.gz"
 ISO_3191 = "iso-3.19.1-x86_64/apks/x86_64/APKINDEX.tar.gz"
 
 

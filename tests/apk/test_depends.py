@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from composer.apk.depends import Dependency, format_dependencies, parse_dependencies, parse_dependency
+from composer.apk.depends import (
+    Dependency,
+    _parse_atom,
+    format_dependencies,
+    parse_dependencies,
+    parse_dependency,
+)
 from composer.errors import ArchiveError, ProfileError
 
 
@@ -72,6 +78,26 @@ def test_strict_mode_checks_versions_and_uses_error_class() -> None:
     )
     # Index data is lenient: real Alpine indexes carry such versions.
     assert parse_dependency("foo=1.0bc", source="x").version == "1.0bc"
+
+
+def test_index_names_may_hold_an_exclamation_mark_as_apk_reads_them() -> None:
+    """The real v3.19 community index: kdevelop provides ``cmd:kdevelop!`` (a command)."""
+    assert parse_dependency("cmd:kdevelop!=23.08.4-r0", source="APKINDEX") == Dependency(
+        "cmd:kdevelop!", "=", "23.08.4-r0")
+    with pytest.raises(ProfileError, match="package name contains characters apk does not allow"):
+        parse_dependency("cmd:kdevelop!", source="p", error_cls=ProfileError, strict=True)
+
+
+@given(st.text(alphabet="ab1.-_:/!<>=~@ ", max_size=12), st.booleans())
+def test_the_one_match_path_reads_index_atoms_as_the_long_way(text: str, allow_tag: bool) -> None:
+    def outcome(parse: object) -> object:
+        try:
+            return parse(text, source="x", error_cls=ArchiveError, strict=False,  # type: ignore[operator]
+                         allow_tag=allow_tag)
+        except ArchiveError as exc:
+            return str(exc)
+
+    assert outcome(parse_dependency) == outcome(_parse_atom)
 
 
 def test_tags_can_be_forbidden() -> None:

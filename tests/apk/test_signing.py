@@ -344,4 +344,4 @@ def test_synthetic_index_structure_errors() -> None:
     empty = signature_member(key, gzip_member(b"")) + gzip_member(b"")
     with pytest.raises(ArchiveError) as err:
         verify_apkindex(empty, key.trusted(), source="repo")
-    assert str(err.value) == "repo: index tar is not a readable tar archive (empty file)"
+    assert str(err.value) == "repo: index tar: not a readable tar archive (empty file)"

@@ -25,6 +25,7 @@ KERNEL_PACKAGE = re.compile(r"^linux-image-(\d+\.\d+\.\d+-\d+)-cloud-amd64-unsig
 # Debian path → path in Alpine's package, and the Debian package that ships it.
 SYSLINUX_FILES = {
     "/usr/lib/ISOLINUX/isolinux.bin": ("usr/share/syslinux/isolinux.bin", "isolinux"),
+    "/usr/lib/ISOLINUX/isohdpfx.bin": ("usr/share/syslinux/isohdpfx.bin", "isolinux"),
     "/usr/lib/syslinux/modules/bios/ldlinux.c32": ("usr/share/syslinux/ldlinux.c32",
                                                    "syslinux-common"),
     "/usr/lib/SYSLINUX.EFI/efi64/syslinux.efi": ("usr/share/syslinux/efi64/syslinux.efi",
@@ -37,6 +38,11 @@ STUB_PATH = "usr/lib/gummiboot/linuxx64.efi.stub"
 BOOT_MARKER = "COMPOSER-BOOT-OK"
 FAKE_ISOLINUX = b"\xfa" * 0x40 + b"\xfb\xc0\x78\x70" + b"\0" * (4096 - 0x44)
 """Enough of isolinux.bin for tests that never boot it: the isohybrid signature at 0x40."""
+FAKE_ISOHDPFX = b"\x33\xed" + b"\x90" * 30 + b"\xf4" * 400
+"""432 bytes standing in for isohdpfx.bin (the isohybrid MBR code) in tests that never boot."""
+ALPINE_SYSLINUX = "iso-standard-3.19.1-x86_64/boot/syslinux"
+"""Alpine's own ISOLINUX 6.04 files (isolinux.bin, ldlinux.c32, isohdpfx.bin, ...), below
+the real fixtures (``tests.conftest.FIXTURES``)."""
 
 
 class Unavailable(Exception):

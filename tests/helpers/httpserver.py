@@ -6,6 +6,7 @@
         server.faults.truncate("v3.20/x.tar.gz", times=1)      # short body, honest length
         server.faults.missing("v3.20/x.tar.gz.asc")            # 404 even if the file exists
         server.faults.stall("v3.20/x.tar.gz", times=1, seconds=2)  # answer nothing for 2 s
+        server.faults.headers("v3.20/x.tar.gz", {"Content-Length": "²"})  # raw header values
         fetch(server.url + "/v3.20/x.tar.gz")
         server.count("v3.20/x.tar.gz"); server.requests_for("...")[1].headers["Range"]
 
@@ -41,6 +42,7 @@ class _PathFaults:
     stall_times: int = 0
     stall_seconds: float = 0.0
     not_found: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Faults:
@@ -82,6 +84,17 @@ class Faults:
         """Answer 404 for this path from now on."""
         with self._lock:
             self._get(path).not_found = True
+
+    def headers(self, path: str, values: dict[str, str]) -> None:
+        """Send these header values (replacing composer's, e.g. Content-Length) from now on;
+        the connection then closes after the body, so a client can read to its end."""
+        with self._lock:
+            self._get(path).headers = dict(values)
+
+    def header_values(self, path: str) -> dict[str, str]:
+        with self._lock:
+            faults = self._plan.get(_key(path))
+            return dict(faults.headers) if faults else {}
 
     def clear(self) -> None:
         with self._lock:
@@ -183,11 +196,17 @@ def _make_handler(server: Server) -> type[http.server.BaseHTTPRequestHandler]:
             body = data[start:end]
             if action == "truncate":
                 body = body[: argument if argument is not None else len(body) // 2]
-            self.send_response(status)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(body)))
+            headers = {"Content-Type": "application/octet-stream",
+                       "Content-Length": str(len(body))}
             if status == 206:
-                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
+            forced = server.faults.header_values(path)
+            if forced:
+                headers.update(forced, Connection="close")
+                self.close_connection = True
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
             self.end_headers()
             if action == "reset":
                 cut = argument if argument is not None else len(body) // 2

@@ -93,8 +93,14 @@ def test_digest_is_stable_and_content_based(tmp_path: Path) -> None:
     b = load_profile(write(tmp_path / "two" / "p.yaml", "arch: [x86_64]\nname: x\n"))
     c = load_profile(write(tmp_path / "three" / "p.yaml", "name: x\narch: aarch64\n"))
     assert a.digest == b.digest != c.digest
-    # golden: changes only when the profile model (defaults, fields) changes
-    assert a.digest == "59a8f02735da36840da831c11a9dd571c2e3c42f43c42a360438c39d7c6d7299"
+    # golden: what the profile sets, normalised; a new option or default leaves it alone
+    assert a.digest == "2840a1c5fb77bdc5a46253bc7da04d6588fd883ed6840b63722da036dba05c99"
+    d = load_profile(write(tmp_path / "four" / "p.yaml", "name: x\narch: x86_64\n"
+                           "mirror: file:///srv/alpine\n"))
+    e = load_profile(write(tmp_path / "five" / "p.yaml", "name: x\narch: x86_64\n"
+                           "outputs: [{format: tar}]\n"))
+    assert d.digest == a.digest  # the build mirror is not what is built
+    assert e.digest != a.digest and e.profile.outputs == a.profile.outputs  # set, not default
 
 
 def test_overrides_win_over_the_file(tmp_path: Path) -> None:
@@ -136,6 +142,6 @@ def test_schema_is_strict_everywhere() -> None:
 def test_shipped_profiles_are_valid() -> None:
     root = Path(__file__).resolve().parents[2] / "profiles"
     names = sorted(p.name for p in root.glob("*.yaml"))
-    assert names == ["edge.yaml", "minirootfs.yaml", "standard.yaml", "virt.yaml"]
+    assert names == ["container.yaml", "edge.yaml", "minirootfs.yaml", "standard.yaml", "virt.yaml"]
     for path in root.glob("*.yaml"):
         assert load_profile(path).profile.name == path.stem

@@ -3,12 +3,13 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 from pathlib import Path
 
 import pytest
 
 from composer.errors import VerificationError
-from composer.sources.cache import ContentCache, default_cache_dir
+from composer.sources.cache import ContentCache, default_cache_dir, usable_validator
 
 
 def sha(data: bytes) -> str:
@@ -94,6 +95,41 @@ def test_corrupt_url_record_reads_as_missing(cache: ContentCache) -> None:
     cache.remember_url(url, "b" * 64, 1, fetched_at=1.0)
     (cache.urls_dir / (sha(url.encode()) + ".json")).write_bytes(b"{trunc")
     assert cache.lookup_url(url) is None
+
+
+@pytest.mark.parametrize("record", [
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"url": "U", "sha256": "' + b"b" * 64 + b'", "size": 1e999, "fetched_at": 1}',
+    b'{"url": "U", "sha256": "' + b"b" * 64 + b'", "size": ' + b"9" * 5000 + b', "fetched_at": 1}',
+    b'{"url": ["U"], "sha256": "' + b"b" * 64 + b'", "size": 1, "fetched_at": 1}',
+    b'{"url": "U", "sha256": "../../x", "size": 1, "fetched_at": 1}',
+    b'{"url": "U", "sha256": "' + b"b" * 64 + b'", "size": -1, "fetched_at": 1}',
+    b'{"url": "U", "sha256": "' + b"b" * 64 + b'", "size": 1, "fetched_at": "now"}',
+    b'{"url": "U", "sha256": "' + b"b" * 64 + b'", "size": 1, "fetched_at": 1}' + b" " * 70_000,
+], ids=["deep", "infinite", "long-number", "list", "path", "negative", "text-time", "huge"])
+def test_hostile_url_records_read_as_missing(cache: ContentCache, record: bytes) -> None:
+    url = "http://example.org/x"
+    cache.remember_url(url, "b" * 64, 1, fetched_at=1.0)
+    path = cache.urls_dir / (sha(url.encode()) + ".json")
+    path.write_bytes(record.replace(b'"U"', b'"' + url.encode() + b'"'))
+    assert cache.lookup_url(url) is None
+
+
+def test_a_record_that_is_a_fifo_reads_as_missing(cache: ContentCache) -> None:
+    url = "http://example.org/x"
+    cache.remember_url(url, "b" * 64, 1, fetched_at=1.0)
+    path = cache.urls_dir / (sha(url.encode()) + ".json")
+    path.unlink()
+    os.mkfifo(path)
+    assert cache.lookup_url(url) is None
+
+
+def test_validators_that_cannot_be_sent_back_are_dropped(cache: ContentCache) -> None:
+    url = "http://example.org/x"
+    cache.remember_url(url, "b" * 64, 1, etag="a\r\nX: 1", last_modified="x" * 2000, fetched_at=1.0)
+    record = cache.lookup_url(url)
+    assert record is not None and record.etag is None and record.last_modified is None
+    assert usable_validator('"5f3a-61c"') == '"5f3a-61c"'
 
 
 def _writer(root: str, worker: int, rounds: int) -> None:

@@ -342,3 +342,59 @@ def test_local_metadata_is_read_every_time_and_recorded_when_it_changes(
     assert changed is not None and (changed.sha256, changed.fetched_at) == (sha(b"two"), 2000.0)
     assert make_fetcher(offline=True).fetch_metadata(url, what="key") == b"two"
     no_leftovers(cache)
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("²", "'²'"), ("9" * 5000, "'" + "9" * 60 + "…' (5000 characters)"), ("-1", "'-1'"),
+    ("1_000", "'1_000'"), ("0x10", "'0x10'"), ("1, 2", "'1, 2'"),
+])
+def test_a_content_length_that_is_not_a_number_ends_the_download(
+    make_fetcher: Callable[..., Fetcher], served: Server, blob_url: str, cache: ContentCache,
+    value: str, shown: str,
+) -> None:
+    """RFC 9110: a Content-Length that cannot frame the body is an error, not a retry."""
+    served.faults.headers(NAME, {"Content-Length": value})
+    with pytest.raises(FetchError) as err:
+        make_fetcher().fetch_blob(blob_url, sha256=None, size=None, what="blob")
+    message = str(err.value)
+    if "unmatching" in message:  # urllib3 refuses two different lengths itself
+        assert message.startswith(f"blob: {blob_url}: ")
+    else:
+        assert message == f"blob: {blob_url}: malformed Content-Length header {shown}"
+    assert served.count(NAME) == 1
+    no_leftovers(cache)
+
+
+def test_repeated_equal_content_lengths_are_one_length(
+    make_fetcher: Callable[..., Fetcher], served: Server, blob_url: str, payload: bytes
+) -> None:
+    served.faults.headers(NAME, {"Content-Length": f"{len(payload)}, {len(payload)}"})
+    path = make_fetcher().fetch_blob(blob_url, sha256=sha(payload), size=None, what="blob")
+    assert path.read_bytes() == payload
+
+
+@pytest.mark.parametrize("content_range", [
+    "bytes 1000-1999/" + "9" * 5000, "bytes ¹²³-1999/2000", "bytes 1000-999/2000",
+    "bytes 1000-1999/²", "bits 1000-1999/2000", "bytes 1000-1999/1500",
+])
+def test_a_malformed_content_range_is_a_wrong_range(
+    make_fetcher: Callable[..., Fetcher], served: Server, blob_url: str, payload: bytes,
+    cache: ContentCache, content_range: str,
+) -> None:
+    served.faults.truncate(NAME, times=1, to=65536)
+    served.faults.headers(NAME, {"Content-Range": content_range})
+    with pytest.raises(FetchError) as err:
+        make_fetcher(retries=1).fetch_blob(blob_url, sha256=sha(payload), size=len(payload),
+                                           what="blob")
+    assert str(err.value) == (f"blob: {blob_url}: server answered the resume request with the "
+                              "wrong range after 2 attempts")
+    no_leftovers(cache)
+
+
+def test_validators_a_server_sends_are_kept_only_when_they_can_be_sent_back(
+    make_fetcher: Callable[..., Fetcher], served: Server, blob_url: str, cache: ContentCache
+) -> None:
+    served.faults.headers(NAME, {"ETag": '"a\x7fb"', "Last-Modified": "x" * 5000})
+    make_fetcher().fetch_metadata(blob_url, what="blob")
+    record = cache.lookup_url(blob_url)
+    assert record is not None and record.etag is None and record.last_modified is None

@@ -13,6 +13,7 @@ from pathlib import Path
 import pycdlib
 import pytest
 
+from composer.apk import db
 from composer.errors import InstallError, ProfileError
 from composer.profile.model import EfiLoader, Firmware
 from composer.stages.boot import (
@@ -26,7 +27,10 @@ from composer.stages.boot import (
 )
 from composer.tree import EntryType, FileTree
 from composer.writers.iso import write_iso
-from tests.helpers.bootpkgs import FAKE_ISOLINUX
+from composer.writers.uki import pe_sections
+from tests.helpers.bootpkgs import FAKE_ISOHDPFX, FAKE_ISOLINUX
+from tests.helpers.clock import another_clock
+from tests.stages.conftest import ComposeTree
 
 EPOCH = 1725622440
 ISOLINUX = FAKE_ISOLINUX
@@ -62,6 +66,7 @@ def boot_tree(arch: str = "x86_64", *, skip: tuple[str, ...] = ()) -> FileTree:
     tree.add_file("etc/os-release", b"ID=alpine\n")
     files = {"boot/vmlinuz-virt": b"kernel image",
              "usr/share/syslinux/isolinux.bin": ISOLINUX,
+             "usr/share/syslinux/isohdpfx.bin": FAKE_ISOHDPFX,
              "usr/share/syslinux/ldlinux.c32": b"ldlinux",
              "usr/lib/gummiboot/linuxx64.efi.stub": tiny_stub(0x8664),
              "usr/lib/gummiboot/linuxaa64.efi.stub": tiny_stub(0xAA64)}
@@ -81,13 +86,30 @@ def test_missing_kernel_names_the_package() -> None:
 
 def test_missing_loaders_name_files_and_packages() -> None:
     tree = boot_tree(skip=("usr/share/syslinux/isolinux.bin", "usr/share/syslinux/ldlinux.c32",
+                           "usr/share/syslinux/isohdpfx.bin",
                            "usr/lib/gummiboot/linuxx64.efi.stub"))
     with pytest.raises(InstallError) as info:
         check_tree(tree, X86)
     assert str(info.value) == (
         "ISO boot files missing from the image: /usr/lib/gummiboot/linuxx64.efi.stub "
         "(add package gummiboot); /usr/share/syslinux/isolinux.bin, "
-        "/usr/share/syslinux/ldlinux.c32 (add package syslinux)")
+        "/usr/share/syslinux/ldlinux.c32, /usr/share/syslinux/isohdpfx.bin (add package "
+        "syslinux)")
+
+
+def test_missing_isohybrid_mbr_code_names_file_and_package() -> None:
+    with pytest.raises(InstallError) as info:
+        check_tree(boot_tree(skip=("usr/share/syslinux/isohdpfx.bin",)), X86)
+    assert str(info.value) == ("ISO boot files missing from the image: "
+                               "/usr/share/syslinux/isohdpfx.bin (add package syslinux)")
+    uefi_only = BootSettings(**{**X86.__dict__, "firmware": (Firmware.UEFI,)})
+    check_tree(boot_tree(skip=("usr/share/syslinux/isohdpfx.bin",)), uefi_only)
+    short = boot_tree()
+    short.add_file("usr/share/syslinux/isohdpfx.bin", b"\x33\xed" * 10)
+    with pytest.raises(InstallError) as info:
+        check_tree(short, X86)
+    assert str(info.value) == ("/usr/share/syslinux/isohdpfx.bin is 20 bytes, not the 432-byte "
+                               "isohybrid MBR code (package syslinux)")
 
 
 def test_stub_of_the_wrong_arch_is_refused() -> None:
@@ -117,8 +139,12 @@ def test_stub_that_is_not_a_pe_image_is_refused() -> None:
     ({"arch": "ppc64le", "firmware": (Firmware.UEFI,)},
      "p.yaml: outputs[0]: boot: uefi has no uki loader for ppc64le (available for aarch64, "
      "x86_64)"),
+    ({"efi_loader": EfiLoader.SYSLINUX},
+     "p.yaml: outputs[0]: efi_loader: syslinux is refused: syslinux.efi faults under UEFI "
+     "firmware when the ISO starts from a CD drive; use efi_loader: uki (the default)"),
     ({"arch": "aarch64", "efi_loader": EfiLoader.SYSLINUX, "firmware": (Firmware.UEFI,)},
-     "p.yaml: outputs[0]: boot: uefi has no syslinux loader for aarch64 (available for x86_64)"),
+     "p.yaml: outputs[0]: efi_loader: syslinux is refused: syslinux.efi faults under UEFI "
+     "firmware when the ISO starts from a CD drive; use efi_loader: uki (the default)"),
     ({"arch": "aarch64"},
      "p.yaml: outputs[0]: boot: bios is not possible on aarch64 (BIOS boot exists on x86 only); "
      "use boot: [uefi]"),
@@ -147,6 +173,49 @@ def test_initramfs_is_the_tree_plus_console_and_init() -> None:
     assert entries["init"].target == "/sbin/init"
 
 
+def _database(*files: str) -> bytes:
+    dirs: dict[str, list[db.DbFile]] = {}
+    for path in files:
+        folder, _, name = path.rpartition("/")
+        dirs.setdefault(folder, []).append(db.DbFile(name, digest="Q1" + "A" * 26 + "="))
+    return db.format_installed([db.InstalledPackage(
+        checksum="Q1" + "B" * 26 + "=", name="linux-virt", version="6.6.1-r0",
+        dirs=[db.DbDir(folder, files=names) for folder, names in dirs.items()])])
+
+
+def test_initramfs_leaves_the_kernel_out_of_files_and_database() -> None:
+    """The booted system does not read /boot/vmlinuz-virt (it is on the boot medium); its apk
+    database must not list a file the system does not have."""
+    tree = boot_tree()
+    tree.add_file(db.INSTALLED_PATH, _database("boot/config-virt", "boot/vmlinuz-virt",
+                                               "lib/modules/6.6.1-0-virt/modules.order"))
+    entries = {e.path: e for e in initramfs_entries(tree, leave_out={"boot/vmlinuz-virt"})}
+    assert "boot/vmlinuz-virt" not in entries and "boot" in entries
+    database = entries[db.INSTALLED_PATH]
+    assert database.blob is not None
+    assert database.blob.read() == _database("boot/config-virt",
+                                             "lib/modules/6.6.1-0-virt/modules.order")
+    assert tree.read_file(db.INSTALLED_PATH) == _database(
+        "boot/config-virt", "boot/vmlinuz-virt", "lib/modules/6.6.1-0-virt/modules.order")
+    # A kernel no package owns (an overlay's) leaves the database as it is, byte for byte.
+    tree.add_file(db.INSTALLED_PATH, b"C:Q1x=\nP:other\nV:1\n\n")
+    entries = {e.path: e for e in initramfs_entries(tree, leave_out={"boot/vmlinuz-virt"})}
+    assert entries[db.INSTALLED_PATH] is tree.get(db.INSTALLED_PATH)
+
+
+def test_composed_database_loses_only_the_kernels_lines(compose_tree: ComposeTree) -> None:
+    """On a real composed system (minirootfs + packages), rewriting the database changes
+    nothing but the kernel's own R:/a:/Z: lines."""
+    with compose_tree() as tree:
+        before = tree.read_file(db.INSTALLED_PATH).decode().split("\n")
+        entries = {e.path: e for e in initramfs_entries(tree, leave_out={"boot/vmlinuz-virt"})}
+        database = entries[db.INSTALLED_PATH]
+        assert database.blob is not None
+        after = database.blob.read().decode().split("\n")
+    index = before.index("R:vmlinuz-virt")
+    assert before[index + 1].startswith("Z:") and after == before[:index] + before[index + 2:]
+
+
 def test_syslinux_config() -> None:
     assert syslinux_config(X86, kernel="/boot/vmlinuz-virt", initrd="/boot/initramfs-virt") == (
         b"SERIAL 0 115200\nPROMPT 1\nTIMEOUT 30\nDEFAULT virt\n\nLABEL virt\n"
@@ -159,15 +228,33 @@ def test_syslinux_config() -> None:
 def test_x86_media_layout() -> None:
     spec = boot_media(boot_tree(), X86, epoch=EPOCH)
     files = {f.path: f.data for f in spec.files}
-    assert sorted(files) == [".alpine-release", "boot/efi.img", "boot/initramfs-virt",
-                             "boot/syslinux/isolinux.bin", "boot/syslinux/ldlinux.c32",
-                             "boot/syslinux/syslinux.cfg", "boot/vmlinuz-virt"]
+    assert sorted(files) == [".alpine-release", "boot/efi.img", "boot/syslinux/isolinux.bin",
+                             "boot/syslinux/ldlinux.c32", "boot/syslinux/syslinux.cfg"]
     assert files[".alpine-release"] == b"alpine-virt-3.20.3 240906\n"
     assert (spec.bios_boot, spec.efi_image) == ("boot/syslinux/isolinux.bin", "boot/efi.img")
-    initramfs = files["boot/initramfs-virt"]
+    assert spec.mbr_code == FAKE_ISOHDPFX
+    # Kernel and initramfs are stored once: in the UKI, in the EFI image; ISO 9660 names them.
+    image = files["boot/efi.img"]
+    named = {a.path: image[a.offset:a.offset + a.length] for a in spec.aliases}
+    assert sorted(named) == ["boot/initramfs-virt", "boot/vmlinuz-virt"]
+    assert named["boot/vmlinuz-virt"] == b"kernel image"
+    assert all(a.source == "boot/efi.img" and a.offset % 2048 == 0 for a in spec.aliases)
+    initramfs = named["boot/initramfs-virt"]
     assert initramfs[:10] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"
-    assert b"dev/console\0" in gzip.decompress(initramfs)
+    unpacked = gzip.decompress(initramfs)
+    assert b"dev/console\0" in unpacked and b"boot/vmlinuz-virt\0" not in unpacked
     assert boot_media(boot_tree(), X86, epoch=EPOCH) == spec
+    with another_clock():
+        assert boot_media(boot_tree(), X86, epoch=EPOCH) == spec
+
+
+def test_bios_only_media_keep_kernel_and_initramfs_as_files() -> None:
+    bios = BootSettings(**{**X86.__dict__, "firmware": (Firmware.BIOS,)})
+    spec = boot_media(boot_tree(), bios, epoch=EPOCH)
+    files = {f.path: f.data for f in spec.files}
+    assert spec.efi_image is None and spec.aliases == ()
+    assert files["boot/vmlinuz-virt"] == b"kernel image"
+    assert b"boot/vmlinuz-virt\0" not in gzip.decompress(files["boot/initramfs-virt"])
 
 
 def _efi_files(image: bytes, tmp_path: Path) -> dict[str, bytes]:
@@ -203,20 +290,6 @@ def test_aarch64_is_uefi_only_with_bootaa64(tmp_path: Path) -> None:
     uki = files["EFI/BOOT/BOOTAA64.EFI"]
     pe = struct.unpack_from("<I", uki, 0x3C)[0]
     assert struct.unpack_from("<H", uki, pe + 4)[0] == 0xAA64
-    for section in (b".osrel", b".cmdline", b".linux", b".initrd"):
-        assert section in uki[:0x400]
+    assert [s.name for s in pe_sections(uki)] == [".text", ".osrel", ".cmdline", ".initrd",
+                                                  ".linux"]
     assert b"console=ttyAMA0" in uki and b"kernel image" in uki
-
-
-def test_syslinux_efi_route_puts_kernel_and_initramfs_in_the_fat_image(tmp_path: Path) -> None:
-    tree = boot_tree()
-    tree.add_file("usr/share/syslinux/efi64/syslinux.efi", b"syslinux.efi")
-    tree.add_file("usr/share/syslinux/efi64/ldlinux.e64", b"ldlinux.e64")
-    settings = BootSettings(**{**X86.__dict__, "efi_loader": EfiLoader.SYSLINUX})
-    spec = boot_media(tree, settings, epoch=EPOCH)
-    image = next(f.data for f in spec.files if f.path == "boot/efi.img")
-    files = _efi_files(image, tmp_path)
-    assert sorted(files) == ["EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/LDLINUX.E64",
-                             "EFI/BOOT/SYSLINUX.CFG", "INITRD", "VMLINUZ"]
-    assert files["VMLINUZ"] == b"kernel image" and files["INITRD"][:2] == b"\x1f\x8b"
-    assert b"KERNEL /VMLINUZ\n\tINITRD /INITRD\n" in files["EFI/BOOT/SYSLINUX.CFG"]

@@ -181,6 +181,9 @@ def test_missing_kernel_stops_before_anything_is_written(iso_mirror: IsoMirror,
     ({"arch": "aarch64", "outputs": [{"format": "iso", "boot": ["bios", "uefi"]}]},
      "outputs[0]: boot: bios is not possible on aarch64 (BIOS boot exists on x86 only); "
      "use boot: [uefi]"),
+    ({"outputs": [{"format": "iso", "efi_loader": "syslinux"}]},
+     "outputs[0]: efi_loader: syslinux is refused: syslinux.efi faults under UEFI firmware "
+     "when the ISO starts from a CD drive; use efi_loader: uki (the default)"),
 ])
 def test_profile_errors_come_before_any_download(tmp_path: Path, fields: dict[str, Any],
                                                  message: str, signing_key: SigningKey) -> None:

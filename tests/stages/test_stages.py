@@ -124,7 +124,8 @@ def test_build_in_process(tmp_path: Path, workdir: Path, mirror: MirrorInfo,
     folder = ctx.output_dir / "test"
     assert result.output_dir == folder
     assert sorted(p.name for p in folder.iterdir()) == [
-        SUMS_NAME, MANIFEST_NAME, "test-3.20.3-x86_64.tar", "test-3.20.3-x86_64.tar.gz",
+        SUMS_NAME, "lock.json", MANIFEST_NAME, "provenance.intoto.json", "test-3.20.3-x86_64.tar",
+        "test-3.20.3-x86_64.tar.gz",
         "test-3.20.3.oci.tar"]
     assert (folder / MANIFEST_NAME).read_bytes() == result.manifest.to_json()
     for record in result.outputs:

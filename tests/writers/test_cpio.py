@@ -8,8 +8,10 @@ import subprocess
 
 import pytest
 
-from composer.tree import Entry, EntryType, FileTree
+from composer.errors import OutputError
+from composer.tree import Blob, Entry, EntryType, FileTree
 from composer.writers.cpio import FIRST_INODE, write_cpio
+from tests.helpers.clock import another_clock
 
 MTIME = 1725622440
 
@@ -82,8 +84,32 @@ def test_same_tree_same_bytes_whatever_the_insertion_order() -> None:
     write_cpio(_tree().walk(), one, mtime=MTIME)
     tree = _tree()
     tree.entries = dict(reversed(list(tree.entries.items())))
-    write_cpio(tree.walk(), two, mtime=MTIME)
+    with another_clock():
+        write_cpio(tree.walk(), two, mtime=MTIME)
     assert one.getvalue() == two.getvalue()
+
+
+@pytest.mark.parametrize("mtime", [1 << 32, -1])
+def test_timestamps_beyond_32_bits_are_refused(mtime: int) -> None:
+    out = io.BytesIO()
+    with pytest.raises(OutputError) as info:
+        write_cpio(_tree().walk(), out, mtime=mtime)
+    assert str(info.value) == (f"cpio: timestamp {mtime} is outside the newc format's 32-bit "
+                               "mtime (1970 to 2106)")
+    assert out.getvalue() == b""
+
+
+def test_sizes_and_owners_beyond_32_bits_are_refused() -> None:
+    """A 4 GiB file (a blob that claims the size; nothing is read) and a 2^32 uid."""
+    huge = Entry(path="big", type=EntryType.FILE, mode=0o644,
+                 blob=Blob(data=b"", path=None, size=1 << 32))
+    with pytest.raises(OutputError) as info:
+        write_cpio([huge], io.BytesIO(), mtime=MTIME)
+    assert str(info.value) == ("cpio: 'big': size 4294967296 does not fit the newc format's "
+                               "32-bit field")
+    owner = Entry(path="home/x", type=EntryType.DIR, mode=0o755, uid=1 << 32)
+    with pytest.raises(OutputError, match="^cpio: 'home/x': uid 4294967296 does not fit"):
+        write_cpio([owner], io.BytesIO(), mtime=MTIME)
 
 
 def test_gnu_cpio_lists_and_extracts_it(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -13,13 +13,13 @@ from spdx_tools.spdx.validation.document_validator import validate_full_spdx_doc
 
 from composer.apk.db import parse_installed, q1_from_hex
 from composer.errors import OutputError
+from composer.stages.sbom_outputs import sbom_packages_from_installed
 from composer.writers.sbom import (
     SbomBase,
     SbomDocument,
     SbomPackage,
     apk_checksum_sha1,
     apk_purl,
-    sbom_packages_from_installed,
     spdx_license_expression,
     write_cyclonedx_json,
     write_spdx_json,
