@@ -29,7 +29,7 @@ MAX_KEY_LINE = 16 * 1024
 
 def check_password_hash(value: str) -> str:
     """``value`` if it is a SHA-512 crypt hash; ValueError naming what it is otherwise."""
-    if SHA512_CRYPT.match(value):
+    if SHA512_CRYPT.fullmatch(value):
         return value
     if value.startswith("$y$"):
         raise ValueError("a yescrypt ($y$) hash cannot be checked by Alpine's login, su or sshd "

@@ -466,7 +466,7 @@ class Profile(Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("use lowercase letters, digits, '.', '_' and '-', starting with a "
                              "letter or digit")
         return value
@@ -482,14 +482,14 @@ class Profile(Strict):
     @field_validator("branch")
     @classmethod
     def _branch(cls, value: str) -> str:
-        if not _BRANCH.match(value):
+        if not _BRANCH.fullmatch(value):
             raise ValueError("expected 'vX.Y' (e.g. v3.20), 'edge' or 'latest-stable'")
         return value
 
     @field_validator("release")
     @classmethod
     def _release(cls, value: str | None) -> str | None:
-        if value is not None and not _RELEASE.match(value):
+        if value is not None and not _RELEASE.fullmatch(value):
             raise ValueError("expected a release version such as 3.20.3")
         return value
 

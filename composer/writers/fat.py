@@ -60,7 +60,7 @@ class _Dir:
 
 def _short_name(part: str, path: str) -> bytes:
     upper = part.upper()
-    if not _NAME.match(upper):
+    if not _NAME.fullmatch(upper):
         raise OutputError(f"EFI image: {path!r}: {part!r} is not an 8.3 FAT name")
     base, _, ext = upper.partition(".")
     return base.ljust(8).encode() + ext.ljust(3).encode()

@@ -109,7 +109,7 @@ def check_volume_id(label: str) -> str | None:
     """Why ``label`` cannot be a volume id, or None when it can."""
     if not label or len(label) > VOLUME_ID_MAX:
         return f"must be 1 to {VOLUME_ID_MAX} characters (got {len(label)})"
-    if not _VOLUME_ID.match(label):
+    if not _VOLUME_ID.fullmatch(label):
         return "may hold only letters, digits, space, '_', '.' and '-'"
     return None
 

@@ -85,3 +85,20 @@ def test_duplicate_keys_name_both_lines(tmp_path: Path) -> None:
     with pytest.raises(ProfileError) as caught:
         load_profile(profile)
     assert str(caught.value) == f"{profile}:4: duplicate key 'overlay' (first at line 2)"
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("name", "web\n"), ("branch", "v3.20\n"), ("release", "3.20.3\n"),
+    ("accounts", {"root": {"password": "$6$composertest$1ZP0zzqHsX26v.IrfHoaygET9jMBuFLD67e37jJX"
+                                        "Hpg2efxelyTvkvDXHpNkB3i6gbpP1TAc2OZC/KwXFUJ.V0\n"}}),
+])
+def test_a_trailing_newline_is_not_part_of_a_valid_value(tmp_path: Path, field: str,
+                                                           value: object) -> None:
+    """`$` in a regular expression also matches before a final newline: a name, branch,
+    release or password hash with one would reach file names, URLs and /etc/shadow."""
+    import json
+
+    data: dict[str, object] = {"name": "web", field: value}
+    with pytest.raises(ProfileError) as info:
+        load_profile(write(tmp_path / "p.yaml", json.dumps(data)))
+    assert field in str(info.value)
