@@ -190,6 +190,11 @@ def verify_signatures(folder: Path, keyfile: Path) -> list[tuple[str, str]]:
     return checked
 
 
+RECORDED_RELEASE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]*")
+"""What manifest.json's ``releases`` may hold (``x86_64``: ``3.20.3``, ``20240923``): the
+values choose paths under the mirror a rebuild fetches from."""
+
+
 def rebuild_and_compare(ctx: BuildContext, *, mirror_given: bool = False) -> VerifyReport:
     """Build again into a temporary folder with the recorded release and timestamp; compare bytes.
 
@@ -202,8 +207,13 @@ def rebuild_and_compare(ctx: BuildContext, *, mirror_given: bool = False) -> Ver
     published = ctx.output_dir / ctx.profile.name
     manifest = _read_manifest(published)
     verify_outputs(published)
-    releases = {arch: value.str(max_len=64)
-                for arch, value in manifest.field("releases").members(max_items=64)}
+    releases: dict[str, str] = {}
+    for arch, value in manifest.field("releases").members(max_items=64):
+        release = value.str(max_len=64)
+        if not RECORDED_RELEASE.fullmatch(release) or not RECORDED_RELEASE.fullmatch(arch):
+            value.fail(f"{arch!r}: {release!r} is not an architecture and a release (letters, "
+                       "digits, '.', '_' and '-')")
+        releases[arch] = release
     epoch = manifest.field("source_date_epoch").int()
     source = manifest.field("epoch_source").str(max_len=256)
     if not mirror_given:

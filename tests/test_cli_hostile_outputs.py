@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_profile
+from tests.conftest import run_cli, write_profile
 from tests.helpers.gpg import SigningKey
+from tests.helpers.mirror import MirrorInfo
 from tests.helpers.hostile import deflate_zeros
 from tests.helpers.measure import Measured, run_measured
 from tests.helpers.mirror import make_minirootfs_tarball
@@ -204,3 +205,22 @@ def test_helpers_keep_digests_valid(folder: Path) -> None:
                                                   separators=(",", ":")).encode())
     relist(folder)
     assert len(verify_outputs(folder).checked) > 10
+
+
+def test_rebuild_refuses_a_recorded_release_that_is_not_one(tmp_path: Path, mirror: MirrorInfo,
+                                                            signing_key: SigningKey) -> None:
+    """manifest.json's releases choose paths under the mirror the rebuild reads: a value
+    such as ../../x is refused before anything is fetched."""
+    profile = write_profile(tmp_path / "p", mirror_url=mirror.file_url, key=signing_key)
+    out = tmp_path / "out"
+    assert run_cli("build", profile, "--output-dir", out, "--cache-dir", tmp_path / "c").returncode == 0
+    manifest_path = out / "test" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["releases"] = {"x86_64": "../../x"}
+    manifest_path.write_text(json.dumps(manifest))
+    result = run_cli("verify", "--rebuild", profile, "--output-dir", out, "--cache-dir",
+                     tmp_path / "c")
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.splitlines()[-1].endswith(
+        "$.releases.x86_64: 'x86_64': '../../x' is not an architecture and a release (letters, "
+        "digits, '.', '_' and '-')"), result.stderr
