@@ -20,10 +20,9 @@ import pytest
 
 from tests.conftest import run_cli, write_profile
 from tests.helpers.gpg import SigningKey
-from tests.helpers.mirror import MirrorInfo
 from tests.helpers.hostile import deflate_zeros
 from tests.helpers.measure import Measured, run_measured
-from tests.helpers.mirror import make_minirootfs_tarball
+from tests.helpers.mirror import MirrorInfo, make_minirootfs_tarball
 from tests.helpers.outputs import chain, nested_indexes, put, rechain, relist, write_output_folder
 from tests.test_cli_errors import assert_nothing_written, error_line
 
