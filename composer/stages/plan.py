@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from composer.context import BuildContext
 from composer.profile.model import Base
-from composer.stages.boot_plan import iso_packages
 from composer.stages.epoch import Epoch, choose_epoch
 
 if TYPE_CHECKING:
@@ -99,6 +98,10 @@ def plan_packages(ctx: BuildContext, fetcher: Fetcher, arch: str, branch: str, b
 def requested_packages(ctx: BuildContext, arch: str) -> list[str]:
     """The profile's packages (its variant's included) plus what its ISO outputs boot with
     on ``arch``: a kernel, and syslinux only where BIOS exists."""
+    if not any(output.format == "iso" for output in ctx.profile.outputs):
+        return list(ctx.profile.packages)
+    from composer.stages.boot_plan import iso_packages
+
     extra = [name for name in iso_packages(ctx, arch) if name not in ctx.profile.packages]
     return [*ctx.profile.packages, *extra]
 
