@@ -112,15 +112,17 @@ def stub_arch(stub: bytes, *, source: str = "EFI stub") -> str:
 
 def pe_checksum(image: bytes, checksum_offset: int) -> int:
     """The PE optional header CheckSum of ``image``: the 16-bit one's-complement-style sum
-    of the file (its CheckSum field read as zero), folded, plus the file length."""
+    of the file (its CheckSum field read as zero), folded, plus the file length.
+
+    Folding the carries keeps the sum's value modulo 0xFFFF, and 65536 is 1 modulo 0xFFFF,
+    so the sum of the little-endian words is the whole file read as one little-endian
+    number, modulo 0xFFFF (0xFFFF rather than 0 for a file that is not all zeros): one pass
+    in C instead of a Python sum over millions of words."""
     data = bytearray(image)
     data[checksum_offset:checksum_offset + 4] = bytes(4)
-    if len(data) % 2:
-        data.append(0)
-    total = sum(memoryview(bytes(data)).cast("H"))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return (total + len(image)) & 0xFFFFFFFF
+    value = int.from_bytes(data, "little")
+    folded = value % 0xFFFF or (0xFFFF if value else 0)
+    return (folded + len(image)) & 0xFFFFFFFF
 
 
 def _kernel_image_size(kernel: bytes) -> int:

@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from composer.errors import OutputError
 from composer.writers.uki import build_uki, pe_checksum, pe_sections, stub_arch
@@ -209,3 +211,29 @@ def test_bytes_after_the_last_section_are_dropped(tmp_path: Path) -> None:
     path.write_bytes(image)
     listed = _run("sbverify", "--list", path)
     assert (listed.stdout + listed.stderr).strip() == "No signature table present"
+
+
+def _checksum_by_words(image: bytes, offset: int) -> int:
+    """The PE checksum as the specification describes it: add the 16-bit words, folding
+    each carry back in."""
+    data = bytearray(image)
+    data[offset:offset + 4] = bytes(4)
+    if len(data) % 2:
+        data.append(0)
+    total = 0
+    for (word,) in struct.iter_unpack("<H", data):
+        total += word
+        total = (total & 0xFFFF) + (total >> 16)
+    return (total + len(image)) & 0xFFFFFFFF
+
+
+@given(st.binary(max_size=4096), st.integers(min_value=0, max_value=4092))
+def test_pe_checksum_equals_the_word_by_word_sum(image: bytes, offset: int) -> None:
+    offset = min(offset, max(0, len(image) - 4)) & ~1
+    assert pe_checksum(image, offset) == _checksum_by_words(image, offset)
+
+
+@pytest.mark.parametrize("image", [b"", bytes(10), b"\xff\xff", b"\xff\xff" * 3 + b"\x01",
+                                   b"\x00\x00\x00\x00\xff\xff"])
+def test_pe_checksum_edge_cases(image: bytes) -> None:
+    assert pe_checksum(image, 0) == _checksum_by_words(image, 0)
