@@ -9,12 +9,15 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from composer.errors import VerificationError
 from composer.numbers import shorten
+
+if TYPE_CHECKING:
+    from composer.jsonsafe import JsonValue
 
 MANIFEST_NAME = "manifest.json"
 SUMS_NAME = "SHA256SUMS"
@@ -158,6 +161,19 @@ def artifact_path_problem(path: str) -> str | None:
             return (f"file name {shorten(path)} has a part longer than {MAX_NAME_BYTES} "
                     "bytes")
     return None
+
+
+def recorded_outputs(manifest: JsonValue) -> Iterator[tuple[JsonValue, str]]:
+    """Each entry of a manifest.json's ``outputs`` (bounded) with its ``path``, checked as
+    an artifact name before any code opens it."""
+    outputs = manifest.optional("outputs")
+    for output in outputs.items(max_items=MAX_ARTIFACTS) if outputs is not None else ():
+        field = output.field("path")
+        path = field.str(max_len=MAX_PATH_CHARS)
+        problem = artifact_path_problem(path)
+        if problem is not None:
+            field.fail(problem)
+        yield output, path
 
 
 def parse_sha256sums(data: bytes, *, source: str) -> dict[str, str]:

@@ -20,8 +20,8 @@ from composer.manifest import (
     MAX_ARTIFACTS,
     MAX_RECORD_BYTES,
     SUMS_NAME,
-    artifact_path_problem,
     parse_sha256sums,
+    recorded_outputs,
 )
 from composer.numbers import shorten
 from composer.provenance import PROVENANCE_NAME, STATEMENT_TYPE
@@ -59,15 +59,9 @@ def _read_sums(folder: Path) -> dict[str, str]:
 def _recorded_outputs(manifest: JsonValue) -> dict[str, tuple[str, int]]:
     """manifest.json's outputs as path → (sha256, size), every field checked for shape."""
     recorded: dict[str, tuple[str, int]] = {}
-    outputs = manifest.optional("outputs")
-    for output in outputs.items(max_items=MAX_ARTIFACTS) if outputs is not None else ():
-        field = output.field("path")
-        path = field.str(max_len=1024)
-        problem = artifact_path_problem(path)
-        if problem is not None:
-            field.fail(problem)
+    for output, path in recorded_outputs(manifest):
         if path in recorded:
-            field.fail(f"{shorten(path)} is listed twice")
+            output.field("path").fail(f"{shorten(path)} is listed twice")
         digest = output.field("sha256")
         sha256 = digest.str(max_len=64)
         if not _SHA256.fullmatch(sha256):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from composer.errors import ComposerError, UsageError
 from composer.jsonsafe import load_json_file
-from composer.manifest import MANIFEST_NAME, MAX_ARTIFACTS, MAX_RECORD_BYTES, artifact_path_problem
+from composer.manifest import MANIFEST_NAME, MAX_RECORD_BYTES, recorded_outputs
 from composer.numbers import clip
 
 FIRMWARES = ("bios", "uefi")
@@ -186,16 +186,10 @@ def find_iso(target: Path, arch: str | None = None) -> tuple[Path, str]:
         raise UsageError(f"{target}: no {MANIFEST_NAME}; give an output folder or an .iso file") \
             from None
     isos: dict[str, str] = {}
-    outputs = document.optional("outputs")
-    for output in outputs.items(max_items=MAX_ARTIFACTS) if outputs is not None else ():
+    for output, path in recorded_outputs(document):
         kind = output.optional("format")
         if kind is None or kind.raw() != "iso":
             continue
-        field = output.field("path")
-        path = field.str(max_len=1024)
-        problem = artifact_path_problem(path)
-        if problem is not None:
-            field.fail(problem)
         isos[output.field("arch").str(max_len=64)] = path
     if not isos:
         raise UsageError(f"{target}: the build has no ISO output (add {{format: iso}} to outputs)")

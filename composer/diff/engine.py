@@ -26,7 +26,7 @@ from composer.diff.source import Budget, Bytes, DiffLimits, FileBytes, open_stre
 from composer.diff.tarball import TarContents, read_tar
 from composer.errors import ArchiveError, UsageError
 from composer.jsonsafe import JsonValue, load_json
-from composer.manifest import MANIFEST_NAME, MAX_ARTIFACTS, artifact_path_problem
+from composer.manifest import MANIFEST_NAME, MAX_ARTIFACTS, recorded_outputs
 from composer.numbers import shorten
 
 _CONTENT_NAMED = re.compile(r"(^|/)[0-9a-f]{64}(/|\.json$|$)")
@@ -195,13 +195,7 @@ def _artifacts(folder: Path, side: Side) -> tuple[dict[str, str], JsonValue]:
         raise ArchiveError(f"{source.what}: {source.size} bytes, more than the 16 MiB allowed")
     manifest = load_json(source.read_at(0, source.size), what=source.what, max_bytes=16 << 20)
     roles: dict[str, str] = {}
-    outputs = manifest.optional("outputs")
-    for output in outputs.items(max_items=MAX_ARTIFACTS) if outputs is not None else ():
-        field = output.field("path")
-        path = field.str(max_len=1024)
-        problem = artifact_path_problem(path)
-        if problem is not None:
-            field.fail(problem)
+    for output, path in recorded_outputs(manifest):
         fmt = output.field("format").str(max_len=64)
         arch_field = output.optional("arch")
         arch = arch_field.str(max_len=64) if arch_field is not None else ""
