@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,77 @@ def debian_kernel(cache: Path) -> DebianKernel:
     raise Unavailable(f"{deb.name} holds no boot/vmlinuz-*")
 
 
+ARM64_KERNEL_PACKAGE = re.compile(r"^linux-image-(\d+\.\d+\.\d+-\d+)-cloud-arm64-unsigned$")
+ARM64_STUB = "usr/lib/systemd/boot/efi/linuxaa64.efi.stub"
+
+
+@dataclass(frozen=True)
+class DebianArm64Boot:
+    kernel: DebianKernel
+    stub: bytes
+
+
+def _deb_members(deb: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
+    """Regular files of a .deb's data whose path ``wanted`` accepts, unpacked with dpkg-deb
+    (no maintainer scripts run)."""
+    import io
+
+    if shutil.which("dpkg-deb") is None:
+        raise Unavailable("dpkg-deb is not installed")
+    fsys = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True,
+                          check=True).stdout
+    found: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(fsys)) as archive:
+        for member in archive:
+            name = member.name.removeprefix("./")
+            if member.isfile() and wanted(name):
+                handle = archive.extractfile(member)
+                assert handle is not None
+                found[name] = handle.read()
+    return found
+
+
+def debian_arm64_boot(cache: Path) -> DebianArm64Boot:
+    """Debian's arm64 cloud kernel (its ``vmlinuz`` is a gzip of the EFI-bootable Image,
+    unpacked here: a UKI carries the Image itself) and systemd-boot's arm64 stub, fetched
+    with ``apt-get download`` once (dpkg must know the arm64 architecture:
+    ``dpkg --add-architecture arm64 && apt-get update``)."""
+    import gzip
+
+    cache.mkdir(parents=True, exist_ok=True)
+    debs = sorted(cache.glob("linux-image-*-cloud-arm64-unsigned_*.deb"))
+    stubs = sorted(cache.glob("systemd-boot-efi_*_arm64.deb"))
+    if not debs or not stubs:
+        if shutil.which("apt-cache") is None or shutil.which("apt-get") is None:
+            raise Unavailable("apt-get is not available to download Debian's arm64 kernel")
+        found = subprocess.run(["apt-cache", "search", "--names-only",
+                                r"^linux-image-.*-cloud-arm64-unsigned$"],
+                               capture_output=True, text=True, check=False).stdout
+        names = [line.split(" - ")[0] for line in found.splitlines()]
+        versions = [(tuple(int(x) for x in re.split(r"[.-]", m.group(1))), name)
+                    for name in names if (m := ARM64_KERNEL_PACKAGE.match(name))]
+        if not versions:
+            raise Unavailable("apt knows no linux-image-*-cloud-arm64-unsigned (run dpkg "
+                              "--add-architecture arm64 && apt-get update)")
+        result = subprocess.run(["apt-get", "download", f"{max(versions)[1]}:arm64",
+                                 "systemd-boot-efi:arm64"], cwd=cache, capture_output=True,
+                                text=True, check=False)
+        debs = sorted(cache.glob("linux-image-*-cloud-arm64-unsigned_*.deb"))
+        stubs = sorted(cache.glob("systemd-boot-efi_*_arm64.deb"))
+        if result.returncode != 0 or not debs or not stubs:
+            raise Unavailable(f"apt-get download of the arm64 kernel and stub failed: "
+                              f"{result.stderr.strip()[-300:]}")
+    kernels = _deb_members(debs[-1], lambda name: name.startswith("boot/vmlinuz-"))
+    stub = _deb_members(stubs[-1], lambda name: name == ARM64_STUB)
+    if len(kernels) != 1 or ARM64_STUB not in stub:
+        raise Unavailable(f"{debs[-1].name} or {stubs[-1].name} lacks the kernel or the stub")
+    [(path, vmlinuz)] = kernels.items()
+    if vmlinuz[:2] == b"\x1f\x8b":
+        vmlinuz = gzip.decompress(vmlinuz)
+    return DebianArm64Boot(DebianKernel(version=path.removeprefix("boot/vmlinuz-"),
+                                        vmlinuz=vmlinuz), stub[ARM64_STUB])
+
+
 def _host_file(path: str, package: str) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -106,10 +178,10 @@ def _host_file(path: str, package: str) -> bytes:
         raise Unavailable(f"{path} is missing (apt-get install {package})") from None
 
 
-def kernel_package(kernel: DebianKernel, flavor: str = "virt") -> PackageSpec:
+def kernel_package(kernel: DebianKernel, flavor: str = "virt", arch: str = "x86_64") -> PackageSpec:
     """``linux-<flavor>``: the kernel at /boot/vmlinuz-<flavor>, and a modules folder where
     Alpine's kernel packages put theirs."""
-    return PackageSpec(name=f"linux-{flavor}", version="6.1.0-r0",
+    return PackageSpec(name=f"linux-{flavor}", version="6.1.0-r0", arch=arch,
                        description=f"Linux kernel ({flavor}; Debian's cloud kernel for tests)",
                        license="GPL-2.0-only",
                        files={f"boot/vmlinuz-{flavor}": FileSpec(kernel.vmlinuz, mode=0o644),
@@ -123,21 +195,28 @@ def syslinux_package() -> PackageSpec:
                        description="Boot loaders (Debian's build for tests)", files=files)
 
 
-def gummiboot_package() -> PackageSpec:
+def gummiboot_package(arm64_stub: bytes | None = None) -> PackageSpec:
+    """``gummiboot`` with the host's x86_64 stub, or the given arm64 one."""
+    if arm64_stub is not None:
+        return PackageSpec(name="gummiboot", version="48.1-r6", arch="aarch64",
+                           license="LGPL-2.1-or-later",
+                           description="EFI stub (systemd-boot's, for tests)",
+                           files={"usr/lib/gummiboot/linuxaa64.efi.stub": FileSpec(arm64_stub)})
     return PackageSpec(name="gummiboot", version="48.1-r6", license="LGPL-2.1-or-later",
                        description="EFI stub (systemd-boot's, for tests)",
                        files={STUB_PATH: FileSpec(_host_file(STUB_FILE, "systemd-boot-efi"))})
 
 
-def marker_inittab(marker: str = BOOT_MARKER) -> bytes:
+def marker_inittab(marker: str = BOOT_MARKER, port: str = "ttyS0") -> bytes:
     """An inittab whose first lines print ``<marker>-BIOS`` or ``<marker>-UEFI`` (the
     firmware the kernel was started by) on the serial port, then power off. It writes to
-    /dev/ttyS0 itself, so it shows even when /dev/console is the screen (``console=tty0``)."""
+    the serial ``port`` itself (ttyAMA0 on aarch64), so it shows even when /dev/console is
+    the screen (``console=tty0``)."""
     return (
         "::sysinit:/bin/mount -t sysfs sysfs /sys\n"
         "::sysinit:/bin/mount -t devtmpfs devtmpfs /dev\n"
         f"::sysinit:/bin/sh -c 'if [ -d /sys/firmware/efi ]; then m={marker}-UEFI; "
-        f"else m={marker}-BIOS; fi; echo $m > /dev/ttyS0'\n"
+        f"else m={marker}-BIOS; fi; echo $m > /dev/{port}'\n"
         "::sysinit:/sbin/poweroff -f\n").encode()
 
 

@@ -43,9 +43,10 @@ def missing_tools(firmware: str = "bios", arch: str = "x86_64") -> str | None:
 
 
 def boot(image: Path, *, firmware: str, medium: str, marker: str,
-         timeout: float = 120.0) -> BootResult:
+         timeout: float = 120.0, arch: str = "x86_64") -> BootResult:
     """Boot ``image`` until ``marker`` appears and qemu exits; raise BootFailure otherwise."""
-    command = qemu_command(image, VmSettings(firmware=firmware, medium=medium, memory_mb=512))
+    command = qemu_command(image, VmSettings(firmware=firmware, medium=medium, memory_mb=512,
+                                             arch=arch))
     start = time.monotonic()
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
