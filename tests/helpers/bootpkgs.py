@@ -21,8 +21,6 @@ from pathlib import Path
 
 from tests.helpers.apkrepo import FileSpec, PackageSpec
 
-KERNEL_PACKAGE = re.compile(r"^linux-image-(\d+\.\d+\.\d+-\d+)-cloud-amd64-unsigned$")
-
 # Debian path → path in Alpine's package, and the Debian package that ships it.
 SYSLINUX_FILES = {
     "/usr/lib/ISOLINUX/isolinux.bin": ("usr/share/syslinux/isolinux.bin", "isolinux"),
@@ -56,60 +54,6 @@ class DebianKernel:
     vmlinuz: bytes
 
 
-def _newest_kernel_package() -> str:
-    if shutil.which("apt-cache") is None or shutil.which("apt-get") is None:
-        raise Unavailable("apt-get is not available to download a Debian kernel")
-    found = subprocess.run(["apt-cache", "search", "--names-only",
-                            r"^linux-image-.*-cloud-amd64-unsigned$"],
-                           capture_output=True, text=True, check=False).stdout
-    names = [line.split(" - ")[0] for line in found.splitlines()]
-    versions = [(tuple(int(x) for x in re.split(r"[.-]", m.group(1))), name)
-                for name in names if (m := KERNEL_PACKAGE.match(name))]
-    if not versions:
-        raise Unavailable("no linux-image-*-cloud-amd64-unsigned package is known to apt "
-                          "(run apt-get update)")
-    return max(versions)[1]
-
-
-def debian_kernel(cache: Path) -> DebianKernel:
-    """Debian's cloud kernel, downloaded into ``cache`` once and reused from there."""
-    cache.mkdir(parents=True, exist_ok=True)
-    debs = sorted(cache.glob("linux-image-*-cloud-amd64-unsigned_*.deb"))
-    if not debs:
-        name = _newest_kernel_package()
-        result = subprocess.run(["apt-get", "download", name], cwd=cache, capture_output=True,
-                                text=True, check=False)
-        debs = sorted(cache.glob("linux-image-*-cloud-amd64-unsigned_*.deb"))
-        if result.returncode != 0 or not debs:
-            raise Unavailable(f"apt-get download {name} failed: {result.stderr.strip()[-300:]}")
-    deb = debs[-1]
-    if shutil.which("dpkg-deb") is None:
-        raise Unavailable("dpkg-deb is not installed")
-    fsys = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True,
-                          check=True).stdout
-    import io
-
-    with tarfile.open(fileobj=io.BytesIO(fsys)) as archive:
-        for member in archive:
-            name = member.name.removeprefix("./")
-            if name.startswith("boot/vmlinuz-") and member.isfile():
-                handle = archive.extractfile(member)
-                assert handle is not None
-                return DebianKernel(version=name.removeprefix("boot/vmlinuz-"),
-                                    vmlinuz=handle.read())
-    raise Unavailable(f"{deb.name} holds no boot/vmlinuz-*")
-
-
-ARM64_KERNEL_PACKAGE = re.compile(r"^linux-image-(\d+\.\d+\.\d+-\d+)-cloud-arm64-unsigned$")
-ARM64_STUB = "usr/lib/systemd/boot/efi/linuxaa64.efi.stub"
-
-
-@dataclass(frozen=True)
-class DebianArm64Boot:
-    kernel: DebianKernel
-    stub: bytes
-
-
 def _deb_members(deb: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
     """Regular files of a .deb's data whose path ``wanted`` accepts, unpacked with dpkg-deb
     (no maintainer scripts run)."""
@@ -130,6 +74,67 @@ def _deb_members(deb: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
     return found
 
 
+def _newest_kernel_package(debian_arch: str) -> str:
+    """The newest ``linux-image-<version>-cloud-<arch>-unsigned`` apt knows."""
+    if shutil.which("apt-cache") is None or shutil.which("apt-get") is None:
+        raise Unavailable("apt-get is not available to download a Debian kernel")
+    pattern = re.compile(rf"^linux-image-(\d+\.\d+\.\d+-\d+)-cloud-{debian_arch}-unsigned$")
+    found = subprocess.run(["apt-cache", "search", "--names-only",
+                            rf"^linux-image-.*-cloud-{debian_arch}-unsigned$"],
+                           capture_output=True, text=True, check=False).stdout
+    names = [line.split(" - ")[0] for line in found.splitlines()]
+    versions = [(tuple(int(x) for x in re.split(r"[.-]", m.group(1))), name)
+                for name in names if (m := pattern.match(name))]
+    if not versions:
+        hint = "" if debian_arch == "amd64" else f"dpkg --add-architecture {debian_arch} && "
+        raise Unavailable(f"no linux-image-*-cloud-{debian_arch}-unsigned package is known to "
+                          f"apt (run {hint}apt-get update)")
+    return max(versions)[1]
+
+
+def _downloaded(cache: Path, packages: dict[str, str | Callable[[], str]]) -> dict[str, Path]:
+    """``apt-get download`` into ``cache`` once: glob → .deb for each ``{glob: apt name}``
+    (a name is looked up only when its .deb is missing)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    have = {glob: sorted(cache.glob(glob)) for glob in packages}
+    missing = [name() if callable(name) else name
+               for glob, name in packages.items() if not have[glob]]
+    if missing:
+        result = subprocess.run(["apt-get", "download", *missing], cwd=cache,
+                                capture_output=True, text=True, check=False)
+        have = {glob: sorted(cache.glob(glob)) for glob in packages}
+        if result.returncode != 0 or not all(have.values()):
+            raise Unavailable(f"apt-get download {' '.join(missing)} failed: "
+                              f"{result.stderr.strip()[-300:]}")
+    return {glob: debs[-1] for glob, debs in have.items()}
+
+
+def _kernel_of(deb: Path) -> DebianKernel:
+    kernels = _deb_members(deb, lambda name: name.startswith("boot/vmlinuz-"))
+    if len(kernels) != 1:
+        raise Unavailable(f"{deb.name} holds no single boot/vmlinuz-*")
+    [(path, vmlinuz)] = kernels.items()
+    return DebianKernel(version=path.removeprefix("boot/vmlinuz-"), vmlinuz=vmlinuz)
+
+
+AMD64_KERNEL_DEB = "linux-image-*-cloud-amd64-unsigned_*.deb"
+ARM64_KERNEL_DEB = "linux-image-*-cloud-arm64-unsigned_*.deb"
+ARM64_STUB_DEB = "systemd-boot-efi_*_arm64.deb"
+ARM64_STUB = "usr/lib/systemd/boot/efi/linuxaa64.efi.stub"
+
+
+def debian_kernel(cache: Path) -> DebianKernel:
+    """Debian's cloud kernel, downloaded into ``cache`` once and reused from there."""
+    debs = _downloaded(cache, {AMD64_KERNEL_DEB: lambda: _newest_kernel_package("amd64")})
+    return _kernel_of(debs[AMD64_KERNEL_DEB])
+
+
+@dataclass(frozen=True)
+class DebianArm64Boot:
+    kernel: DebianKernel
+    stub: bytes
+
+
 def debian_arm64_boot(cache: Path) -> DebianArm64Boot:
     """Debian's arm64 cloud kernel (its ``vmlinuz`` is a gzip of the EFI-bootable Image,
     unpacked here: a UKI carries the Image itself) and systemd-boot's arm64 stub, fetched
@@ -137,38 +142,15 @@ def debian_arm64_boot(cache: Path) -> DebianArm64Boot:
     ``dpkg --add-architecture arm64 && apt-get update``)."""
     import gzip
 
-    cache.mkdir(parents=True, exist_ok=True)
-    debs = sorted(cache.glob("linux-image-*-cloud-arm64-unsigned_*.deb"))
-    stubs = sorted(cache.glob("systemd-boot-efi_*_arm64.deb"))
-    if not debs or not stubs:
-        if shutil.which("apt-cache") is None or shutil.which("apt-get") is None:
-            raise Unavailable("apt-get is not available to download Debian's arm64 kernel")
-        found = subprocess.run(["apt-cache", "search", "--names-only",
-                                r"^linux-image-.*-cloud-arm64-unsigned$"],
-                               capture_output=True, text=True, check=False).stdout
-        names = [line.split(" - ")[0] for line in found.splitlines()]
-        versions = [(tuple(int(x) for x in re.split(r"[.-]", m.group(1))), name)
-                    for name in names if (m := ARM64_KERNEL_PACKAGE.match(name))]
-        if not versions:
-            raise Unavailable("apt knows no linux-image-*-cloud-arm64-unsigned (run dpkg "
-                              "--add-architecture arm64 && apt-get update)")
-        result = subprocess.run(["apt-get", "download", f"{max(versions)[1]}:arm64",
-                                 "systemd-boot-efi:arm64"], cwd=cache, capture_output=True,
-                                text=True, check=False)
-        debs = sorted(cache.glob("linux-image-*-cloud-arm64-unsigned_*.deb"))
-        stubs = sorted(cache.glob("systemd-boot-efi_*_arm64.deb"))
-        if result.returncode != 0 or not debs or not stubs:
-            raise Unavailable(f"apt-get download of the arm64 kernel and stub failed: "
-                              f"{result.stderr.strip()[-300:]}")
-    kernels = _deb_members(debs[-1], lambda name: name.startswith("boot/vmlinuz-"))
-    stub = _deb_members(stubs[-1], lambda name: name == ARM64_STUB)
-    if len(kernels) != 1 or ARM64_STUB not in stub:
-        raise Unavailable(f"{debs[-1].name} or {stubs[-1].name} lacks the kernel or the stub")
-    [(path, vmlinuz)] = kernels.items()
-    if vmlinuz[:2] == b"\x1f\x8b":
-        vmlinuz = gzip.decompress(vmlinuz)
-    return DebianArm64Boot(DebianKernel(version=path.removeprefix("boot/vmlinuz-"),
-                                        vmlinuz=vmlinuz), stub[ARM64_STUB])
+    debs = _downloaded(cache, {ARM64_KERNEL_DEB: lambda: f"{_newest_kernel_package('arm64')}:arm64",
+                               ARM64_STUB_DEB: "systemd-boot-efi:arm64"})
+    kernel = _kernel_of(debs[ARM64_KERNEL_DEB])
+    stub = _deb_members(debs[ARM64_STUB_DEB], lambda name: name == ARM64_STUB)
+    if ARM64_STUB not in stub:
+        raise Unavailable(f"{debs[ARM64_STUB_DEB].name} holds no {ARM64_STUB}")
+    if kernel.vmlinuz[:2] == b"\x1f\x8b":
+        kernel = DebianKernel(kernel.version, gzip.decompress(kernel.vmlinuz))
+    return DebianArm64Boot(kernel, stub[ARM64_STUB])
 
 
 def _host_file(path: str, package: str) -> bytes:
