@@ -1,20 +1,19 @@
 """Benchmark: installing packages with composer vs the real apk-tools 2.14, into a tar.
 
-Not a test. Two cases, each run 5 times, median wall time:
+Not a test. Whole processes in alternating rounds (bench/harness.py):
 
-(a) the 15-package world of the real Alpine 3.19.1 ISO repository;
-(b) a synthetic signed repository (tests/helpers/apkrepo.py) of 320 packages,
-    ~330 MB of incompressible, deterministic content.
+(a) the 15-package world of the real Alpine 3.19.1 ISO repository, warm cache:
+    ``alpine-composer build`` of a ``base: packages`` profile (index signature, resolve,
+    every package's signature and hashes checked, install with script effects, tar, SBOMs,
+    SHA256SUMS, manifest) against apk-tools ``add --initdb --no-scripts --no-cache`` from
+    the repository folder, then ``tar -cf``. Target ≤ 2.5×.
+(b) the same with an empty cache over HTTP on 127.0.0.1, against apk-tools
+    ``--no-cache --update-cache`` from the same server, then ``tar -cf``. Target ≤ 3×.
+(c) a synthetic signed repository (tests/helpers/apkrepo.py) of 320 packages, ~330 MB of
+    incompressible content, warm cache. Target ≤ 1.0× and composer's peak RSS ≤ 150 MB.
 
-Composer is the real command, ``alpine-composer build`` of a ``base: packages``
-profile with a warm cache (index signature, resolve, verify every package,
-install into a FileTree with script effects, uncompressed tar, SHA256SUMS,
-manifest), process start-up included; for (a) also ``pipeline.build()`` repeated in one
-warm process, which is the engine's own time without the fixed ~0.3 s of interpreter
-start-up and imports. apk-tools (from the ISO, run through its own musl loader):
-``apk add --initdb --no-scripts --no-cache`` into a folder, then ``tar -cf``.
-Peak RSS of each child comes from ``os.wait4``. Targets: ratio <= 3 on (a),
-<= 1.0 on (b), composer peak RSS <= 150 MB on (b).
+apk-tools comes from the ISO's own packages (apk-tools, musl, libcrypto3, libssl3, zlib),
+run through their musl loader.
 
     .venv/bin/python bench/bench_apk.py
 """
@@ -22,11 +21,9 @@ Peak RSS of each child comes from ``os.wait4``. Targets: ratio <= 3 on (a),
 from __future__ import annotations
 
 import json
-import os
 import platform
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -37,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import HEADER, compile_source, composer_command, composer_env, paired, ratio_row  # noqa: E402, I001
+
 SHARED = ROOT.parent / "shared" / "fixtures" / "alpine-real"
 ISO_REPO = SHARED / "iso-3.19.1-x86_64" / "apks"
 ISO_KEYS = SHARED / "apk-keys"
@@ -45,20 +44,7 @@ APK_RUNTIME = ("musl-1", "apk-tools-2", "libcrypto3-", "libssl3-", "zlib-")
 SYNTH_PACKAGES = 320
 SYNTH_FILES = 4
 SYNTH_FILE_SIZE = 256 * 1024
-RUNS = 5
 EPOCH = 1700000000
-
-
-def measure(argv: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if status != 0:
-        raise SystemExit(f"{' '.join(argv[:4])}... failed: {err}")
-    return elapsed, usage.ru_maxrss
 
 
 def apk_tools(base: Path) -> list[str]:
@@ -71,79 +57,31 @@ def apk_tools(base: Path) -> list[str]:
             f"{base}/lib:{base}/usr/lib", f"{base}/sbin/apk"]
 
 
-def apk_then_tar(apk: list[str], repo: Path, keys: Path, world: list[str], work: Path) -> str:
+def apk_then_tar(apk: list[str], repository: str, keys: Path, world: list[str], work: Path,
+                 *options: str) -> list[str]:
+    """apk-tools into an empty root, then ``tar -cf`` of it: one shell process."""
     script = (
         'set -e; rm -rf "$1"; mkdir "$1"; shift; root="$1"; tar_out="$2"; shift 2; '
         '"$@" >/dev/null; tar -cf "$tar_out" -C "$root" .')
     root, out = work / "apk-root", work / "apk.tar"
     args = [*apk, "--root", str(root), "--initdb", "--arch", "x86_64", "--keys-dir", str(keys),
-            "--repository", str(repo), "--repositories-file", "/dev/null", "--no-scripts",
-            "--no-cache", "--quiet", "add", *world]
-    return json.dumps(["sh", "-c", script, "sh", str(root), str(root), str(out), *args])
+            "--repository", repository, "--repositories-file", "/dev/null", "--no-scripts",
+            *options, "--quiet", "add", *world]
+    return ["sh", "-c", script, "sh", str(root), str(root), str(out), *args]
 
 
-def run_case(label: str, repo: Path, keys: Path, world: list[str], apk: list[str],
-             work: Path, *, engine: bool = False) -> list[str]:
-    """Ours is the product: ``alpine-composer build`` of a ``base: packages`` profile
-    (warm cache, as apk reads the repository folder directly), writing an uncompressed tar."""
-    profile = work / f"{label[:12].replace(' ', '-').replace('(', '').replace(')', '')}.json"
-    profile.write_text(json.dumps({
+def write_profile(path: Path, repository: str, keys: Path, world: list[str]) -> Path:
+    """A ``base: packages`` profile writing an uncompressed tar (as apk + tar -cf does),
+    with its SBOMs and manifest."""
+    path.write_text(json.dumps({
         "name": "bench", "base": "packages", "branch": "edge", "packages": world,
-        "repositories": [repo.resolve().as_uri()],
-        "keys": [str(k) for k in sorted(keys.iterdir())],
-        "sbom": False, "source_date_epoch": EPOCH,
-        "outputs": [{"format": "tar", "compression": "none"}]}))
-    out = work / "out"
-    ours_argv = [sys.executable, "-m", "composer", "build", str(profile), "--output-dir",
-                 str(out), "--cache-dir", str(work / "cache")]
-    measure(ours_argv)  # fill the cache once
-    theirs_argv = json.loads(apk_then_tar(apk, repo, keys, world, work))
-    ours, theirs, rss = [], [], []
-    for _ in range(RUNS):
-        t, r = measure(ours_argv)
-        ours.append(t)
-        rss.append(r)
-        theirs.append(measure(theirs_argv)[0])
-    o, a = statistics.median(ours), statistics.median(theirs)
-    size = sum(p.stat().st_size for p in (out / "bench").glob("*.tar")) / 1e6
-    rows = [f"| {label}, `alpine-composer build` | {o:.2f} s | {a:.2f} s | {o / a:.2f} | "
-            f"{max(rss) / 1024:.0f} MB | {size:.0f} MB |"]
-    if engine:
-        e = in_process(profile, work)
-        rows.append(f"| {label}, `build()` in a warm process | {e:.2f} s | {a:.2f} s | "
-                    f"{e / a:.2f} | | |")
-    return rows
-
-
-def in_process(profile: Path, work: Path) -> float:
-    """Median seconds of ``pipeline.build()`` called in one warm process (the engine alone,
-    without interpreter start-up and imports), measured in a child so this process stays small."""
-    result = subprocess.run([sys.executable, __file__, "--in-process", str(profile), str(work)],
-                            check=True, capture_output=True, text=True)
-    return float(result.stdout)
-
-
-def time_build_in_process(profile: Path, work: Path) -> float:
-    from composer.context import BuildContext
-    from composer.profile import load_profile
-    from composer.stages.pipeline import build
-
-    ctx = BuildContext.from_environment(load_profile(profile), env={},
-                                        output_dir=work / "out-inproc",
-                                        cache_dir=work / "cache", progress=False,
-                                        log=lambda _m: None)
-    build(ctx)
-    times = []
-    for _ in range(RUNS):
-        start = time.perf_counter()
-        build(ctx)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        "repositories": [repository], "keys": [str(k) for k in sorted(keys.iterdir())],
+        "source_date_epoch": EPOCH, "outputs": [{"format": "tar", "compression": "none"}]}))
+    return path
 
 
 def synthetic_repo(base: Path) -> tuple[Path, Path, list[str]]:
-    """Built in a child so this process stays small: children forked from a big parent
-    would report the parent's memory as their own peak RSS."""
+    """Built in a child so this process stays small."""
     subprocess.run([sys.executable, __file__, "--make-repo", str(base)], check=True)
     names = sorted(p.name.rsplit("-", 2)[0] for p in (base / "repo" / "x86_64").glob("*.apk"))
     return base / "repo", base / "keys", names
@@ -170,35 +108,53 @@ def main() -> int:
     if platform.machine() != "x86_64" or not ISO_REPO.exists():
         print("skipped: needs x86_64 and ../shared/fixtures/alpine-real")
         return 0
-    # An installed package has its bytecode compiled; an editable checkout run with
-    # PYTHONDONTWRITEBYTECODE would otherwise compile every module on every start.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "composer")],
-                   check=True, stdout=subprocess.DEVNULL)
+    from tests.helpers.httpserver import serve_directory
+
+    compile_source()
+    env = composer_env()
+    rows = [HEADER]
     with tempfile.TemporaryDirectory(prefix="bench-apk-") as tmp:
         work = Path(tmp)
         apk = apk_tools(work / "apk-tools")
-        rows = ["| case | composer | apk-tools + tar | ratio | composer peak RSS | tar size |",
-                "|---|---|---|---|---|---|"]
-        rows += run_case("(a) ISO 3.19.1, 15 packages", ISO_REPO, ISO_KEYS, ISO_WORLD,
-                         apk, work, engine=True)
+        out = ["--output-dir", work / "out"]
+
+        local = ISO_REPO.resolve().as_uri()
+        profile = write_profile(work / "iso.json", local, ISO_KEYS, ISO_WORLD)
+        result = paired(composer_command("build", profile, *out, "--cache-dir", work / "cache"),
+                        apk_then_tar(apk, str(ISO_REPO), ISO_KEYS, ISO_WORLD, work, "--no-cache"),
+                        ours_env=env)
+        rows.append(ratio_row("`base: packages`, 15-package world of the 3.19.1 repository, "
+                              "warm cache", result, "apk-tools 2.14 add + tar -cf", 2.5))
+
+        with serve_directory(ISO_REPO) as server:
+            profile = write_profile(work / "http.json", server.url, ISO_KEYS, ISO_WORLD)
+            cold = work / "cold-cache"
+            result = paired(
+                composer_command("build", profile, *out, "--cache-dir", cold),
+                apk_then_tar(apk, server.url, ISO_KEYS, ISO_WORLD, work, "--no-cache",
+                             "--update-cache"),
+                ours_env=env, before_ours=lambda: shutil.rmtree(cold, ignore_errors=True))
+        rows.append(ratio_row("the same, empty cache, over HTTP on 127.0.0.1", result,
+                              "apk-tools --no-cache --update-cache + tar -cf", 3.0))
+
         started = time.perf_counter()
         repo, keys, names = synthetic_repo(work / "synthetic")
         made = time.perf_counter() - started
         total = sum(p.stat().st_size for p in (repo / "x86_64").glob("*.apk")) / 1e6
-        rows += run_case(f"(b) synthetic, {len(names)} packages", repo, keys, names,
-                         apk, work)
+        profile = write_profile(work / "synthetic.json", repo.resolve().as_uri(), keys, names)
+        result = paired(composer_command("build", profile, *out, "--cache-dir", work / "cache"),
+                        apk_then_tar(apk, str(repo), keys, names, work, "--no-cache"),
+                        ours_env=env)
+        rows.append(ratio_row(f"{len(names)}-package synthetic set ({total:.0f} MB of .apk), "
+                              "warm cache", result, "apk-tools add + tar -cf", 1.0,
+                              rss_limit=150))
         shutil.rmtree(work / "apk-root", ignore_errors=True)
     print("\n".join(rows))
-    print(f"\nmedian of {RUNS}; synthetic repository: {total:.0f} MB of .apk files, "
-          f"built in {made:.0f} s (not timed). Targets: (a) ratio <= 3, (b) ratio <= 1.0 "
-          "and peak RSS <= 150 MB.")
+    print(f"\nsynthetic repository built in {made:.0f} s (not timed)")
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--in-process":
-        print(time_build_in_process(Path(sys.argv[2]), Path(sys.argv[3])))
-        raise SystemExit(0)
     if len(sys.argv) == 3 and sys.argv[1] == "--make-repo":
         make_synthetic_repo(Path(sys.argv[2]))
         raise SystemExit(0)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import bz2
 import lzma
-import zlib
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, BinaryIO
 
 from composer.errors import ArchiveError
+from composer.inflate import InflateError, gzip_inflater
 from composer.numbers import shorten
 from composer.tarread import (
     BLOCKDEV,
@@ -76,13 +76,14 @@ class Decompressed:
         self.kind = _kind(self._pending)
         self._decomp = self._new()
         self._buffer = b""
+        self._offset = 0
         self._in = 0
         self._out = 0
         self._done = False
 
     def _new(self) -> Any:
         if self.kind == "gzip":
-            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+            return gzip_inflater()
         if self.kind == "xz":
             return lzma.LZMADecompressor()
         if self.kind == "bzip2":
@@ -92,10 +93,21 @@ class Decompressed:
     def read(self, size: int = -1, /) -> bytes:
         """Up to ``size`` inflated bytes (fewer only at the end)."""
         want = CHUNK if size < 0 else size
-        while len(self._buffer) < want and not self._done:
-            self._buffer += self._step()
-        data, self._buffer = self._buffer[:want], self._buffer[want:]
-        return data
+        start = self._offset
+        if len(self._buffer) - start >= want:  # tar headers: 512 bytes from a 1 MiB chunk
+            self._offset = start + want
+            return self._buffer[start:start + want]
+        parts = [self._buffer[start:]]
+        got = len(parts[0])
+        self._buffer, self._offset = b"", 0
+        while got < want and not self._done:
+            step = self._step()
+            if got + len(step) > want:
+                self._buffer, self._offset = step, want - got
+                step = step[:want - got]
+            parts.append(step)
+            got += len(step)
+        return b"".join(parts)
 
     def _step(self) -> bytes:
         if not self._pending:
@@ -118,7 +130,7 @@ class Decompressed:
                     feed, self._pending = self._pending, b""
                     self._in += len(feed)
                 out = decomp.decompress(feed, max_length=CHUNK)
-        except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError) as exc:
+        except (InflateError, lzma.LZMAError, OSError, EOFError, ValueError) as exc:
             raise ArchiveError(f"{self.source}: not a readable tar archive (damaged {self.kind} "
                                f"stream: {exc})") from exc
         self._out += len(out)

@@ -17,11 +17,13 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from composer import __version__
 from composer.errors import ComposerError, UsageError
-from composer.manifest import OutputRecord
+
+if TYPE_CHECKING:
+    from composer.manifest import OutputRecord
 
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
@@ -216,7 +218,6 @@ def mirror_url(value: str) -> str:
 
 
 def _context(args: argparse.Namespace, profile_path: Path):  # type: ignore[no-untyped-def]
-    from composer.context import BuildContext
     from composer.profile import load_profile
 
     if args.retries < 0 or args.retry_delay < 0:
@@ -225,6 +226,8 @@ def _context(args: argparse.Namespace, profile_path: Path):  # type: ignore[no-u
         raise UsageError("--timeout must be a positive number of seconds")
     overrides = {"mirror": mirror_url(args.mirror)} if args.mirror else None
     loaded = load_profile(profile_path, overrides=overrides)
+    from composer.context import BuildContext
+
     ctx = BuildContext.from_environment(loaded, env=os.environ, output_dir=args.output_dir,
                                         cache_dir=args.cache_dir, offline=args.offline,
                                         retries=args.retries, retry_delay=args.retry_delay,
@@ -246,9 +249,10 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    ctx = _context(args, args.profile)  # a profile error ends here, before the stages load
     from composer.stages.pipeline import build
 
-    result = build(_context(args, args.profile))
+    result = build(ctx)
     if args.json:
         _print_json({"ok": True, "output_dir": str(result.output_dir),
                      "manifest": json.loads(result.manifest.to_json())})
@@ -306,9 +310,10 @@ def cmd_vendor(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
+    ctx = _context(args, args.profile)
     from composer.stages.pipeline import fetch
 
-    inputs = fetch(_context(args, args.profile))
+    inputs = fetch(ctx)
     if args.json:
         _print_json([{k: v for k, v in vars(i).items() if v is not None} for i in inputs])
     else:

@@ -12,11 +12,11 @@ truncated stream.
 from __future__ import annotations
 
 import lzma
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
 from composer.errors import ArchiveError, ComposerError
+from composer.inflate import InflateError, gzip_inflater
 
 PIECE = 1 << 20
 ZSTD_SLICE = 1024
@@ -48,7 +48,7 @@ class BoundedDecoder:
 
     def _new(self) -> Any:
         if self.kind == "gzip":
-            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+            return gzip_inflater()
         if self.kind == "xz":
             return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
         if self.kind == "zstd":
@@ -95,7 +95,7 @@ class BoundedDecoder:
                 else:
                     out = decoder.decompress(data, max_length=PIECE)
                     data = decoder.unused_data if decoder.eof else b""
-            except (zlib.error, lzma.LZMAError, EOFError) as exc:
+            except (InflateError, lzma.LZMAError, EOFError) as exc:
                 raise self._corrupt(exc) from None
             if out:
                 yield self._out(out)
@@ -127,7 +127,7 @@ class BoundedDecoder:
         if self.kind == "gzip" and self._started:
             try:
                 rest = self._decoder.flush()
-            except zlib.error as exc:
+            except InflateError as exc:
                 raise self._corrupt(exc) from None
             if rest:
                 yield self._out(rest)

@@ -81,6 +81,9 @@ class BuildManifest:
     packages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     scripts_not_run: tuple[Mapping[str, Any], ...] = ()
     notes: tuple[str, ...] = ()
+    compressors: tuple[Mapping[str, str], ...] = ()
+    """The pinned library behind each compression the outputs use (format, name, version,
+    package): what, besides the inputs, shapes the output bytes."""
     lock: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,6 +102,7 @@ class BuildManifest:
             "packages": {k: list(v) for k, v in self.packages.items()},
             "scripts_not_run": [dict(s) for s in self.scripts_not_run],
             "notes": list(self.notes),
+            "compressors": [dict(c) for c in self.compressors],
             **({"lock": dict(self.lock)} if self.lock is not None else {}),
         }
 

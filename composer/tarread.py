@@ -227,8 +227,10 @@ class TarReader:
             raise self._fail(offset, "not a ustar or GNU tar header")
         stored = self._number(block[148:156], offset, "checksum")
         unsigned = sum(block[:148]) + 256 + sum(block[156:])
+        if stored == unsigned:
+            return
         signed = unsigned - 256 * sum(1 for b in block[:148] + block[156:] if b >= 128)
-        if stored not in (unsigned, signed):
+        if stored != signed:
             raise self._fail(offset, "bad header checksum")
 
     def _number(self, raw: bytes, offset: int, what: str) -> int:

@@ -19,8 +19,9 @@ PROCESS_AND_TERMINAL = ("subprocess", "tqdm", "composer.cli")
 # The pure layers: format code and models, taking bytes, streams and values.
 PURE = ("composer.tree", "composer.archive", "composer.profile", "composer.writers",
         "composer.apk", "composer.system", "composer.urls", "composer.hashing", "composer.errors",
-        "composer.tarread", "composer.numbers", "composer.jsonsafe", "composer.publish.reference",
-        "composer.publish.wire", "composer.lockfile", "composer.provenance")
+        "composer.tarread", "composer.numbers", "composer.jsonsafe", "composer.inflate",
+        "composer.publish.reference", "composer.publish.wire", "composer.lockfile",
+        "composer.provenance")
 # The edges that talk to the network: mirrors and caches, and registries (push).
 NETWORK_EDGES = ("composer.sources", "composer.publish")
 
@@ -43,6 +44,7 @@ FORBIDDEN = {
     "composer.tarread": ("composer.sources", "composer.apk", "composer.writers", "composer.tree",
                          "composer.stages", "composer.system"),
     "composer.numbers": ("composer.",),
+    "composer.inflate": ("composer.",),
     "composer.profile.yamlsafe": ("composer.profile.model",),
     "composer.errors": ("composer.",),
     "composer.lockfile": ("composer.sources", "composer.stages", "composer.apk", "composer.writers",

@@ -17,12 +17,12 @@ stream, and the caller merges nothing before it returns.
 from __future__ import annotations
 
 import hashlib
-import zlib
 from typing import BinaryIO
 
 from composer.apk.package import PAX_SHA1, DataContents, VerifiedPackage, data_limits
 from composer.archive import load_tar
 from composer.errors import ArchiveError, VerificationError
+from composer.inflate import InflateError, gzip_inflater
 from composer.numbers import shorten
 from composer.tarread import TarMember, TarReader
 from composer.tree import Blob, BlobStore, EntryType, FileTree, normalize_path
@@ -43,7 +43,7 @@ class _InflatedStream:
         self.where = where
         self.limit = limit
         self.sha256 = hashlib.sha256()
-        self.inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.inflater = gzip_inflater()
         self.chunk = b""
         self.view = memoryview(self.chunk)
         self.pos = 0
@@ -88,6 +88,7 @@ class _InflatedStream:
         return bool(self.chunk)
 
     def _inflate(self) -> bytes:
+        out: bytes
         try:
             if self.inflater.unconsumed_tail:
                 out = self.inflater.decompress(self.inflater.unconsumed_tail, CHUNK)
@@ -101,7 +102,7 @@ class _InflatedStream:
                 chunk = memoryview(self.buffer)[:count]
                 self.sha256.update(chunk)
                 out = self.inflater.decompress(chunk, CHUNK)
-        except zlib.error as exc:
+        except InflateError as exc:
             raise ArchiveError(f"{self.where}: damaged gzip stream ({exc})") from exc
         if self.inflater.eof and self.inflater.unused_data:
             raise ArchiveError(f"{self.where}: unexpected bytes after the data member")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from composer.apk.keys import TrustedKeys
 from composer.errors import ArchiveError, VerificationError
+from composer.inflate import InflateError, gzip_inflater
 from composer.numbers import shorten
 from composer.tarread import TarFile, TarLimits, TarReader, read_tar_bytes
 
@@ -136,7 +136,7 @@ class GzipMemberReader:
 
     def _inflate(self, on_raw: Callable[[bytes], None], on_output: Callable[[bytes], None], *,
                  what: str, limit: int, read_size: int) -> None:
-        decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        decomp = gzip_inflater()
         pending = self._fill()
         if not pending:
             raise ArchiveError(f"{self.source}: {what} gzip member is missing (file ends early)")
@@ -153,7 +153,7 @@ class GzipMemberReader:
                     return
             try:
                 out = decomp.decompress(pending, limit)
-            except zlib.error as exc:
+            except InflateError as exc:
                 raise ArchiveError(
                     f"{self.source}: {what} gzip member is corrupt ({exc})") from exc
             if decomp.eof:
@@ -363,7 +363,7 @@ class _InflatedMember:
     def __init__(self, raw: bytes, *, source: str, limit: int) -> None:
         self._raw = memoryview(raw)
         self._pos = 0
-        self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._inflater = gzip_inflater()
         self._pending = b""
         self.source = source
         self.limit = limit
@@ -380,7 +380,7 @@ class _InflatedMember:
                 raise ArchiveError(f"{self.source}: index gzip member is truncated")
             try:
                 out = inflater.decompress(data, max(want, 1))
-            except zlib.error as exc:
+            except InflateError as exc:
                 raise ArchiveError(
                     f"{self.source}: index gzip member is corrupt ({exc})") from None
             self.produced += len(out)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 if TYPE_CHECKING:
     import requests
@@ -27,7 +27,7 @@ from composer.errors import ComposerError, FetchError, NotFoundError, OfflineErr
 from composer.hashing import hash_file
 from composer.manifest import InputRole
 from composer.numbers import parse_decimal, shorten
-from composer.sources.cache import ContentCache, cache_writes, usable_validator
+from composer.sources.cache import ContentCache, UrlRecord, cache_writes, usable_validator
 
 _CHUNK = 64 * 1024
 METADATA_MAX_SIZE = 64 * 1024 * 1024
@@ -265,7 +265,10 @@ class Fetcher:
                 f"{what}: {url} is not in the cache and --offline was given; "
                 "run once without --offline to fill the cache"
             )
-        conditional = record if cached is not None and not local else None
+        if local:
+            return self._local_metadata(url, record if cached is not None else None, what=what,
+                                        max_size=max_size, role=role, check=check)
+        conditional = record if cached is not None else None
         with self.cache.temp_file() as tmp:
             meta = self._download(
                 url, tmp, what=what, size=None, max_size=max_size, conditional=conditional
@@ -281,14 +284,25 @@ class Fetcher:
             if check is not None:
                 check(data)
             actual, got = hash_file(tmp)
-            if local and record is not None and cached is not None and record.sha256 == actual:
-                # A local file is read every time; while its bytes stay the same, its
-                # cache copy and record stand as they are (no rewrite, no fsync).
-                self._record(url, actual, got, role)
-                return data
             self.cache.install_verified(tmp, actual)
         self._remember(url, actual, got, etag=meta.etag, last_modified=meta.last_modified,
                        role=role)
+        return data
+
+    def _local_metadata(self, url: str, record: UrlRecord | None, *, what: str, max_size: int,
+                        role: InputRole, check: Callable[[bytes], object] | None) -> bytes:
+        """A small ``file://`` input, read every time straight into memory (no temporary
+        file); while its bytes stay the same, its cache copy and record stand as they are
+        (no rewrite, no fsync)."""
+        data = self._read_file_url(url, what=what, max_size=max_size)
+        if check is not None:
+            check(data)
+        actual = hashlib.sha256(data).hexdigest()
+        if record is None or record.sha256 != actual:
+            self.cache.put_bytes(data, sha256=actual)
+            self._remember(url, actual, len(data), etag=None, last_modified=None, role=role)
+        else:
+            self._record(url, actual, len(data), role)
         return data
 
     # -- cache damage --------------------------------------------------------
@@ -462,7 +476,18 @@ class Fetcher:
         return tqdm(total=total, initial=initial, desc=what, unit="B", unit_scale=True,
                     file=sys.stderr, leave=False)
 
-    def _copy_file_url(self, url: str, dest: Path, *, what: str, max_size: int | None) -> _Downloaded:
+    def _read_file_url(self, url: str, *, what: str, max_size: int) -> bytes:
+        """A small local file's bytes, refused past ``max_size``."""
+        with self._open_file_url(url, what=what) as src:
+            try:
+                data = src.read(max_size + 1)
+            except OSError as exc:
+                raise FetchError(f"{what}: {url}: {exc.strerror or _first_line(exc)}") from exc
+        if len(data) > max_size:
+            raise FetchError(f"{what}: {url}: larger than the {max_size}-byte limit")
+        return data
+
+    def _open_file_url(self, url: str, *, what: str) -> BinaryIO:
         parts = urllib.parse.urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise FetchError(f"{what}: {url}: file:// URLs must name a local path")
@@ -475,6 +500,10 @@ class Fetcher:
             raise FetchError(f"{what}: {url}: is a directory") from exc
         except OSError as exc:
             raise FetchError(f"{what}: {url}: {exc.strerror or _first_line(exc)}") from exc
+        return src
+
+    def _copy_file_url(self, url: str, dest: Path, *, what: str, max_size: int | None) -> _Downloaded:
+        src = self._open_file_url(url, what=what)
         with src, cache_writes(self.cache.root), open(dest, "wb") as out:
             copied = 0
             while True:

@@ -11,9 +11,6 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from composer.apk import db
-from composer.apk.index import FIELD_ORDER, PackageInfo, parse_apkindex
-from composer.apk.keys import TrustedKeys
 from composer.archive import load_tar
 from composer.context import BuildContext
 from composer.manifest import InputRole
@@ -22,6 +19,10 @@ from composer.tree import EntryType, FileTree
 from composer.urls import is_url, mirror_file
 
 if TYPE_CHECKING:
+    # The APK engine loads only for builds with packages: a minirootfs build never needs it.
+    from composer.apk import db
+    from composer.apk.index import PackageInfo
+    from composer.apk.keys import TrustedKeys
     from composer.sources.fetch import Fetcher
     from composer.sources.minirootfs import VerifiedMinirootfs
     from composer.sources.trust import ReleaseKey
@@ -130,6 +131,9 @@ def load_base_tree(mini: VerifiedMinirootfs | None) -> FileTree:
 
 def read_base(tree: FileTree, *, trust_tree_keys: bool) -> BaseFacts:
     """The base tree's world, installed database and (when trusted) ``/etc/apk/keys``."""
+    from composer.apk import db
+    from composer.apk.keys import TrustedKeys
+
     world: list[str] = []
     entry = tree.get(WORLD_PATH)
     if entry is not None and entry.blob is not None:
@@ -147,6 +151,9 @@ def newest_mtime(tree: FileTree) -> int:
 
 def _installed(tree: FileTree) -> tuple[list[db.InstalledPackage], list[PackageInfo]]:
     """The tree's installed database, also as index records for the resolver."""
+    from composer.apk import db
+    from composer.apk.index import FIELD_ORDER, parse_apkindex
+
     entry = tree.get(db.INSTALLED_PATH)
     if entry is None or entry.blob is None:
         return [], []

@@ -12,28 +12,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from composer.apk.index import PackageInfo
-from composer.apk.keys import TrustedKeys
-from composer.apk.resolver import resolve
 from composer.context import BuildContext
 from composer.profile.model import Base
-from composer.stages.base import BaseFacts
 from composer.stages.boot_plan import iso_packages
 from composer.stages.epoch import Epoch, choose_epoch
-from composer.stages.repositories import (
-    LoadedIndex,
-    RepositorySource,
-    fetch_indexes,
-    fetch_package_keys,
-    repository_branch,
-    repository_sources,
-    world_constraints,
-)
 
 if TYPE_CHECKING:
+    # The APK engine (indexes, keys, resolver) loads only when the profile lists packages.
+    from composer.apk.index import PackageInfo
+    from composer.apk.keys import TrustedKeys
     from composer.sources.fetch import Fetcher
     from composer.sources.minirootfs import VerifiedMinirootfs
     from composer.sources.trust import ReleaseKey
+    from composer.stages.base import BaseFacts
+    from composer.stages.repositories import LoadedIndex, RepositorySource
 
 
 @dataclass(frozen=True)
@@ -77,6 +69,14 @@ def plan_packages(ctx: BuildContext, fetcher: Fetcher, arch: str, branch: str, b
                   requested: Sequence[str]) -> PackagePlan:
     """Read the signed indexes and resolve the base world plus ``requested`` (the profile's
     packages, or another set such as boot files); downloads nothing but metadata."""
+    from composer.apk.resolver import resolve
+    from composer.stages.repositories import (
+        fetch_indexes,
+        fetch_package_keys,
+        repository_sources,
+        world_constraints,
+    )
+
     profile = ctx.profile
     sources = repository_sources(profile, branch)
     keys = fetch_package_keys(ctx.loaded, fetcher, base.keys)
@@ -115,6 +115,8 @@ def plan_arch(ctx: BuildContext, fetcher: Fetcher, arch: str, mini: VerifiedMini
     packages = None
     requested = requested_packages(ctx, arch)
     if requested:
+        from composer.stages.repositories import repository_branch
+
         assert base is not None
         branch = repository_branch(profile, release if mini is not None else profile.release)
         packages = plan_packages(ctx, fetcher, arch, branch, base, requested)

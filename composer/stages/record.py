@@ -5,15 +5,18 @@ from __future__ import annotations
 import hashlib
 import urllib.parse
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from composer.context import BuildContext
 from composer.manifest import LOCK_NAME, BuildManifest, InputRecord, InputRole, OutputRecord
 from composer.overlay import OverlayInput
+from composer.profile.model import Compression, IsoOutput, Output
 from composer.stages.compose import ComposedArch
 from composer.stages.epoch import Epoch
 from composer.stages.plan import BuildPlan
+from composer.writers.compress import libraries
 
 if TYPE_CHECKING:
     from composer.sources.fetch import FetchedInput
@@ -59,6 +62,13 @@ def overlay_inputs(composed: Sequence[ComposedArch]) -> tuple[OverlayInput, ...]
     return next((c.overlay_inputs for c in composed if c.overlay_inputs), ())
 
 
+def compressions(outputs: Sequence[Output]) -> set[Compression]:
+    """What the outputs compress with: each archive's setting; an ISO's initramfs is gzip."""
+    kinds = {Compression.GZIP for o in outputs if isinstance(o, IsoOutput)}
+    kinds.update(Compression(o.compression.value) for o in outputs if hasattr(o, "compression"))
+    return kinds
+
+
 def build_manifest(ctx: BuildContext, composed: Sequence[ComposedArch],
                    epoch: Epoch, inputs: tuple[InputRecord, ...],
                    outputs: Sequence[OutputRecord], *, profile_digest: str,
@@ -82,6 +92,7 @@ def build_manifest(ctx: BuildContext, composed: Sequence[ComposedArch],
         scripts_not_run=tuple(s for c in composed for s in c.scripts_not_run),
         notes=tuple(f"{c.arch}: {change}" for c in composed for change in c.system_changes)
         + _unlocked_note(ctx),
+        compressors=tuple(asdict(lib) for lib in libraries(compressions(profile.outputs))),
         lock={"file": LOCK_NAME, "sha256": hashlib.sha256(lock).hexdigest(),
               "locked": ctx.lock is not None},
     )

@@ -49,6 +49,17 @@ def _member_name(path: str, style: TarStyle) -> str:
 def tar_header(entry: Entry, *, name: str, mtime: int, linkname: str = "",
                hardlink: bool = False) -> bytes:
     """The header block(s) for one entry, PAX records included."""
+    if hardlink:
+        typeflag, size, target = tarfile.LNKTYPE, 0, linkname
+    else:
+        typeflag = _TYPEFLAG[entry.type]
+        size = entry.size if entry.type == EntryType.FILE else 0
+        target = entry.target if entry.type == EntryType.SYMLINK else ""
+    device = not hardlink and entry.type in (EntryType.CHAR, EntryType.BLOCK)
+    if not entry.xattrs:
+        header = _ustar_header(name, entry, typeflag, size, mtime, target, device)
+        if header is not None:
+            return header
     info = tarfile.TarInfo(name)
     info.mtime = mtime
     info.mode = entry.mode
@@ -56,24 +67,48 @@ def tar_header(entry: Entry, *, name: str, mtime: int, linkname: str = "",
     info.gid = entry.gid
     info.uname = ""
     info.gname = ""
-    if hardlink:
-        info.type = tarfile.LNKTYPE
-        info.linkname = linkname
-        info.size = 0
-    else:
-        info.type = _TYPEFLAG[entry.type]
-        info.size = entry.size if entry.type == EntryType.FILE else 0
-        if entry.type == EntryType.SYMLINK:
-            info.linkname = entry.target
-        if entry.type in (EntryType.CHAR, EntryType.BLOCK):
-            info.devmajor = entry.devmajor
-            info.devminor = entry.devminor
+    info.type = typeflag
+    info.size = size
+    info.linkname = target
+    if device:
+        info.devmajor = entry.devmajor
+        info.devminor = entry.devminor
     if entry.xattrs:
         info.pax_headers = {
             "SCHILY.xattr." + key: value.decode("utf-8", "surrogateescape")
             for key, value in entry.xattrs
         }
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+_SMALL = 8 ** 7  # what 7 octal digits hold (mode, ids, device numbers)
+_LARGE = 8 ** 11  # what 11 octal digits hold (size, mtime)
+
+
+def _ustar_header(name: str, entry: Entry, typeflag: bytes, size: int, mtime: int,
+                  linkname: str, device: bool) -> bytes | None:
+    """The one plain ustar block tarfile's PAX format writes when no PAX record is needed
+    (ASCII names of at most 100 bytes, numbers that fit), byte for byte, without building a
+    TarInfo: most of a root filesystem's members. None: let tarfile write it."""
+    if typeflag == tarfile.DIRTYPE and not name.endswith("/"):
+        name += "/"
+    if not (name.isascii() and linkname.isascii() and len(name) <= 100 and len(linkname) <= 100
+            and 0 <= entry.uid < _SMALL and 0 <= entry.gid < _SMALL and 0 <= size < _LARGE
+            and 0 <= mtime < _LARGE):
+        return None
+    if device:
+        if not (0 <= entry.devmajor < _SMALL and 0 <= entry.devminor < _SMALL):
+            return None
+        devices = b"%07o\0%07o\0" % (entry.devmajor, entry.devminor)
+    else:
+        devices = bytes(16)
+    block = b"".join((
+        name.encode("ascii").ljust(100, b"\0"), b"%07o\0" % (entry.mode & 0o7777),
+        b"%07o\0%07o\0" % (entry.uid, entry.gid), b"%011o\0%011o\0" % (size, mtime),
+        b"        ", typeflag, linkname.encode("ascii").ljust(100, b"\0"), tarfile.POSIX_MAGIC,
+        bytes(64), devices, bytes(167)))
+    # The checksum counts its own field as eight spaces, as it is above.
+    return block[:148] + b"%06o\0" % sum(block) + block[155:]
 
 
 def write_tar(tree: FileTree, out: BinaryIO, *, mtime: int, style: TarStyle = ROOTFS_STYLE,

@@ -218,9 +218,9 @@ def test_golden_digests(tmp_path: Path) -> None:
     gz = write_oci_layout(tmp_path / "gz", [spec(golden_tree())], tag="golden")
     assert gz.images[0].layers[0].diff_id == plain.images[0].layers[0].diff_id
     assert gz.images[0].layers[0].descriptor.digest == (
-        "sha256:148eebe23e8f0eb5c5f026e0d01c439ee8b038f13f3684289ee402847c9ddd7f")
+        "sha256:c997a5fcfd5a380dc40023468dfa3fe26ce399955b231559d798e45da156e86b")
     assert gz.index_json_digest == (
-        "sha256:55fa436ccea1d29d4dbf6642e46d7028097645e3123ec3164c5cc06011b8d52c")
+        "sha256:05825baf9fef419c4c529de0b80b2d4030a061a7c90db8b7fd954265a22358f5")
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
