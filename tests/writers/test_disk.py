@@ -8,8 +8,6 @@ import hashlib
 import io
 import random
 import re
-import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from composer.writers.disk import (
     disk_layout,
     write_gpt_disk,
 )
+from tests.helpers.tools import run_tool
 
 ESP = random.Random(1).randbytes(3 * MIB - 5)
 ROOT = random.Random(2).randbytes(5 * MIB + 123)
@@ -53,11 +52,7 @@ def _write(path: Path, partitions: list[DiskPartition], **options: object) -> Di
 
 
 def _sgdisk(*args: str) -> str:
-    if shutil.which("sgdisk") is None:
-        pytest.skip("sgdisk is not installed (apt-get install gdisk)")
-    result = subprocess.run(["sgdisk", *args], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return run_tool("sgdisk", "gdisk", *args).stdout
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])

@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import random
-import shutil
 import struct
 import subprocess
 import zlib
@@ -20,17 +19,13 @@ from hypothesis import strategies as st
 
 from composer.errors import OutputError
 from composer.writers.qcow2 import CLUSTER, write_qcow2
+from tests.helpers.tools import run_tool
 
 MIB = 1 << 20
 
 
-def _qemu_img(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    if shutil.which("qemu-img") is None:
-        pytest.skip("qemu-img is not installed (apt-get install qemu-utils)")
-    result = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
+def _qemu_img(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_tool("qemu-img", "qemu-utils", *args)
 
 
 def _sparse_image(size: int, seed: int) -> bytes:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import random
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,17 +18,13 @@ from composer.writers.verity import (
     verity_table,
     write_verity,
 )
+from tests.helpers.tools import run_tool
 
 SALT, UUID = verity_salt_and_uuid(b"\x01" * 32)
 
 
 def _veritysetup(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    if shutil.which("veritysetup") is None:
-        pytest.skip("veritysetup is not installed (apt-get install cryptsetup-bin)")
-    result = subprocess.run(["veritysetup", *args], capture_output=True, text=True)
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
+    return run_tool("veritysetup", "cryptsetup-bin", *args, check=check)
 
 
 def _data(tmp_path: Path, size: int, seed: int) -> Path:
