@@ -36,7 +36,7 @@ from typing import Any, BinaryIO
 from composer.errors import OutputError
 from composer.profile.model import Compression
 
-__all__ = ["Compression", "Library", "libraries", "open_compressor", "zlib_block"]
+__all__ = ["Compression", "Library", "deflate_raw", "libraries", "open_compressor", "zlib_block"]
 
 GZIP_LEVEL = 6
 GZIP_BLOCK = 128 * 1024
@@ -104,6 +104,18 @@ def zlib_block(data: bytes | bytearray | memoryview, *, level: int = ZLIB_LEVEL)
     """
     zng = _zlib_ng()
     result: bytes = zng.compress(data, level)
+    return result
+
+
+def deflate_raw(data: bytes | bytearray | memoryview, *, level: int, window_bits: int = 15,
+                mem_level: int = 8) -> bytes:
+    """``data`` as one finished raw deflate stream (RFC 1951, no header or check) from the
+    pinned zlib-ng, whose matches reach back at most ``2**window_bits`` bytes: formats whose
+    readers inflate with a small window (qcow2's compressed clusters: 12) need it that small.
+    Thread-safe and GIL-free like :func:`zlib_block`."""
+    zng = _zlib_ng()
+    comp = zng.compressobj(level, zng.DEFLATED, -window_bits, mem_level, zng.Z_DEFAULT_STRATEGY)
+    result: bytes = comp.compress(data) + comp.flush(zng.Z_FINISH)
     return result
 
 

@@ -3,9 +3,7 @@ specification says; bad layouts are refused with the partition named."""
 
 from __future__ import annotations
 
-import shutil
 import struct
-import subprocess
 import uuid
 import zlib
 from pathlib import Path
@@ -23,9 +21,10 @@ from composer.writers.gpt import (
     partition_tables,
     protective_entry,
 )
+from tests.helpers.tools import run_tool
 
 ROOT_X86_64 = uuid.UUID("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709")
-VERITY_X86_64 = uuid.UUID("2C7357ED-EBD2-46D9-AEC1-23D5A6BD6E3B")
+VERITY_X86_64 = uuid.UUID("2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5")
 DISK = 20480  # 10 MiB
 DISK_GUID = content_guid(b"disk")
 PARTITIONS = [
@@ -49,11 +48,7 @@ def _image(tmp_path: Path, partitions: list[GptPartition] = PARTITIONS, **option
 
 
 def _sgdisk(*args: str) -> str:
-    if shutil.which("sgdisk") is None:
-        pytest.skip("sgdisk is not installed (apt-get install gdisk)")
-    result = subprocess.run(["sgdisk", *args], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return run_tool("sgdisk", "gdisk", *args).stdout
 
 
 def test_sgdisk_finds_no_problem_and_reads_every_field(tmp_path: Path) -> None:
