@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHES = ["bench_tar.py", "bench_oci.py", "bench_apk.py", "bench_iso.py"]
+BENCHES = ["bench_tar.py", "bench_oci.py", "bench_apk.py", "bench_iso.py", "bench_squashfs.py"]
 
 
 def main() -> int:
