@@ -26,7 +26,8 @@ from composer.errors import OutputError
 from composer.tree import Entry, EntryType, FileTree
 from composer.writers.squashfs import write_squashfs
 from tests.helpers.clock import another_clock
-from tests.writers.oci_trees import MINIROOTFS, golden_tree, small_tree
+from tests.writers.oci_trees import MINIROOTFS, golden_tree
+from tests.writers.squashfs_trees import full_tree, with_xattrs
 
 MTIME = 1725622440
 GOLDEN = "13229c4331fd404ef638347b6d5353325dd64daeae8e3b2a332231e59a535c9c"
@@ -41,24 +42,6 @@ def _image(tree: FileTree, path: Path, **options: object) -> Path:
         size = write_squashfs(tree, out, mtime=MTIME, **options)  # type: ignore[arg-type]
     assert size == path.stat().st_size and size % 4096 == 0
     return path
-
-
-def _full_tree() -> FileTree:
-    """Every entry type, every mode bit that matters, owners beyond 16 bits, a UTF-8 name,
-    devices with large numbers, a two-link file, an empty file and a multi-block file."""
-    tree = small_tree()
-    tree.add_dir("srv", mode=0o2775, gid=50)
-    tree.add_file("srv/gid", b"setgid file\n", mode=0o2711, uid=70000, gid=4_000_000_000)
-    tree.add_file("srv/caf\u00e9 \u2603", b"utf-8 name\n")
-    tree.add_file("srv/big", bytes(range(256)) * 2000 + b"tail", mode=0o640)
-    tree.put(Entry(path="dev/null", type=EntryType.CHAR, mode=0o666, devmajor=1, devminor=3))
-    tree.put(Entry(path="dev/sda1", type=EntryType.BLOCK, mode=0o660, gid=6, devmajor=8,
-                   devminor=1))
-    tree.put(Entry(path="dev/big", type=EntryType.BLOCK, mode=0o600, devmajor=259,
-                   devminor=0x12345))
-    tree.put(Entry(path="run/initctl", type=EntryType.FIFO, mode=0o600))
-    tree.add_symlink("srv/long", "x/" * 1000 + "end")
-    return tree
 
 
 _LINE = re.compile(r"^(\S{10}) (\d+)/(\d+) +(\d+|\d+, *\d+) (\S+ \S+) squashfs-root(.*)$")
@@ -139,13 +122,13 @@ def _mounted(image: Path, where: Path) -> Iterator[Path]:
 
 @needs_unsquashfs
 def test_listing_matches_tree(tmp_path: Path) -> None:
-    tree = _full_tree()
+    tree = full_tree()
     _same_listing(_image(tree, tmp_path / "fs.img"), tree)
 
 
 @needs_unsquashfs
 def test_extracts_identical_content_as_non_root(tmp_path: Path) -> None:
-    tree = _full_tree()
+    tree = full_tree()
     tree.remove("dev")  # device nodes need root to create; the listing test covers them
     image = _image(tree, tmp_path / "fs.img")
     home = tmp_path / "home"
@@ -171,7 +154,7 @@ def test_extracts_identical_content_as_non_root(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("compression", "block_size"), [("gzip", 131072), ("none", 65536)])
 def test_superblock_names_compression_and_block_size(tmp_path: Path, compression: str,
                                                      block_size: int) -> None:
-    image = _image(_full_tree(), tmp_path / "fs.img", compression=compression,
+    image = _image(full_tree(), tmp_path / "fs.img", compression=compression,
                    block_size=block_size)
     done = subprocess.run(["unsquashfs", "-s", str(image)], capture_output=True, text=True,
                           check=True)
@@ -222,13 +205,7 @@ def test_large_directories_keep_every_name(tmp_path: Path) -> None:
 
 @needs_unsquashfs
 def test_the_kernel_mounts_it(tmp_path: Path) -> None:
-    tree = _full_tree()
-    tree.put(Entry(path="srv/cap", type=EntryType.FILE, mode=0o755,
-                   blob=tree.store.from_bytes(b"ping"),
-                   xattrs=(("security.capability", b"\x01\x00\x00\x02" + bytes(16)),
-                           ("user.comment", b"hello"))))
-    tree.put(Entry(path="srv/dir-with-xattr", type=EntryType.DIR, mode=0o755,
-                   xattrs=(("user.comment", b"hello"),)))
+    tree = with_xattrs(full_tree())
     image = _image(tree, tmp_path / "fs.img")
     with _mounted(image, tmp_path / "mnt") as mnt:
         for e in tree.walk():
@@ -279,13 +256,13 @@ def test_golden_digest() -> None:
 
 def test_bytes_depend_only_on_the_tree(tmp_path: Path) -> None:
     first = io.BytesIO()
-    write_squashfs(_full_tree(), first, mtime=MTIME)
+    write_squashfs(full_tree(), first, mtime=MTIME)
     old = os.umask(0o077)
     try:
         with another_clock():
             second = io.BytesIO(b"prefix")
             second.seek(0, io.SEEK_END)
-            size = write_squashfs(_full_tree(), second, mtime=MTIME)
+            size = write_squashfs(full_tree(), second, mtime=MTIME)
     finally:
         os.umask(old)
     assert second.getvalue()[6:] == first.getvalue() and size == len(first.getvalue())
