@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from composer.archive import load_tar
 from composer.errors import OutputError
-from composer.tree import Entry, EntryType, FileTree
+from composer.tree import Blob, Entry, EntryType, FileTree
 from composer.writers.squashfs import write_squashfs
 from tests.helpers.clock import another_clock
 from tests.writers.oci_trees import MINIROOTFS, golden_tree
@@ -355,3 +355,25 @@ def test_random_trees_round_trip(tmp_path: Path,
     subprocess.run(["unsquashfs", "-no-xattrs", "-d", str(out), str(image), *[
         e.path for e in tree.walk() if e.type == EntryType.FILE]], capture_output=True, check=True)
     assert _hashes(out) == _tree_hashes(tree)
+
+
+@needs_unsquashfs
+@pytest.mark.slow
+def test_a_file_over_4_gib_gets_an_extended_inode(tmp_path: Path) -> None:
+    """Sizes past 32 bits: holes for the zeros, the tail in a fragment, a 64-bit size."""
+    sparse = tmp_path / "sparse"
+    size = (4 << 30) + 5
+    with sparse.open("wb") as fh:
+        fh.truncate(size - 5)
+        fh.seek(size - 5)
+        fh.write(b"tail!")
+    tree = FileTree()
+    tree.put(Entry(path="big", type=EntryType.FILE, mode=0o644,
+                   blob=Blob(data=None, path=str(sparse), size=size)))
+    image = _image(tree, tmp_path / "fs.img", block_size=1 << 20)
+    assert image.stat().st_size == 4096  # 4096 holes: a block list of zeros, no data
+    assert _listing(image)["big"][3] == str(size)
+    with _mounted(image, tmp_path / "mnt") as mnt, (mnt / "big").open("rb") as fh:
+        assert os.fstat(fh.fileno()).st_size == size
+        fh.seek(size - 6)
+        assert fh.read() == b"\0tail!"
