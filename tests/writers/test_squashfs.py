@@ -26,7 +26,7 @@ from composer.errors import OutputError
 from composer.tree import Blob, Entry, EntryType, FileTree
 from composer.writers.squashfs import write_squashfs
 from tests.helpers.clock import another_clock
-from tests.writers.oci_trees import MINIROOTFS, golden_tree
+from tests.writers.oci_trees import MINIROOTFS, golden_tree, mirrored_trees
 from tests.writers.squashfs_trees import full_tree, with_xattrs
 
 MTIME = 1725622440
@@ -270,12 +270,7 @@ def test_bytes_depend_only_on_the_tree(tmp_path: Path) -> None:
 
 
 def test_insertion_order_does_not_matter() -> None:
-    forward, backward = FileTree(), FileTree()
-    names = [f"d{i % 3}/f{i}" for i in range(30)]
-    for name in names:
-        forward.add_file(name, name.encode())
-    for name in reversed(names):
-        backward.add_file(name, name.encode())
+    forward, backward = mirrored_trees(30)
     one, two = io.BytesIO(), io.BytesIO()
     write_squashfs(forward, one, mtime=MTIME)
     write_squashfs(backward, two, mtime=MTIME)
