@@ -33,3 +33,12 @@ class Inflater(Protocol):
 def gzip_inflater() -> Inflater:
     """A fresh decompressor for one gzip member."""
     return zlib_ng.decompressobj(GZIP_WBITS)
+
+
+ZLIB_WBITS = 15
+"""A zlib (RFC 1950) wrapper with a 32 KiB window: what squashfs's gzip blocks hold."""
+
+
+def zlib_inflater() -> Inflater:
+    """A fresh decompressor for one zlib stream."""
+    return zlib_ng.decompressobj(ZLIB_WBITS)

@@ -20,6 +20,7 @@ PROCESS_AND_TERMINAL = ("subprocess", "tqdm", "composer.cli")
 PURE = ("composer.tree", "composer.archive", "composer.profile", "composer.writers",
         "composer.apk", "composer.system", "composer.urls", "composer.hashing", "composer.errors",
         "composer.tarread", "composer.numbers", "composer.jsonsafe", "composer.inflate",
+        "composer.squashfsread",
         "composer.publish.reference", "composer.publish.wire", "composer.lockfile",
         "composer.provenance", "composer.diff")
 # The edges that talk to the network: mirrors and caches, and registries (push).
@@ -46,6 +47,8 @@ FORBIDDEN = {
                       "composer.verify", "composer.tree", "composer.apk.install"),
     "composer.tarread": ("composer.sources", "composer.apk", "composer.writers", "composer.tree",
                          "composer.stages", "composer.system"),
+    "composer.squashfsread": ("composer.sources", "composer.apk", "composer.writers",
+                              "composer.tree", "composer.stages", "composer.system"),
     "composer.numbers": ("composer.",),
     "composer.inflate": ("composer.",),
     "composer.profile.yamlsafe": ("composer.profile.model",),

@@ -41,6 +41,17 @@ def small_tree() -> FileTree:
     return tree
 
 
+def mirrored_trees(count: int) -> tuple[FileTree, FileTree]:
+    """Two trees with the same files added in opposite orders: a writer must not tell them apart."""
+    forward, backward = FileTree(), FileTree()
+    paths = [f"d{i % 3}/f{i}" for i in range(count)]
+    for path in paths:
+        forward.add_file(path, path.encode())
+    for path in reversed(paths):
+        backward.add_file(path, path.encode())
+    return forward, backward
+
+
 def golden_tree() -> FileTree:
     """The tiny fixed tree behind the golden digests: change it and the goldens change."""
     tree = FileTree()

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from composer.archive import load_tar
 from composer.tree import Blob, Entry, EntryType, FileTree
 from composer.writers.tar import LAYER_STYLE, ROOTFS_STYLE, tar_header, write_tar
+from tests.writers.oci_trees import mirrored_trees
 
 EPOCH = 1_700_000_000
 
@@ -119,12 +120,7 @@ def test_round_trip_property(files: dict[str, tuple[bytes, int, int]]) -> None:
 
 
 def test_insertion_order_does_not_matter() -> None:
-    a, b = FileTree(), FileTree()
-    paths = [f"d{i % 3}/f{i}" for i in range(20)]
-    for p in paths:
-        a.add_file(p, p.encode())
-    for p in reversed(paths):
-        b.add_file(p, p.encode())
+    a, b = mirrored_trees(20)
     assert render(a) == render(b)
     assert render(a, style=ROOTFS_STYLE) != render(a, style=LAYER_STYLE)
 
