@@ -14,6 +14,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     field_validator,
@@ -291,7 +292,62 @@ class IsoOutput(Strict):
                                    "faults under UEFI firmware started from a CD drive).")
 
 
-Output = Annotated[TarOutput | OciOutput | DockerArchiveOutput | IsoOutput,
+class DiskImage(enum.StrEnum):
+    RAW = "raw"
+    QCOW2 = "qcow2"
+
+
+class SecureBoot(Strict):
+    """The Authenticode identity that signs the disk's unified kernel image. The key is read
+    from a file or from an environment variable, never from the command line, and never
+    enters an output or the manifest."""
+
+    key: str | None = Field(default=None, min_length=1, description="PEM private key file "
+                            "(relative to the profile).")
+    key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                description="Name of an environment variable holding the PEM "
+                                "private key, instead of key.")
+    cert: str = Field(min_length=1, description="PEM X.509 certificate of the key (relative to "
+                      "the profile); enroll it in the firmware's db.")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> SecureBoot:
+        if (self.key is None) == (self.key_env is None):
+            raise ValueError("secure_boot: give exactly one of key (a PEM file) or key_env (an "
+                             "environment variable holding the PEM key)")
+        return self
+
+
+class DataPartition(Strict):
+    """A persistent partition, formatted (ext4) on first boot and mounted at ``mount``."""
+
+    mount: str = Field(pattern=r"^/[A-Za-z0-9._/+-]*[A-Za-z0-9._+-]$",
+                       description="Where the booted system mounts it, e.g. /data.")
+    size: ByteSize = Field(description="Partition size, e.g. 1GiB.")
+
+
+class DiskOutput(Strict):
+    """A GPT disk image: an EFI system partition with a unified kernel image, a read-only
+    squashfs root and (with verity) its dm-verity hash partition."""
+
+    format: Literal["disk"]
+    image: DiskImage = Field(default=DiskImage.RAW, description="raw (for dd) or qcow2.")
+    size: ByteSize | None = Field(default=None, description="Whole disk size, e.g. 2GiB "
+                                  "(default: what the partitions need).")
+    verity: bool = Field(default=True, description="A dm-verity hash partition; the root hash "
+                         "on the kernel command line inside the UKI.")
+    secure_boot: SecureBoot | None = Field(default=None, description="Sign the UKI for Secure "
+                                           "Boot (default: unsigned).")
+    kernel: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$",
+                               description="Kernel flavor (default: virt for the virt variant, "
+                               "else lts).")
+    cmdline: str | None = Field(default=None, description="Kernel command line (default: the "
+                                "variant's consoles); the root and verity arguments are added.")
+    data: DataPartition | None = Field(default=None, description="A persistent data partition "
+                                       "(needs package e2fsprogs, added by the plan).")
+
+
+Output = Annotated[TarOutput | OciOutput | DockerArchiveOutput | IsoOutput | DiskOutput,
                    Field(discriminator="format")]
 
 

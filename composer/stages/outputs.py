@@ -34,7 +34,7 @@ OUTPUT_KINDS: dict[str, tuple[str, str]] = {
     "iso": ("composer.stages.iso_output", "IsoKind"),
 }
 # Formats the profile accepts but this version cannot write yet, and what they need.
-NOT_YET: dict[str, str] = {}
+NOT_YET: dict[str, str] = {"disk": "the disk image writer (issue 17, in progress)"}
 
 
 def output_kind(ctx: BuildContext, fmt: str) -> OutputKind:
