@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, require_shared, run_cli
-from tests.helpers.alpine_virt import alpine_virt_repositories, host_dmsetup_package
+from tests.helpers.alpine_virt import alpine_virt_repositories
 from tests.helpers.apkrepo import signing_key
-from tests.helpers.bootpkgs import Unavailable
+from tests.helpers.bootpkgs import Unavailable, host_dmsetup_package
 from tests.helpers.qemu import missing_tools
 from tests.helpers.vmconsole import Guest
 
@@ -65,7 +65,7 @@ def real_disk(tmp_path_factory: pytest.TempPathFactory) -> RealDisk:
     data = {"mount": "/data", "size": "64MiB"}
     profile = folder / "disk.yaml"
     profile.write_text(json.dumps({
-        "name": "disk", "extends": os.fspath(REPO / "profiles" / "virt.yaml"), **fields,
+        "name": "disk", "extends": os.fspath(REPO / "profiles" / "virt-disk.yaml"), **fields,
         "accounts": {"root": {"password": password}},
         "outputs": [{"format": "disk", "data": data},
                     {"format": "disk", "image": "qcow2", "data": data},

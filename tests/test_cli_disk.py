@@ -13,13 +13,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, require_shared, run_cli
-from tests.helpers.alpine_virt import (
-    AlpineVirtRepositories,
-    alpine_virt_repositories,
-    host_dmsetup_package,
-)
+from tests.helpers.alpine_virt import AlpineVirtRepositories, alpine_virt_repositories
 from tests.helpers.apkrepo import signing_key
-from tests.helpers.bootpkgs import Unavailable
+from tests.helpers.bootpkgs import Unavailable, host_dmsetup_package
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +37,7 @@ def _profile(repos: AlpineVirtRepositories, folder: Path, outputs: list[dict[str
     fields = repos.profile_fields(folder)
     profile = folder / "disk.yaml"
     profile.write_text(json.dumps({"name": "disk",
-                                   "extends": os.fspath(REPO / "profiles" / "virt.yaml"),
+                                   "extends": os.fspath(REPO / "profiles" / "virt-disk.yaml"),
                                    **fields, "outputs": outputs, **extra}))
     return profile
 

@@ -51,7 +51,9 @@ class ModuleNeed:
 
 def needed_modules(*, verity: bool, data: bool) -> list[ModuleNeed]:
     """What a disk image's /init loads, in this order."""
-    needs = [ModuleNeed("virtio_blk", "VIRTIO_BLK", "virtio disks", required=False),
+    needs = [ModuleNeed("virtio_pci", "VIRTIO_PCI", "virtio PCI devices", required=False),
+             ModuleNeed("virtio_mmio", "VIRTIO_MMIO", "virtio MMIO devices", required=False),
+             ModuleNeed("virtio_blk", "VIRTIO_BLK", "virtio disks", required=False),
              ModuleNeed("nvme", "BLK_DEV_NVME", "NVMe disks", required=False),
              ModuleNeed("squashfs", "SQUASHFS", "squashfs, the root filesystem"),
              ModuleNeed("overlay", "OVERLAY_FS", "overlayfs, the writable tmpfs layer")]
@@ -150,8 +152,9 @@ def _module_name(path: str) -> str | None:
 def kernel_release(tree: FileTree, flavor: str) -> str:
     """The ``/lib/modules/<release>`` folder of kernel ``flavor`` (Alpine names it
     ``<version>-<flavor>``); the only one when a single kernel is installed."""
-    releases = sorted(tree.children("lib/modules")) if "lib/modules" in tree else []
-    names = [r.rsplit("/", 1)[-1] for r in releases]
+    names = sorted(path.split("/")[2] for path, entry in tree.entries.items()
+                   if path.startswith("lib/modules/") and path.count("/") == 2
+                   and entry.type == EntryType.DIR)
     flavored = [n for n in names if n.endswith(f"-{flavor}")]
     if len(flavored) == 1:
         return flavored[0]
@@ -271,7 +274,8 @@ def package_files(tree: FileTree, names: Sequence[str]) -> list[str]:
 
 INIT = r"""#!/bin/busybox sh
 # alpine-composer: open the verified root and switch to it (see composer/stages/disk_initramfs.py)
-/bin/busybox mkdir -p /usr/bin /usr/sbin /sbin /proc /sys /dev /run /sysroot /media/root-ro /media/root-rw
+/bin/busybox mkdir -p /usr/bin /usr/sbin /sbin /proc /sys /dev /run /sysroot \
+	/media/root-ro /media/root-rw
 /bin/busybox --install -s
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
@@ -303,7 +307,8 @@ wait_partition() {
 	tries=0
 	until name=$(partition "$1"); do
 		tries=$((tries + 1))
-		[ "$tries" -gt 300 ] && fail "no partition named $1 after 30 s (block devices: $(ls /sys/class/block | tr '\n' ' '))"
+		devices=$(ls /sys/class/block | tr '\n' ' ')
+		[ "$tries" -gt 300 ] && fail "no partition named $1 after 30 s (block devices: $devices)"
 		sleep 0.1
 	done
 	echo "/dev/$name"
@@ -321,7 +326,8 @@ if [ -n "$roothash" ]; then
 	set -- $(arg composer.verity | tr ':' ' ')
 	[ "$#" -eq 3 ] || fail "composer.verity= must be <partition>:<data blocks>:<salt>"
 	hashdev=$(wait_partition "$1")
-	dmsetup create root --readonly --noudevsync --table "0 $(($2 * 8)) verity 1 $root $hashdev 4096 4096 $2 1 sha256 $roothash $3 1 panic_on_corruption" \
+	table="0 $(($2 * 8)) verity 1 $root $hashdev 4096 4096 $2 1 sha256 $roothash $3"
+	dmsetup create root --readonly --noudevsync --table "$table 1 panic_on_corruption" \
 		|| fail "dm-verity refused the root partition $root with hash partition $hashdev"
 	dmsetup mknodes root 2>/dev/null
 	root=/dev/mapper/root
@@ -330,8 +336,8 @@ fi
 mount -t squashfs -o ro "$root" /media/root-ro || fail "cannot mount the root filesystem from $root"
 mount -t tmpfs -o mode=0755 root-tmpfs /media/root-rw || fail "cannot mount a tmpfs for the writable layer"
 mkdir -p /media/root-rw/root /media/root-rw/work
-mount -t overlay -o lowerdir=/media/root-ro,upperdir=/media/root-rw/root,workdir=/media/root-rw/work overlay /sysroot \
-	|| fail "cannot mount the overlay of the root"
+layers=lowerdir=/media/root-ro,upperdir=/media/root-rw/root,workdir=/media/root-rw/work
+mount -t overlay -o "$layers" overlay /sysroot || fail "cannot mount the overlay of the root"
 mkdir -p /sysroot/media/root-ro /sysroot/media/root-rw
 mount -o move /media/root-ro /sysroot/media/root-ro
 mount -o move /media/root-rw /sysroot/media/root-rw

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import subprocess
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from tests.helpers.apkrepo import (
     SymlinkSpec,
     build_repository,
 )
-from tests.helpers.bootpkgs import Unavailable, gummiboot_package
+from tests.helpers.bootpkgs import gummiboot_package
 
 ALPINE_KEY_NAME = "alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub"
 ALPINE_KEY_SHA256 = "207e4696d3c05f7cb05966aee557307151f1f00217af4143c1bcaf33b8df733f"
@@ -124,22 +123,3 @@ def kernel_config(fixtures: Path) -> str:
         assert handle is not None
         return io.TextIOWrapper(handle).read()
 
-
-def host_dmsetup_package() -> PackageSpec:
-    """``device-mapper``: the host's (Debian's) ``dmsetup`` with the libraries and loader it
-    links against, at the paths its loader looks in. Alpine's signed 3.19.1 fixture
-    repository has no device-mapper; the disk image's /init only needs a working dmsetup."""
-    program = shutil.which("dmsetup")
-    if program is None:
-        raise Unavailable("dmsetup is not installed (apt-get install dmsetup)")
-    listing = subprocess.run(["ldd", program], capture_output=True, text=True, check=True).stdout
-    files: dict[str, FileLike] = {"sbin/dmsetup": FileSpec(Path(program).read_bytes(), mode=0o755)}
-    for line in listing.splitlines():
-        words = line.split()
-        path = words[2] if len(words) >= 3 and words[1] == "=>" else words[0]
-        if not path.startswith("/"):
-            continue
-        files[path.lstrip("/")] = FileSpec(Path(path).resolve().read_bytes(), mode=0o755)
-    return PackageSpec(name="device-mapper", version="2.03.16-r0", license="GPL-2.0-only",
-                       description="dmsetup (Debian's, with its glibc libraries, for the tests)",
-                       files=files)
