@@ -4,8 +4,8 @@ the image's certificate enrolled, prepared in a temporary folder the caller remo
 The certificate goes into db (what may boot), and also becomes PK and KEK, so the
 firmware is in user mode with Secure Boot enforcing; Microsoft's keys are not enrolled, so
 only images signed with this certificate boot. ``virt-fw-vars`` (the ``virt-firmware``
-package on PyPI, by the edk2 maintainer) edits the variable store: a dependency of this
-command only, looked up when it runs.
+package on PyPI) edits the variable store: a dependency of this command only, looked up
+when it runs.
 """
 
 from __future__ import annotations
