@@ -407,9 +407,11 @@ def _verify_target(args: argparse.Namespace) -> Path:
 
 def cmd_boot(args: argparse.Namespace) -> int:
     import shlex
+    import shutil
     import tempfile
 
     from composer.vm import (
+        SecureBootFirmware,
         VmSettings,
         check_memory,
         console_hints,
@@ -429,20 +431,23 @@ def cmd_boot(args: argparse.Namespace) -> int:
                           ssh_port=args.ssh_port, firmware_path=args.firmware_path,
                           extra=tuple(args.qemu_args), disk_format=image.disk_format,
                           nvme=args.nvme)
-    qemu_command(image.path, settings)  # the flags are checked before any file is written
+    placeholder = SecureBootFirmware(Path("code"), Path("vars")) if args.secure_boot else None
+    # every flag is checked before a file is written
+    qemu_command(image.path, dataclasses.replace(settings, secure_boot=placeholder))
     cert = secure_boot_certificate(image) if args.secure_boot else None
     if not args.dry_run:
         require_qemu(image.arch)
     check_memory(image.path, settings)
     with tempfile.TemporaryDirectory(prefix="composer-boot-") as scratch:
         if cert is not None:
-            folder = Path(tempfile.mkdtemp(prefix="composer-boot-")) if args.dry_run \
-                else Path(scratch)
-            firmware = prepare_secure_boot(cert, folder)
+            firmware = prepare_secure_boot(cert, Path(scratch))
+            if args.dry_run:  # the printed command needs the variables after this exits
+                kept = Path(tempfile.mkdtemp(prefix="composer-boot-"))
+                firmware = dataclasses.replace(
+                    firmware, variables=Path(shutil.move(firmware.variables, kept)))
+                print(f"==> Secure Boot variables with {cert.name} enrolled: {kept} (remove it "
+                      "when done)", file=sys.stderr, flush=True)
             settings = dataclasses.replace(settings, secure_boot=firmware)
-            if args.dry_run:
-                print(f"==> Secure Boot variables with {cert.name} enrolled: {folder} (remove "
-                      "it when done)", file=sys.stderr, flush=True)
         if args.dry_run:
             print(shlex.join(qemu_command(image.path, settings)))
             return 0
