@@ -101,18 +101,19 @@ def test_not_pem(folder: Path, keys: SbKeys) -> None:
         f"secure_boot.key {folder}/dir.key: not a regular file"
 
 
+def _write_key(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+
+
 def test_unsupported_key_types(folder: Path) -> None:
-    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    (folder / "small.key").write_bytes(small.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    _write_key(folder / "small.key", rsa.generate_private_key(public_exponent=65537,
+                                                              key_size=1024))
     assert refused(SecureBoot(key="small.key", cert="db.crt"), folder) == \
         (f"secure_boot.key {folder}/small.key: an RSA key of 1024 bits; Secure Boot signing "
          "takes at least 2048")
-    curve = ec.generate_private_key(ec.SECP256R1())
-    (folder / "ec.key").write_bytes(curve.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    _write_key(folder / "ec.key", ec.generate_private_key(ec.SECP256R1()))
     assert refused(SecureBoot(key="ec.key", cert="db.crt"), folder) == \
-        (f"secure_boot.key {folder}/ec.key: an EC key; Secure Boot signing "
-         "takes an RSA key of at least 2048 bits")
+        (f"secure_boot.key {folder}/ec.key: an EC key; Secure Boot signing takes an RSA "
+         "key of at least 2048 bits")

@@ -41,7 +41,7 @@ from composer.writers.der import (
     sequence,
     set_of,
 )
-from composer.writers.uki import pe_checksum
+from composer.writers.uki import pe_checksum, pe_layout, pe_sections
 
 __all__ = ["SigningIdentity", "authenticode_digest", "sign_pe"]
 
@@ -82,31 +82,21 @@ class _Pe:
 
 
 def _parse(image: bytes, source: str) -> _Pe:
-    if len(image) < 0x40 or image[:2] != b"MZ":
-        raise OutputError(f"{source}: not a PE image (no MZ header)")
-    pe = struct.unpack_from("<I", image, 0x3C)[0]
-    if image[pe:pe + 4] != b"PE\0\0":
-        raise OutputError(f"{source}: not a PE image (no PE signature)")
-    count, optional_size = struct.unpack_from("<2xH12xH", image, pe + 4)
-    optional = pe + 24
-    if (optional_size < _SECURITY_ENTRY + 8 or len(image) < optional + optional_size
-            or struct.unpack_from("<H", image, optional)[0] != 0x20B):
-        raise OutputError(f"{source}: not a PE32+ image with a certificate-table entry")
-    directories = struct.unpack_from("<I", image, optional + 108)[0]
-    if directories < 5:
+    layout = pe_layout(image, source)
+    optional_size = layout.table - layout.optional
+    directories = struct.unpack_from("<I", image, layout.optional + 108)[0]
+    if optional_size < _SECURITY_ENTRY + 8 or directories < 5:
         raise OutputError(f"{source}: the PE image has no certificate-table directory entry")
-    size_of_headers = struct.unpack_from("<I", image, optional + 60)[0]
-    table = optional + optional_size
-    if len(image) < table + 40 * count or size_of_headers > len(image):
+    if layout.size_of_headers > len(image):
         raise OutputError(f"{source}: damaged PE headers")
     sections = []
-    for i in range(count):
-        raw_size, raw_offset = struct.unpack_from("<II", image, table + 40 * i + 16)
-        if raw_size:
-            if raw_offset < size_of_headers or raw_offset + raw_size > len(image):
-                raise OutputError(f"{source}: section {i} lies outside the file")
-            sections.append((raw_offset, raw_size))
-    return _Pe(optional, size_of_headers, tuple(sorted(sections)))
+    for index, section in enumerate(pe_sections(image, source=source)):
+        if section.raw_size:
+            if (section.raw_offset < layout.size_of_headers
+                    or section.raw_offset + section.raw_size > len(image)):
+                raise OutputError(f"{source}: section {index} lies outside the file")
+            sections.append((section.raw_offset, section.raw_size))
+    return _Pe(layout.optional, layout.size_of_headers, tuple(sorted(sections)))
 
 
 def authenticode_digest(image: bytes, *, source: str = "PE image") -> bytes:
