@@ -40,6 +40,15 @@ def test_key_from_a_file(folder: Path, keys: SbKeys) -> None:
     assert identity.cert == keys.identity.cert
     assert identity.key.private_numbers() == keys.identity.key.private_numbers()
     assert "PRIVATE" not in repr(identity) and "composer test db" in repr(identity)
+    assert identity.cert_pem() == keys.cert_pem
+
+
+def test_certificate_file_with_comments_and_a_chain(folder: Path, keys: SbKeys) -> None:
+    """The first certificate of the file is the signer's; cert_pem() gives it alone."""
+    other = make_identity("issuer").cert_pem
+    (folder / "db.crt").write_bytes(b"# my signing certificate\n" + keys.cert_pem + other)
+    identity = load_secure_boot(SecureBoot(key="db.key", cert="db.crt"), folder, {})
+    assert identity.cert_pem() == keys.cert_pem
 
 
 def test_key_from_the_environment(folder: Path, keys: SbKeys) -> None:

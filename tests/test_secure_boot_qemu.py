@@ -24,6 +24,7 @@ from composer.writers.authenticode import sign_pe
 from composer.writers.cpio import write_cpio
 from composer.writers.disk import ESP_TYPE, DiskPartition, write_gpt_disk
 from composer.writers.fat import FatFile, build_fat
+from composer.writers.qcow2 import write_qcow2
 from composer.writers.uki import build_uki
 from tests.conftest import run_cli
 from tests.helpers.bootpkgs import STUB_FILE, Unavailable, debian_kernel
@@ -98,12 +99,13 @@ def firmware_dir(tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(folder)
 
 
-def _boot(disk: Path, keys: SbKeys, folder: Path, *, secure: bool) -> str:
+def _boot(disk: Path, keys: SbKeys, folder: Path, *, secure: bool, disk_format: str = "raw",
+          nvme: bool = False) -> str:
     cert = folder / "db.crt"
     cert.write_bytes(keys.cert_pem)
     firmware = prepare_secure_boot(cert, folder) if secure else None
-    settings = VmSettings(firmware="uefi", medium="disk", disk_format="raw", memory_mb=512,
-                          secure_boot=firmware)
+    settings = VmSettings(firmware="uefi", medium="disk", disk_format=disk_format, memory_mb=512,
+                          secure_boot=firmware, nvme=nvme)
     start = time.monotonic()
     try:
         result = boot(disk, firmware="uefi", medium="disk", marker=MARKER, timeout=TIMEOUT,
@@ -121,6 +123,19 @@ def test_signed_uki_boots_under_secure_boot(uki: bytes, keys: SbKeys, tmp_path: 
     output = _boot(disk, keys, firmware_dir, secure=True)
     assert MARKER in output and "Access Denied" not in output
     assert disk.read_bytes() == before  # snapshot=on
+
+
+def test_signed_uki_boots_from_qcow2_on_nvme(uki: bytes, keys: SbKeys, tmp_path: Path,
+                                             firmware_dir: Path) -> None:
+    """The same under Secure Boot, from the project's qcow2 image attached as NVMe."""
+    raw = _disk(tmp_path, sign_pe(uki, keys.identity))
+    qcow2 = tmp_path / "disk.qcow2"
+    with raw.open("rb") as source, qcow2.open("wb") as out:
+        write_qcow2(source, raw.stat().st_size, out)
+    before = qcow2.read_bytes()
+    output = _boot(qcow2, keys, firmware_dir, secure=True, disk_format="qcow2", nvme=True)
+    assert MARKER in output
+    assert qcow2.read_bytes() == before
 
 
 def test_signed_uki_boots_without_secure_boot(uki: bytes, keys: SbKeys, tmp_path: Path,

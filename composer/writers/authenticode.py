@@ -72,6 +72,11 @@ class SigningIdentity:
     def __repr__(self) -> str:
         return f"SigningIdentity(cert={self.cert.subject.rfc4514_string()!r})"
 
+    def cert_pem(self) -> bytes:
+        """The certificate alone, PEM-encoded: what a build writes beside a signed image for
+        enrolling (whatever else the user's certificate file held is left out)."""
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
 
 @dataclass(frozen=True)
 class _Pe:
