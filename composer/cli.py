@@ -9,6 +9,7 @@ Exit codes: 0 ok, 1 other error, 2 bad usage or profile (or a feature not availa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -174,14 +175,27 @@ def make_parser() -> argparse.ArgumentParser:
                    help="changes shown per level (packages, files, format fields; default 20)")
     _common(p)
 
-    p = sub.add_parser("boot", help="start a built ISO in qemu (serial console on this terminal)")
+    p = sub.add_parser("boot", help="start a built ISO or disk image in qemu (serial console "
+                                    "on this terminal)")
     p.add_argument("target", type=Path,
-                   help="an output folder, an .iso file, or a profile (its output folder)")
-    p.add_argument("--firmware", choices=["bios", "uefi"], default="bios")
-    p.add_argument("--as", dest="medium", choices=["cd", "disk"], default="cd",
-                   help="attach the ISO as a CD drive or as a disk (as after dd to a USB stick)")
+                   help="an output folder, an .iso, .img or .qcow2 file, or a profile (its output "
+                        "folder)")
+    p.add_argument("--firmware", choices=["bios", "uefi"],
+                   help="default: bios for an ISO; a disk image boots with uefi only")
+    p.add_argument("--as", dest="medium", choices=["cd", "disk"],
+                   help="attach an ISO as a CD drive (default) or as a disk (as after dd to a "
+                        "USB stick)")
+    p.add_argument("--image", dest="kind", choices=["iso", "disk"],
+                   help="which output of a folder to boot (default: the ISO if there is one); a "
+                        "disk image is attached as a virtio disk with snapshot=on, so the image "
+                        "file is never modified")
+    p.add_argument("--nvme", action="store_true", help="attach a disk image as an NVMe drive")
+    p.add_argument("--secure-boot", action="store_true",
+                   help="boot a signed disk image (x86_64) with OVMF's Secure Boot firmware and "
+                        "a temporary copy of its variables with the image's certificate "
+                        "(<image>.crt) enrolled; needs virt-fw-vars (pip install virt-firmware)")
     p.add_argument("--arch", choices=["x86_64", "aarch64"],
-                   help="which ISO of a multi-arch build (default x86_64)")
+                   help="which image of a multi-arch build (default x86_64)")
     p.add_argument("--memory", type=int, default=1024, metavar="MB")
     p.add_argument("--kvm", action="store_true",
                    help="use KVM and the host's CPU (off by default: TCG works everywhere)")
@@ -393,32 +407,53 @@ def _verify_target(args: argparse.Namespace) -> Path:
 
 def cmd_boot(args: argparse.Namespace) -> int:
     import shlex
+    import shutil
+    import tempfile
 
     from composer.vm import (
+        SecureBootFirmware,
         VmSettings,
         check_memory,
         console_hints,
-        find_iso,
+        find_image,
         qemu_command,
         require_qemu,
         start_vm,
     )
+    from composer.vm_secboot import prepare_secure_boot, secure_boot_certificate
 
-    image, arch = find_iso(_verify_target(args), args.arch)
-    settings = VmSettings(firmware=args.firmware, medium=args.medium, arch=arch,
+    kind = "disk" if args.secure_boot and args.kind is None else args.kind
+    image = find_image(_verify_target(args), args.arch, kind)
+    disk = image.disk_format is not None
+    settings = VmSettings(firmware=args.firmware or ("uefi" if disk else "bios"),
+                          medium=args.medium or ("disk" if disk else "cd"), arch=image.arch,
                           memory_mb=args.memory, kvm=args.kvm, cpus=args.cpus,
                           ssh_port=args.ssh_port, firmware_path=args.firmware_path,
-                          extra=tuple(args.qemu_args))
-    command = qemu_command(image, settings)
+                          extra=tuple(args.qemu_args), disk_format=image.disk_format,
+                          nvme=args.nvme)
+    placeholder = SecureBootFirmware(Path("code"), Path("vars")) if args.secure_boot else None
+    # every flag is checked before a file is written
+    qemu_command(image.path, dataclasses.replace(settings, secure_boot=placeholder))
+    cert = secure_boot_certificate(image) if args.secure_boot else None
     if not args.dry_run:
-        require_qemu(arch)
-    check_memory(image, settings)
-    if args.dry_run:
-        print(shlex.join(command))
-        return 0
-    for hint in console_hints(settings):
-        print(f"==> {hint}", file=sys.stderr, flush=True)
-    return start_vm(image, settings)
+        require_qemu(image.arch)
+    check_memory(image.path, settings)
+    with tempfile.TemporaryDirectory(prefix="composer-boot-") as scratch:
+        if cert is not None:
+            firmware = prepare_secure_boot(cert, Path(scratch))
+            if args.dry_run:  # the printed command needs the variables after this exits
+                kept = Path(tempfile.mkdtemp(prefix="composer-boot-"))
+                firmware = dataclasses.replace(
+                    firmware, variables=Path(shutil.move(firmware.variables, kept)))
+                print(f"==> Secure Boot variables with {cert.name} enrolled: {kept} (remove it "
+                      "when done)", file=sys.stderr, flush=True)
+            settings = dataclasses.replace(settings, secure_boot=firmware)
+        if args.dry_run:
+            print(shlex.join(qemu_command(image.path, settings)))
+            return 0
+        for hint in console_hints(settings):
+            print(f"==> {hint}", file=sys.stderr, flush=True)
+        return start_vm(image.path, settings)
 
 
 def _push(args: argparse.Namespace, folder: Path, refs: Sequence[Any]) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 from composer.sources.cache import ContentCache
 from composer.verify import verify_outputs
 from composer.verify_oci import verify_oci_layout
-from composer.vm import find_iso
+from composer.vm import find_image
 from composer.writers.oci import canonical_json
 from tests.helpers.hostile import deflate_zeros
 from tests.helpers.outputs import blob, chain, nested_indexes, rechain, sha256, write_output_folder
@@ -134,7 +134,7 @@ def artifact_targets(workdir: Path, minirootfs_tar: bytes, target: Callable[...,
         folder = layout.folder()
         (folder / "manifest.json").write_bytes(data)
         try:
-            find_iso(folder)
+            find_image(folder)
         finally:
             shutil.copyfile(template / "manifest.json", folder / "manifest.json")
 

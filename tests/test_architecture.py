@@ -22,7 +22,7 @@ PURE = ("composer.tree", "composer.archive", "composer.profile", "composer.write
         "composer.tarread", "composer.numbers", "composer.jsonsafe", "composer.inflate",
         "composer.squashfsread",
         "composer.publish.reference", "composer.publish.wire", "composer.lockfile",
-        "composer.provenance", "composer.diff")
+        "composer.provenance", "composer.diff", "composer.secure_boot")
 # The edges that talk to the network: mirrors and caches, and registries (push).
 NETWORK_EDGES = ("composer.sources", "composer.publish")
 

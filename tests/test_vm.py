@@ -142,3 +142,162 @@ def test_console_hints_say_how_to_quit_and_where_ssh_is() -> None:
         "serial console on this terminal: quit qemu with Ctrl-A X, or power the guest off "
         "with `poweroff`",
         "SSH: ssh -p 2222 root@127.0.0.1 (guest port 22)"]
+
+
+DISK = Path("out/virt/virt-3.23-x86_64.img")
+
+
+@pytest.mark.parametrize(("settings", "tail"), [
+    (VmSettings(firmware="uefi", medium="disk", disk_format="raw"),
+     ["-drive", "file=out/virt/virt-3.23-x86_64.img,format=raw,snapshot=on,if=virtio"]),
+    (VmSettings(firmware="uefi", medium="disk", disk_format="qcow2"),
+     ["-drive", "file=out/virt/virt-3.23-x86_64.img,format=qcow2,snapshot=on,if=virtio"]),
+    (VmSettings(firmware="uefi", medium="disk", disk_format="raw", nvme=True),
+     ["-drive", "file=out/virt/virt-3.23-x86_64.img,format=raw,snapshot=on,if=none,id=disk0",
+      "-device", "nvme,drive=disk0,serial=composer-disk"]),
+])
+def test_disk_image_commands(settings: VmSettings, tail: list[str]) -> None:
+    if firmware_file("x86_64") is None:
+        pytest.skip("OVMF is not installed (apt-get install ovmf)")
+    command = qemu_command(DISK, settings)
+    assert command[-len(tail):] == tail
+    assert command[command.index("-bios") + 1] == firmware_file("x86_64")
+
+
+def test_secure_boot_command_uses_smm_and_pflash() -> None:
+    from composer.vm import SecureBootFirmware
+
+    firmware = SecureBootFirmware(Path("/fw/CODE.secboot.fd"), Path("/tmp/x,y/VARS.fd"))
+    command = qemu_command(DISK, VmSettings(firmware="uefi", medium="disk", disk_format="raw",
+                                            secure_boot=firmware))
+    assert command == [
+        "qemu-system-x86_64", "-m", "1024", "-nographic", "-no-reboot",
+        "-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on",
+        "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.secboot.fd",
+        "-drive", "if=pflash,format=raw,unit=1,file=/tmp/x,,y/VARS.fd",
+        "-nic", "user,model=virtio-net-pci",
+        "-drive", "file=out/virt/virt-3.23-x86_64.img,format=raw,snapshot=on,if=virtio"]
+
+
+def _secure(**changes: object) -> VmSettings:
+    from dataclasses import replace
+
+    from composer.vm import SecureBootFirmware
+
+    base = VmSettings(firmware="uefi", medium="disk", disk_format="raw",
+                      secure_boot=SecureBootFirmware(Path("c"), Path("v")))
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    (VmSettings(medium="disk", disk_format="raw"),
+     "a disk image boots with UEFI only: use --firmware uefi"),
+    (VmSettings(firmware="uefi", medium="cd", disk_format="raw"),
+     "a disk image is attached as a disk: drop --as cd"),
+    (VmSettings(firmware="uefi", medium="disk", disk_format="vmdk"),
+     "disk image format 'vmdk' is not one of raw, qcow2"),
+    (VmSettings(nvme=True), "--nvme is for disk images; an ISO boots with --as cd or --as disk"),
+    (_secure(disk_format=None, medium="cd"),
+     "--secure-boot is for disk images (their UKI is signed; an ISO's boot loader is not)"),
+    (_secure(arch="aarch64"), "--secure-boot: only x86_64 (OVMF) for now, not aarch64"),
+    (_secure(firmware_path=Path("/x.fd")),
+     "--secure-boot brings its own firmware: drop --firmware-path"),
+])
+def test_bad_disk_settings(settings: VmSettings, message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        qemu_command(DISK, settings)
+    assert str(info.value) == message
+
+
+def _disk_build(folder: Path, *, cert: bool) -> Path:
+    """An output folder whose manifest lists an ISO, a disk image and its certificate."""
+    import json
+
+    outputs = [{"format": "iso", "arch": "x86_64", "path": "virt-3.23-x86_64.iso"},
+               {"format": "disk", "arch": "x86_64", "path": "virt-3.23-x86_64.qcow2"}]
+    if cert:
+        outputs.append({"format": "secure-boot-cert", "arch": "x86_64",
+                        "path": "virt-3.23-x86_64.crt"})
+    (folder / "manifest.json").write_text(json.dumps({"outputs": outputs}))
+    _iso_with_boot_files(folder / "virt-3.23-x86_64.iso", b"kernel", b"")
+    (folder / "virt-3.23-x86_64.qcow2").write_bytes(b"QFI\xfb")
+    return folder
+
+
+def test_boot_picks_the_disk_image_of_a_build(tmp_path: Path) -> None:
+    if firmware_file("x86_64") is None:
+        pytest.skip("OVMF is not installed (apt-get install ovmf)")
+    folder = _disk_build(tmp_path, cert=False)
+    result = run_cli("boot", folder, "--print")
+    assert result.stdout.endswith(f"-cdrom {folder}/virt-3.23-x86_64.iso -boot d\n")
+    for args in (["--image", "disk"], []):
+        target = folder if args else folder / "virt-3.23-x86_64.qcow2"
+        result = run_cli("boot", target, "--print", "--nvme", *args)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == (
+            f"qemu-system-x86_64 -m 1024 -nographic -no-reboot -bios {firmware_file('x86_64')} "
+            f"-nic user,model=virtio-net-pci -drive file={folder}/virt-3.23-x86_64.qcow2,"
+            "format=qcow2,snapshot=on,if=none,id=disk0 -device nvme,drive=disk0,"
+            "serial=composer-disk\n")
+    result = run_cli("boot", folder, "--image", "disk", "--firmware", "bios", "--print")
+    assert (result.returncode, result.stderr) == (
+        2, "alpine-composer: error: a disk image boots with UEFI only: use --firmware uefi\n")
+
+
+def test_secure_boot_needs_the_certificate_of_the_build(tmp_path: Path) -> None:
+    folder = _disk_build(tmp_path, cert=False)
+    result = run_cli("boot", folder, "--secure-boot", "--print")
+    assert (result.returncode, result.stderr) == (
+        2, "alpine-composer: error: --secure-boot: virt-3.23-x86_64.qcow2 has no certificate "
+           "beside it (virt-3.23-x86_64.crt); build it with secure_boot\n")
+    result = run_cli("boot", folder, "--image", "iso", "--secure-boot", "--print")
+    assert (result.returncode, result.stderr) == (
+        2, "alpine-composer: error: --secure-boot is for disk images (their UKI is signed; an "
+           "ISO's boot loader is not)\n")
+
+
+def test_secure_boot_print_enrolls_the_certificate(tmp_path: Path) -> None:
+    import shutil
+
+    from composer.errors import ComposerError
+    from composer.vm_secboot import secure_firmware, virt_fw_vars
+    from tests.helpers.sbkeys import make_identity
+
+    try:
+        code, _ = secure_firmware()
+        virt_fw_vars()
+    except ComposerError as exc:
+        pytest.skip(str(exc))
+    folder = _disk_build(tmp_path, cert=True)
+    (folder / "virt-3.23-x86_64.crt").write_bytes(make_identity().cert_pem)
+    result = run_cli("boot", folder, "--secure-boot", "--print")
+    assert result.returncode == 0, result.stderr
+    prefix = "==> Secure Boot variables with virt-3.23-x86_64.crt enrolled: "
+    assert result.stderr.startswith(prefix) and result.stderr.endswith(" (remove it when done)\n")
+    scratch = Path(result.stderr[len(prefix):-len(" (remove it when done)\n")])
+    try:
+        variables = scratch / "OVMF_VARS.secboot.fd"
+        assert result.stdout == (
+            "qemu-system-x86_64 -m 1024 -nographic -no-reboot -machine q35,smm=on -global "
+            "driver=cfi.pflash01,property=secure,value=on -drive "
+            f"if=pflash,format=raw,unit=0,readonly=on,file={code} -drive "
+            f"if=pflash,format=raw,unit=1,file={variables} -nic user,model=virtio-net-pci "
+            f"-drive file={folder}/virt-3.23-x86_64.qcow2,format=qcow2,snapshot=on,if=virtio\n")
+        assert variables.stat().st_size == Path("/usr/share/OVMF/OVMF_VARS_4M.fd").stat().st_size
+    finally:
+        shutil.rmtree(scratch)
+
+
+def test_missing_virt_fw_vars_names_the_pip_package(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from composer.vm import MissingToolError
+    from composer.vm_secboot import virt_fw_vars
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python3"))
+    with pytest.raises(MissingToolError) as info:
+        virt_fw_vars()
+    assert str(info.value) == ("virt-fw-vars is not installed (pip install virt-firmware); boot "
+                               "--secure-boot needs it to enroll the certificate")

@@ -56,7 +56,9 @@ class PeSection:
 
 
 @dataclass(frozen=True)
-class _Layout:
+class PeLayout:
+    """Where a PE32+ image's headers are (file offsets) and its alignments."""
+
     coff: int
     optional: int
     table: int
@@ -70,7 +72,8 @@ def _align(value: int, alignment: int) -> int:
     return (value + alignment - 1) // alignment * alignment
 
 
-def _parse(image: bytes, source: str) -> _Layout:
+def pe_layout(image: bytes, source: str = "PE image") -> PeLayout:
+    """The headers of a PE32+ image, checked to lie inside it."""
     if len(image) < 0x40 or image[:2] != b"MZ":
         raise OutputError(f"{source}: not a PE image (no MZ header)")
     pe = struct.unpack_from("<I", image, 0x3C)[0]
@@ -86,12 +89,12 @@ def _parse(image: bytes, source: str) -> _Layout:
     table = optional + optional_size
     if not file_align or not section_align or len(image) < table + 40 * count:
         raise OutputError(f"{source}: damaged PE headers")
-    return _Layout(coff, optional, table, count, file_align, section_align, size_of_headers)
+    return PeLayout(coff, optional, table, count, file_align, section_align, size_of_headers)
 
 
 def pe_sections(image: bytes, *, source: str = "PE image") -> list[PeSection]:
     """The section headers of ``image``, in table order."""
-    layout = _parse(image, source)
+    layout = pe_layout(image, source)
     found = []
     for i in range(layout.count):
         name, vsize, va, raw_size, raw_ptr, _, _, _, _, flags = _SECTION_HEADER.unpack_from(
@@ -103,7 +106,7 @@ def pe_sections(image: bytes, *, source: str = "PE image") -> list[PeSection]:
 
 def stub_arch(stub: bytes, *, source: str = "EFI stub") -> str:
     """The arch an EFI stub runs on (``x86_64``, ``aarch64``), or an error naming the machine."""
-    layout = _parse(stub, source)
+    layout = pe_layout(stub, source)
     machine = struct.unpack_from("<H", stub, layout.coff)[0]
     if machine not in PE_MACHINES:
         raise OutputError(f"{source}: PE machine {machine:#06x} is not one composer can boot")
@@ -129,13 +132,13 @@ def _kernel_image_size(kernel: bytes) -> int:
     """The kernel's own SizeOfImage (its memory footprint once decompressed, for an EFI-stub
     kernel), or 0 when the kernel is not a PE image."""
     try:
-        layout = _parse(kernel, "kernel")
+        layout = pe_layout(kernel, "kernel")
     except OutputError:
         return 0
     return int(struct.unpack_from("<I", kernel, layout.optional + 56)[0])
 
 
-def _drop_tail(stub: bytes, layout: _Layout, source: str) -> bytes:
+def _drop_tail(stub: bytes, layout: PeLayout, source: str) -> bytes:
     """The stub up to the end of its last section, without its COFF symbol table and the
     header fields that point at it. Nothing after the last section is loaded by firmware:
     a symbol table, or text no section header covers (systemd 252's arm64 stub keeps its
@@ -159,7 +162,7 @@ def build_uki(stub: bytes, sections: Sequence[tuple[str, bytes]], *, align: int 
     """The stub with ``sections`` (name, data) added in the order given, except ``.linux``,
     which goes last. ``align`` (bytes, 0 for the stub's FileAlignment) is where each new
     section's data may start in the file."""
-    layout = _parse(stub, source)
+    layout = pe_layout(stub, source)
     security = struct.unpack_from("<II", stub, layout.optional + 112 + 8 * _SECURITY_DIRECTORY)
     if security[0] or security[1]:
         raise OutputError(f"{source}: the stub is signed; sign the UKI instead")

@@ -20,7 +20,9 @@ from pathlib import Path
 from composer.vm import QEMU, QEMU_PACKAGE, UEFI_PACKAGE, VmSettings, firmware_file, qemu_command
 
 FATAL = ("Kernel panic", "Boot failed: could not read the boot disk",
-         "No bootable device", "isolinux.bin missing or corrupt")
+         "No bootable device", "isolinux.bin missing or corrupt", "Access Denied")
+"""Console text that ends a boot at once; "Access Denied" is OVMF refusing an image under
+Secure Boot."""
 
 
 class BootFailure(AssertionError):
@@ -43,10 +45,12 @@ def missing_tools(firmware: str = "bios", arch: str = "x86_64") -> str | None:
 
 
 def boot(image: Path, *, firmware: str, medium: str, marker: str,
-         timeout: float = 120.0, arch: str = "x86_64") -> BootResult:
-    """Boot ``image`` until ``marker`` appears and qemu exits; raise BootFailure otherwise."""
-    command = qemu_command(image, VmSettings(firmware=firmware, medium=medium, memory_mb=512,
-                                             arch=arch))
+         timeout: float = 120.0, arch: str = "x86_64",
+         settings: VmSettings | None = None) -> BootResult:
+    """Boot ``image`` until ``marker`` appears and qemu exits; raise BootFailure otherwise.
+    ``settings`` replaces the ones ``firmware``, ``medium`` and ``arch`` make."""
+    command = qemu_command(image, settings or VmSettings(firmware=firmware, medium=medium,
+                                                         memory_mb=512, arch=arch))
     start = time.monotonic()
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
