@@ -24,11 +24,14 @@ from pathlib import Path
 
 import pytest
 
+from composer.vm import MissingToolError
+from composer.vm_secboot import virt_fw_vars
 from tests.conftest import REPO, require_shared, run_cli
 from tests.helpers.alpine_virt import alpine_virt_repositories
 from tests.helpers.apkrepo import signing_key
 from tests.helpers.bootpkgs import Unavailable, host_dmsetup_package
 from tests.helpers.qemu import missing_tools
+from tests.helpers.sbkeys import make_identity
 from tests.helpers.vmconsole import Guest
 
 pytestmark = pytest.mark.slow
@@ -44,6 +47,9 @@ class RealDisk:
     raw: Path
     qcow2: Path
     tar: Path
+    signed: Path
+    """A Secure Boot signed qcow2 (the key given in an environment variable)."""
+    key_pem: bytes
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +79,21 @@ def real_disk(tmp_path_factory: pytest.TempPathFactory) -> RealDisk:
     }))
     built = run_cli("build", profile, "--output-dir", root / "out", "--cache-dir", root / "cache")
     assert built.returncode == 0, built.stderr
+    keys = make_identity()
+    (folder / "db.crt").write_bytes(keys.cert_pem)
+    signed = folder / "signed.yaml"
+    signed.write_text(json.dumps({
+        "name": "signed", "extends": os.fspath(REPO / "profiles" / "virt-disk.yaml"), **fields,
+        "accounts": {"root": {"password": password}},
+        "outputs": [{"format": "disk", "image": "qcow2",
+                     "secure_boot": {"key_env": "COMPOSER_TEST_DB_KEY", "cert": "db.crt"}}]}))
+    built = run_cli("build", signed, "--output-dir", root / "out", "--cache-dir", root / "cache",
+                    env={"COMPOSER_TEST_DB_KEY": keys.key_pem.decode()})
+    assert built.returncode == 0, built.stderr
     out = root / "out" / "disk"
     return RealDisk(out=out, raw=next(out.glob("*.img")), qcow2=next(out.glob("*.qcow2")),
-                    tar=next(out.glob("*.tar")))
+                    tar=next(out.glob("*.tar")),
+                    signed=next((root / "out" / "signed").glob("*.qcow2")), key_pem=keys.key_pem)
 
 
 def _partitions(image: Path) -> dict[str, tuple[int, int]]:
@@ -139,15 +157,17 @@ def test_verified_root_boots_with_writable_var_and_a_persistent_data_partition(
         table = guest.run("dmsetup table root").split()
         assert table[2:4] == ["verity", "1"], table
         assert roothash in table and "panic_on_corruption" in table, table
-        assert guest.run("echo written > /var/lib/probe && cat /var/lib/probe").strip() == "written"
-        assert guest.run("echo kept > /data/probe && sync && cat /data/probe").strip() == "kept"
+        guest.run("echo written >/var/lib/p")
+        assert guest.run("cat /var/lib/p").strip() == "written"
+        guest.run("echo kept >/data/p; sync")
+        assert guest.run("cat /data/p").strip() == "kept"
         guest.send("poweroff\n")
         assert guest.wait_exit(120) == 0
     with Guest(command, monitor=tmp_path / "monitor2", name="disk-again") as guest:
         _login(guest)
-        assert guest.run("cat /data/probe").strip() == "kept"
+        assert guest.run("cat /data/p").strip() == "kept"
         assert "formatting the data partition" not in guest.text
-        assert guest.run("cat /var/lib/probe 2>&1 || true").strip().endswith("No such file or directory")
+        assert guest.run("ls /var/lib/p 2>&1").strip().endswith("No such file or directory")
 
 
 def test_a_flipped_byte_in_the_root_stops_the_boot(real_disk: RealDisk, tmp_path: Path) -> None:
@@ -253,3 +273,23 @@ def test_the_images_pass_the_real_tools(real_disk: RealDisk, tmp_path: Path) -> 
     same = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(real_disk.raw),
                            str(real_disk.qcow2)], capture_output=True, text=True)
     assert same.returncode == 0 and "Images are identical" in same.stdout, same.stdout
+
+
+def test_a_signed_disk_boots_under_secure_boot(real_disk: RealDisk, tmp_path: Path) -> None:
+    reason = missing_tools("uefi")
+    if reason:
+        pytest.skip(reason)
+    try:
+        virt_fw_vars()
+    except MissingToolError as exc:
+        pytest.skip(exc.message)
+    folder = real_disk.signed.parent
+    key_body = b"".join(real_disk.key_pem.splitlines()[1:-1])
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert key_body[:64] not in path.read_bytes().replace(b"\n", b""), path
+    assert sorted(p.name for p in folder.glob("*.crt")) == ["signed-3.19.1-x86_64.crt"]
+    command = boot_command(real_disk, real_disk.signed, "--secure-boot")
+    with Guest(command, monitor=tmp_path / "monitor", name="secure-boot") as guest:
+        _login(guest)
+        assert "Secure boot enabled" in guest.run("dmesg | grep -i 'secure boot'")

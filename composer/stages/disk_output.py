@@ -35,10 +35,9 @@ class DiskKind:
             check_disk_settings(disk_settings(ctx, output, arch.value, "0"),
                                 where=_where(ctx, output))
         if output.secure_boot is not None:
-            from composer.signing import load_secure_boot
+            from composer.secure_boot import load_secure_boot
 
-            load_secure_boot(output.secure_boot, base=ctx.loaded.path.parent, env=os.environ,
-                             where=_where(ctx, output))
+            load_secure_boot(output.secure_boot, ctx.loaded.path.parent, os.environ)
 
     def claim(self, ctx: BuildContext, output: DiskOutput) -> str:
         return artifact_name(ctx, "<release>", "<arch>", SUFFIXES[str(output.image)])
@@ -54,11 +53,11 @@ class DiskKind:
         sign = None
         cert_pem = b""
         if output.secure_boot is not None:
-            from composer.signing import load_secure_boot, sign_pe
+            from composer.secure_boot import load_secure_boot
+            from composer.writers.authenticode import sign_pe
 
-            identity = load_secure_boot(output.secure_boot, base=ctx.loaded.path.parent,
-                                        env=os.environ, where=where)
-            cert_pem = identity.cert_pem
+            identity = load_secure_boot(output.secure_boot, ctx.loaded.path.parent, os.environ)
+            cert_pem = identity.cert_pem()
 
             def sign(image: bytes) -> bytes:
                 return sign_pe(image, identity)
