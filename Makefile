@@ -4,8 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= profiles/minirootfs.yaml
 MIRROR ?=
-FIRMWARE ?= bios
-MEDIUM ?= cd
+FIRMWARE ?=
+MEDIUM ?=
 OUTPUT_DIR ?= out
 MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
 
@@ -56,9 +56,11 @@ publish: install
 	@test -n "$(REF)" || { echo 'make publish: give REF=registry/repository:tag' >&2; exit 2; }
 	$(BIN)/alpine-composer publish $(PROFILE) $(REF) --output-dir $(OUTPUT_DIR) $(MIRROR_FLAG)
 
-# Start the profile's ISO in qemu: make boot PROFILE=profiles/virt.yaml [FIRMWARE=uefi] [MEDIUM=disk]
+# Start the profile's ISO or disk image in qemu: make boot PROFILE=profiles/virt.yaml
+# [FIRMWARE=uefi] [MEDIUM=disk] (an ISO boots BIOS from CD by default, a disk image UEFI)
 boot: install
-	$(BIN)/alpine-composer boot $(PROFILE) --output-dir $(OUTPUT_DIR) --firmware $(FIRMWARE) --as $(MEDIUM)
+	$(BIN)/alpine-composer boot $(PROFILE) --output-dir $(OUTPUT_DIR) \
+		$(if $(FIRMWARE),--firmware $(FIRMWARE),) $(if $(MEDIUM),--as $(MEDIUM),)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -175,7 +175,7 @@ def module_closure(tree: FileTree, release: str, needs: Sequence[ModuleNeed]) ->
     """The modules for ``needs`` and everything they depend on, dependencies first. A need the
     kernel's config builds in needs no file; a required one the kernel lacks is refused."""
     base = f"lib/modules/{release}"
-    files = {}
+    files: dict[str, Entry] = {}
     for entry in tree.walk():
         if entry.type == EntryType.FILE and entry.path.startswith(base + "/"):
             name = _module_name(entry.path)

@@ -226,6 +226,7 @@ def test_schema_is_strict_everywhere() -> None:
 def test_shipped_profiles_are_valid() -> None:
     root = Path(__file__).resolve().parents[2] / "profiles"
     names = sorted(p.name for p in root.glob("*.yaml"))
-    assert names == ["container.yaml", "edge.yaml", "minirootfs.yaml", "standard.yaml", "virt.yaml"]
+    assert names == ["container.yaml", "edge.yaml", "minirootfs.yaml", "standard.yaml",
+                     "virt-disk.yaml", "virt.yaml"]
     for path in root.glob("*.yaml"):
         assert load_profile(path).profile.name == path.stem
