@@ -429,6 +429,19 @@ class FileTree:
                     raise ArchiveError(f"{what} {path!r} would replace a non-empty directory")
         self.entries[path] = entry
 
+    def follow(self, path: str) -> Entry | None:
+        """The entry at ``path`` after following symlinks inside the root (at most 40, as
+        the kernel does), or None when the chain ends nowhere or loops."""
+        for _ in range(40):
+            entry = self.entries.get(path)
+            if entry is None or entry.type != EntryType.SYMLINK:
+                return entry
+            target = resolve_symlink_target(path, entry.target)
+            if target is None:
+                return None
+            path = target
+        return None
+
     def children(self, path: str) -> Iterator[str]:
         prefix = path + "/" if path else ""
         for p in self.entries:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from composer.apk import db
 from composer.errors import InstallError, OutputError, ProfileError
 from composer.profile.model import EfiLoader, Firmware
-from composer.tree import Entry, EntryType, FileTree, resolve_symlink_target, sort_key
+from composer.tree import Entry, EntryType, FileTree, sort_key
 from composer.writers.compress import ParallelGzipWriter
 from composer.writers.cpio import write_cpio
 from composer.writers.fat import FatFile, build_fat
@@ -171,15 +171,8 @@ def _needed_files(settings: BootSettings) -> list[tuple[str, str]]:
 
 def _resolve(tree: FileTree, path: str) -> Entry | None:
     """The regular file at ``path``, following symlinks inside the tree."""
-    for _ in range(40):
-        entry = tree.get(path)
-        if entry is None or entry.type != EntryType.SYMLINK:
-            return entry if entry is not None and entry.type == EntryType.FILE else None
-        target = resolve_symlink_target(path, entry.target)
-        if target is None:
-            return None
-        path = target
-    return None
+    entry = tree.follow(path)
+    return entry if entry is not None and entry.type == EntryType.FILE else None
 
 
 def check_tree(tree: FileTree, settings: BootSettings) -> None:

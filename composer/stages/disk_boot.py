@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from composer.errors import InstallError, OutputError, ProfileError
 from composer.hashing import hash_file
-from composer.tree import EntryType, FileTree, resolve_symlink_target
+from composer.tree import EntryType, FileTree
 from composer.writers.disk import (
     ESP_TYPE,
     LINUX_DATA_TYPE,
@@ -105,17 +105,9 @@ def check_disk_settings(settings: DiskSettings, *, where: str) -> None:
 
 
 def _resolve(tree: FileTree, path: str) -> str | None:
-    for _ in range(40):
-        entry = tree.get(path)
-        if entry is None:
-            return None
-        if entry.type != EntryType.SYMLINK:
-            return path if entry.type == EntryType.FILE else None
-        target = resolve_symlink_target(path, entry.target)
-        if target is None:
-            return None
-        path = target
-    return None
+    """The path of the regular file ``path`` leads to, following symlinks."""
+    entry = tree.follow(path)
+    return entry.path if entry is not None and entry.type == EntryType.FILE else None
 
 
 def _read(tree: FileTree, path: str) -> bytes:

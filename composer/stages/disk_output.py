@@ -16,15 +16,10 @@ from composer.manifest import OutputRecord
 from composer.profile.model import DiskOutput
 from composer.stages.boot_plan import disk_settings
 from composer.stages.disk_boot import check_disk_settings
-from composer.stages.kind import OutputJob, artifact_name
+from composer.stages.kind import OutputJob, artifact_name, output_where
 
 SUFFIXES = {"raw": ".img", "qcow2": ".qcow2"}
 CERT_SUFFIX = ".crt"
-
-
-def _where(ctx: BuildContext, output: DiskOutput) -> str:
-    index = next(i for i, o in enumerate(ctx.profile.outputs) if o is output)
-    return f"{ctx.loaded.path}: outputs[{index}]"
 
 
 class DiskKind:
@@ -33,7 +28,7 @@ class DiskKind:
     def check(self, ctx: BuildContext, output: DiskOutput) -> None:
         for arch in ctx.profile.arch:
             check_disk_settings(disk_settings(ctx, output, arch.value, "0"),
-                                where=_where(ctx, output))
+                                where=output_where(ctx, output))
         if output.secure_boot is not None:
             from composer.secure_boot import load_secure_boot
 
@@ -49,7 +44,7 @@ class DiskKind:
         from composer.writers.disk import DiskSizeError
 
         ctx = job.ctx
-        where = _where(ctx, output)
+        where = output_where(ctx, output)
         sign = None
         cert_pem = b""
         if output.secure_boot is not None:

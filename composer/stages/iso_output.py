@@ -14,14 +14,9 @@ from composer.manifest import OutputRecord
 from composer.profile.model import IsoOutput
 from composer.stages.boot import boot_media, check_settings, with_panic
 from composer.stages.boot_plan import boot_settings
-from composer.stages.kind import OutputJob, artifact_name
+from composer.stages.kind import OutputJob, artifact_name, output_where
 
 SUFFIX = ".iso"
-
-
-def _where(ctx: BuildContext, output: IsoOutput) -> str:
-    index = next(i for i, o in enumerate(ctx.profile.outputs) if o is output)
-    return f"{ctx.loaded.path}: outputs[{index}]"
 
 
 class IsoKind:
@@ -30,7 +25,7 @@ class IsoKind:
     def check(self, ctx: BuildContext, output: IsoOutput) -> None:
         for arch in ctx.profile.arch:
             # The release is not known yet; a default label always fits, a given one is checked.
-            check_settings(boot_settings(ctx, output, arch.value, "0"), where=_where(ctx, output))
+            check_settings(boot_settings(ctx, output, arch.value, "0"), where=output_where(ctx, output))
 
     def claim(self, ctx: BuildContext, output: IsoOutput) -> str:
         return artifact_name(ctx, "<release>", "<arch>", SUFFIX)
@@ -43,7 +38,7 @@ class IsoKind:
         records = []
         for arch in job.arches:
             settings = boot_settings(ctx, output, arch.arch, arch.release)
-            check_settings(settings, where=_where(ctx, output))
+            check_settings(settings, where=output_where(ctx, output))
             settings = replace(settings, cmdline=with_panic(settings.cmdline))
             spec = boot_media(arch.tree, settings, epoch=job.epoch)
             name = artifact_name(ctx, arch.release, arch.arch, SUFFIX)

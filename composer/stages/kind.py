@@ -43,6 +43,12 @@ class OutputKind(Protocol):
         """Write into ``job.stage``; one record per file written."""
 
 
+def output_where(ctx: BuildContext, output: object) -> str:
+    """``<profile>: outputs[<index>]``, where messages about one output point."""
+    index = next(i for i, o in enumerate(ctx.profile.outputs) if o is output)
+    return f"{ctx.loaded.path}: outputs[{index}]"
+
+
 def artifact_name(ctx: BuildContext, release: str, arch: str | None, suffix: str) -> str:
     """``<name>-<release>[-<arch>]<suffix>``: every artifact file is named this way."""
     return f"{ctx.profile.name}-{release}" + (f"-{arch}" if arch else "") + suffix
