@@ -16,6 +16,7 @@ from tests.conftest import REPO, require_shared, run_cli
 from tests.helpers.alpine_virt import AlpineVirtRepositories, alpine_virt_repositories
 from tests.helpers.apkrepo import signing_key
 from tests.helpers.bootpkgs import Unavailable, host_dmsetup_package
+from tests.helpers.sbkeys import make_identity
 
 pytestmark = pytest.mark.slow
 
@@ -104,3 +105,20 @@ def test_bad_disk_settings_are_refused_before_any_download(
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert "installing" not in result.stderr
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.apk"))
+
+
+def test_a_key_that_does_not_match_its_certificate_is_refused_before_any_download(
+        repos: AlpineVirtRepositories, tmp_path: Path) -> None:
+    folder = tmp_path / "profile"
+    folder.mkdir()
+    key, _ = make_identity("one").write(folder, "one")
+    _, cert = make_identity("two").write(folder, "two")
+    profile = _profile(repos, folder, [{"format": "disk",
+                                        "secure_boot": {"key": key.name, "cert": cert.name}}])
+    result = run_cli("build", profile, "--output-dir", tmp_path / "out", "--cache-dir",
+                     tmp_path / "cache")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"alpine-composer: error: secure_boot.key {key}: the key does not "
+                             f"match the public key of secure_boot.cert {cert}\n")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
