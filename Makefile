@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= profiles/minirootfs.yaml
 MIRROR ?=
-FIRMWARE ?= bios
-MEDIUM ?= cd
+FIRMWARE ?=
+MEDIUM ?=
+SECURE_BOOT ?=
 OUTPUT_DIR ?= out
 MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
 
@@ -56,9 +57,12 @@ publish: install
 	@test -n "$(REF)" || { echo 'make publish: give REF=registry/repository:tag' >&2; exit 2; }
 	$(BIN)/alpine-composer publish $(PROFILE) $(REF) --output-dir $(OUTPUT_DIR) $(MIRROR_FLAG)
 
-# Start the profile's ISO in qemu: make boot PROFILE=profiles/virt.yaml [FIRMWARE=uefi] [MEDIUM=disk]
+# Start the profile's ISO or disk image in qemu: make boot PROFILE=profiles/virt.yaml
+# [FIRMWARE=uefi] [MEDIUM=disk] [SECURE_BOOT=1] (defaults: the boot command's own)
 boot: install
-	$(BIN)/alpine-composer boot $(PROFILE) --output-dir $(OUTPUT_DIR) --firmware $(FIRMWARE) --as $(MEDIUM)
+	$(BIN)/alpine-composer boot $(PROFILE) --output-dir $(OUTPUT_DIR) \
+	    $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(MEDIUM),--as $(MEDIUM)) \
+	    $(if $(SECURE_BOOT),--secure-boot)
 
 test: install
 	$(BIN)/python -m pytest -q
