@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = ["bench_tar.py", "bench_oci.py", "bench_apk.py", "bench_iso.py", "bench_squashfs.py",
-           "bench_disk_writers.py"]
+           "bench_disk_writers.py", "bench_disk.py"]
 
 
 def main() -> int:

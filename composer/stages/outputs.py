@@ -32,9 +32,10 @@ OUTPUT_KINDS: dict[str, tuple[str, str]] = {
     "oci-archive": ("composer.stages.image_outputs", "OciArchiveKind"),
     "docker-archive": ("composer.stages.image_outputs", "DockerArchiveKind"),
     "iso": ("composer.stages.iso_output", "IsoKind"),
+    "disk": ("composer.stages.disk_output", "DiskKind"),
 }
 # Formats the profile accepts but this version cannot write yet, and what they need.
-NOT_YET: dict[str, str] = {"disk": "the disk image writer (issue 17, in progress)"}
+NOT_YET: dict[str, str] = {}
 
 
 def output_kind(ctx: BuildContext, fmt: str) -> OutputKind:

@@ -96,13 +96,13 @@ def plan_packages(ctx: BuildContext, fetcher: Fetcher, arch: str, branch: str, b
 
 
 def requested_packages(ctx: BuildContext, arch: str) -> list[str]:
-    """The profile's packages (its variant's included) plus what its ISO outputs boot with
-    on ``arch``: a kernel, and syslinux only where BIOS exists."""
-    if not any(output.format == "iso" for output in ctx.profile.outputs):
+    """The profile's packages (its variant's included) plus what its ISO and disk outputs boot
+    with on ``arch``: a kernel, syslinux only where BIOS exists, the verity tool."""
+    if not any(output.format in ("iso", "disk") for output in ctx.profile.outputs):
         return list(ctx.profile.packages)
-    from composer.stages.boot_plan import iso_packages
+    from composer.stages.boot_plan import image_packages
 
-    extra = [name for name in iso_packages(ctx, arch) if name not in ctx.profile.packages]
+    extra = [name for name in image_packages(ctx, arch) if name not in ctx.profile.packages]
     return [*ctx.profile.packages, *extra]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import shutil
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,10 +104,12 @@ class AlpineVirtRepositories:
                          self.test_key.name]}
 
 
-def alpine_virt_repositories(fixtures: Path, folder: Path, key: SigningKey) -> AlpineVirtRepositories:
-    """Write the boot repository into ``folder`` (about 45 MB); the real one is used in
-    place."""
-    specs = [linux_virt_package(fixtures), alpine_syslinux_package(fixtures), gummiboot_package()]
+def alpine_virt_repositories(fixtures: Path, folder: Path, key: SigningKey,
+                             extra: Sequence[PackageSpec] = ()) -> AlpineVirtRepositories:
+    """Write the boot repository (and ``extra`` packages) into ``folder`` (about 45 MB); the
+    real one is used in place."""
+    specs = [linux_virt_package(fixtures), alpine_syslinux_package(fixtures), gummiboot_package(),
+             *extra]
     boot = build_repository(folder, specs, key)
     return AlpineVirtRepositories(real=fixtures / REPOSITORY, boot=boot,
                                   alpine_key=fixtures / "apk-keys" / ALPINE_KEY_NAME,
@@ -119,3 +122,4 @@ def kernel_config(fixtures: Path) -> str:
         handle = archive.extractfile(f"boot/config-{KERNEL_RELEASE}")
         assert handle is not None
         return io.TextIOWrapper(handle).read()
+

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.helpers.apkrepo import FileSpec, PackageSpec
+from tests.helpers.apkrepo import FileLike, FileSpec, PackageSpec
 
 # Debian path → path in Alpine's package, and the Debian package that ships it.
 SYSLINUX_FILES = {
@@ -52,6 +52,9 @@ class Unavailable(Exception):
 class DebianKernel:
     version: str
     vmlinuz: bytes
+    files: tuple[tuple[str, bytes], ...] = ()
+    """``boot/config-<version>`` and the modules a disk image's initramfs loads (with what
+    they depend on), as the .deb installs them."""
 
 
 def _deb_members(deb: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
@@ -109,12 +112,31 @@ def _downloaded(cache: Path, packages: dict[str, str | Callable[[], str]]) -> di
     return {glob: debs[-1] for glob, debs in have.items()}
 
 
+DISK_MODULES = ("virtio_pci", "virtio_blk", "squashfs", "overlay", "dm_verity", "ext4")
+
+
 def _kernel_of(deb: Path) -> DebianKernel:
-    kernels = _deb_members(deb, lambda name: name.startswith("boot/vmlinuz-"))
+    from composer.stages.disk_initramfs import modinfo_depends
+
+    members = _deb_members(deb, lambda name: name.startswith(("boot/vmlinuz-", "boot/config-"))
+                           or (name.startswith("lib/modules/") and name.endswith(".ko")))
+    kernels = [name for name in members if name.startswith("boot/vmlinuz-")]
     if len(kernels) != 1:
         raise Unavailable(f"{deb.name} holds no single boot/vmlinuz-*")
-    [(path, vmlinuz)] = kernels.items()
-    return DebianKernel(version=path.removeprefix("boot/vmlinuz-"), vmlinuz=vmlinuz)
+    modules = {name.rsplit("/", 1)[-1].removesuffix(".ko").replace("-", "_"): name
+               for name in members if name.endswith(".ko")}
+    wanted: dict[str, bytes] = {}
+    queue = [m for m in DISK_MODULES if m in modules]
+    while queue:
+        path = modules[queue.pop()]
+        if path not in wanted:
+            wanted[path] = members[path]
+            queue += [d.replace("-", "_") for d in modinfo_depends(members[path], source=path)
+                      if d.replace("-", "_") in modules]
+    config = {name: data for name, data in members.items() if name.startswith("boot/config-")}
+    return DebianKernel(version=kernels[0].removeprefix("boot/vmlinuz-"),
+                        vmlinuz=members[kernels[0]],
+                        files=tuple(sorted({**config, **wanted}.items())))
 
 
 AMD64_KERNEL_DEB = "linux-image-*-cloud-amd64-unsigned_*.deb"
@@ -149,7 +171,7 @@ def debian_arm64_boot(cache: Path) -> DebianArm64Boot:
     if ARM64_STUB not in stub:
         raise Unavailable(f"{debs[ARM64_STUB_DEB].name} holds no {ARM64_STUB}")
     if kernel.vmlinuz[:2] == b"\x1f\x8b":
-        kernel = DebianKernel(kernel.version, gzip.decompress(kernel.vmlinuz))
+        kernel = DebianKernel(kernel.version, gzip.decompress(kernel.vmlinuz), kernel.files)
     return DebianArm64Boot(kernel, stub[ARM64_STUB])
 
 
@@ -167,7 +189,8 @@ def kernel_package(kernel: DebianKernel, flavor: str = "virt", arch: str = "x86_
                        description=f"Linux kernel ({flavor}; Debian's cloud kernel for tests)",
                        license="GPL-2.0-only",
                        files={f"boot/vmlinuz-{flavor}": FileSpec(kernel.vmlinuz, mode=0o644),
-                              f"lib/modules/{kernel.version}/modules.order": b""})
+                              f"lib/modules/{kernel.version}/modules.order": b"",
+                              **{path: FileSpec(data) for path, data in kernel.files}})
 
 
 def syslinux_package() -> PackageSpec:
@@ -225,3 +248,23 @@ def boot_repository_packages(kernel: DebianKernel) -> list[PackageSpec]:
     """Everything the shipped virt and standard profiles install, test-signed."""
     return [*base_packages(), kernel_package(kernel, "virt"), kernel_package(kernel, "lts"),
             syslinux_package(), gummiboot_package()]
+
+
+def host_dmsetup_package() -> PackageSpec:
+    """``device-mapper``: the host's (Debian's) ``dmsetup`` with the libraries and loader it
+    links against, at the paths its loader looks in. Alpine's signed 3.19.1 fixture
+    repository has no device-mapper; the disk image's /init only needs a working dmsetup."""
+    program = shutil.which("dmsetup")
+    if program is None:
+        raise Unavailable("dmsetup is not installed (apt-get install dmsetup)")
+    listing = subprocess.run(["ldd", program], capture_output=True, text=True, check=True).stdout
+    files: dict[str, FileLike] = {"sbin/dmsetup": FileSpec(Path(program).read_bytes(), mode=0o755)}
+    for line in listing.splitlines():
+        words = line.split()
+        path = words[2] if len(words) >= 3 and words[1] == "=>" else words[0]
+        if not path.startswith("/"):
+            continue
+        files[path.lstrip("/")] = FileSpec(Path(path).resolve().read_bytes(), mode=0o755)
+    return PackageSpec(name="device-mapper", version="2.03.16-r0", license="GPL-2.0-only",
+                       description="dmsetup (Debian's, with its glibc libraries, for the tests)",
+                       files=files)

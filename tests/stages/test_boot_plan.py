@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from composer.profile.model import Firmware, IsoOutput
-from composer.stages.boot_plan import boot_settings, iso_packages
+from composer.stages.boot_plan import boot_settings, image_packages
 from tests.stages.conftest import ContextFor
 
 
@@ -17,8 +17,8 @@ def test_multi_arch_virt_boots_per_arch(tmp_path: Path, context_for: ContextFor)
                                        "arch": ["x86_64", "aarch64"],
                                        "outputs": [{"format": "iso"}]}))
     ctx = context_for(profile)
-    assert iso_packages(ctx, "x86_64") == ["gummiboot", "linux-virt", "syslinux"]
-    assert iso_packages(ctx, "aarch64") == ["gummiboot", "linux-virt"]
+    assert image_packages(ctx, "x86_64") == ["gummiboot", "linux-virt", "syslinux"]
+    assert image_packages(ctx, "aarch64") == ["gummiboot", "linux-virt"]
     output = ctx.profile.outputs[0]
     assert isinstance(output, IsoOutput)
     x86 = boot_settings(ctx, output, "x86_64", "3.20.3")

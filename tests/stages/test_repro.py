@@ -14,7 +14,7 @@ import yaml
 
 from tests.conftest import REPO, require_shared
 from tests.helpers.apkrepo import PackageSpec, build_repository, signing_key
-from tests.helpers.bootpkgs import base_packages
+from tests.helpers.bootpkgs import Unavailable, base_packages, host_dmsetup_package
 from tests.helpers.gpg import SigningKey
 from tests.helpers.mirror import build_mirror
 from tests.helpers.repro import copy_in_order, listing_keeps_order, reproduce
@@ -35,13 +35,18 @@ def repro_mirror(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningK
             fixtures / f"alpine-minirootfs-3.20.3-{arch}.tar.gz").read_bytes())
     build_mirror(root, key=signing_key, branch="edge", version="20240923",
                  tarball=(fixtures / "alpine-minirootfs-20240923-x86_64.tar.gz").read_bytes())
-    build_repository(root / "v3.20" / "main", [*base_packages(), *boot_packages.values()], KEY)
+    try:
+        dmsetup = [host_dmsetup_package()]
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    build_repository(root / "v3.20" / "main",
+                     [*base_packages(), *boot_packages.values(), *dmsetup], KEY)
     build_repository(root / "v3.20" / "community", [], KEY)
     return root.resolve().as_uri()
 
 
 def test_shipped_profiles_are_all_covered() -> None:
-    assert SHIPPED == ["container", "edge", "minirootfs", "standard", "virt"]
+    assert SHIPPED == ["container", "edge", "minirootfs", "standard", "virt", "virt-disk"]
 
 
 def child_profile(folder: Path, shipped: str, key: SigningKey) -> Path:
