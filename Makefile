@@ -6,6 +6,7 @@ PROFILE ?= profiles/minirootfs.yaml
 MIRROR ?=
 FIRMWARE ?=
 MEDIUM ?=
+SECURE_BOOT ?=
 OUTPUT_DIR ?= out
 MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
 
@@ -57,10 +58,11 @@ publish: install
 	$(BIN)/alpine-composer publish $(PROFILE) $(REF) --output-dir $(OUTPUT_DIR) $(MIRROR_FLAG)
 
 # Start the profile's ISO or disk image in qemu: make boot PROFILE=profiles/virt.yaml
-# [FIRMWARE=uefi] [MEDIUM=disk] (an ISO boots BIOS from CD by default, a disk image UEFI)
+# [FIRMWARE=uefi] [MEDIUM=disk] [SECURE_BOOT=1] (defaults: the boot command's own)
 boot: install
 	$(BIN)/alpine-composer boot $(PROFILE) --output-dir $(OUTPUT_DIR) \
-		$(if $(FIRMWARE),--firmware $(FIRMWARE),) $(if $(MEDIUM),--as $(MEDIUM),)
+	    $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(MEDIUM),--as $(MEDIUM)) \
+	    $(if $(SECURE_BOOT),--secure-boot)
 
 test: install
 	$(BIN)/python -m pytest -q

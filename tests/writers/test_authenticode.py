@@ -131,14 +131,21 @@ def test_another_certificate_fails_verification(uki: bytes, identity: SbKeys,
     assert osslsigncode_verify(signed, other, tmp_path).returncode != 0
 
 
-def test_small_synthetic_image_with_odd_length(stub: bytes, identity: SbKeys,
-                                               tmp_path: Path) -> None:
-    """A payload that leaves the file's end off an 8-byte boundary is padded, and signed."""
+def test_trailing_bytes_and_an_odd_length(stub: bytes, identity: SbKeys,
+                                           tmp_path: Path) -> None:
+    """Bytes after the last section are signed too, and the end is padded to 8 bytes before
+    the certificate table (as EDK2 and sbsign hash them)."""
     _, cert = identity.write(tmp_path)
-    image = build_uki(stub, [(".linux", b"\x90" * 1001)])
+    image = build_uki(stub, [(".linux", b"\x90" * 1001)]) + b"abc"
     signed = sign_pe(image, identity.identity)
+    optional = struct.unpack_from("<I", image, 0x3C)[0] + 24
+    assert struct.unpack_from("<I", signed, optional + 144)[0] == len(image) + 5
+    assert signed[len(image):len(image) + 5] == bytes(5)
     assert sbverify(signed, cert, tmp_path).returncode == 0
     assert osslsigncode_verify(signed, cert, tmp_path).returncode == 0
+    tampered = bytearray(signed)
+    tampered[len(image) - 2] ^= 0x01
+    assert sbverify(bytes(tampered), cert, tmp_path).returncode != 0
 
 
 def test_signed_image_is_refused(uki: bytes, identity: SbKeys) -> None:
