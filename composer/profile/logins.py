@@ -3,9 +3,11 @@
 Pure checks on text, used by the profile model. A password is only ever given as a
 crypt(3) hash, never in plain text: profiles live in version control and in build
 manifests' digests. Only SHA-512 (``$6$``) is accepted, because it is the strongest
-scheme Alpine's login path can check: busybox ``login``, ``su`` and OpenSSH call musl's
-``crypt()``, which knows DES, MD5, bcrypt, SHA-256 and SHA-512 but not yescrypt (a
-``$y$`` hash never matches: tested on Alpine 3.19 with busybox 1.36.1, "Login incorrect").
+scheme Alpine's login path can check: busybox ``login``/``su`` and OpenSSH's ``sshd``
+(Alpine 3.19's binaries import ``crypt`` from ``libc.musl`` and link no libxcrypt) call
+musl's ``crypt()``, whose ``crypt_r`` knows ``$1$`` MD5, ``$2?$`` bcrypt, ``$5$``
+SHA-256 and ``$6$`` SHA-512 and treats anything else as DES, so a yescrypt ``$y$`` hash
+never matches and the account could not be logged into.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ def check_password_hash(value: str) -> str:
         return value
     if value.startswith("$y$"):
         raise ValueError("a yescrypt ($y$) hash cannot be checked by Alpine's login, su or sshd "
-                         "(musl's crypt() has no yescrypt); use a SHA-512 hash: " + HASH_HINT)
+                         "(they call musl's crypt(), which has no yescrypt); use a SHA-512 hash: "
+                         + HASH_HINT)
     if re.match(r"^\$(1|2[abxy]?|5|md5|sha1|gy|7)\$", value):
         scheme = value.split("$")[1]
         raise ValueError(f"${scheme}$ is a weaker crypt scheme than SHA-512; " + HASH_HINT)
