@@ -241,6 +241,20 @@ def test_bad_profiles(tmp_path: Path, mirror: MirrorInfo, signing_key: SigningKe
     assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))
 
 
+def test_a_plain_text_password_is_refused_in_one_line(tmp_path: Path, mirror: MirrorInfo,
+                                                      signing_key: SigningKey) -> None:
+    profile = write_profile(tmp_path / "p", mirror_url=mirror.file_url, key=signing_key,
+                            accounts={"users": [{"name": "ops", "password": "hunter2"}]})
+    code, err, out, cache = build(profile, tmp_path)
+    assert code == 2
+    assert error_line(err) == (
+        f"{profile}: accounts.users[0].password: must be a crypt hash ($6$…), never the password "
+        "itself; make one with `openssl passwd -6` (or `mkpasswd -m sha-512`) and paste its "
+        "output")
+    assert "hunter2" not in err
+    assert_nothing_written(out, cache)
+
+
 def test_iso_boot_packages_without_the_boot_files_are_named(tmp_path: Path, mirror: MirrorInfo,
                                                             signing_key: SigningKey) -> None:
     """The ISO output installs linux-virt, syslinux and gummiboot; packages of those names
