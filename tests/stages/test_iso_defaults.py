@@ -7,7 +7,6 @@ to lay out real boot media quickly, never to boot them."""
 
 from __future__ import annotations
 
-import io
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from tests.conftest import write_profile
 from tests.helpers.apkrepo import PackageSpec, build_repository, signing_key
 from tests.helpers.bootpkgs import FAKE_ISOHDPFX, FAKE_ISOLINUX, base_packages
 from tests.helpers.gpg import SigningKey
+from tests.helpers.isoread import files_of
 from tests.helpers.mirror import build_mirror, minirootfs_without_world
 from tests.stages.conftest import ContextFor
 from tests.stages.test_boot import tiny_stub
@@ -73,13 +73,7 @@ def iso_files(path: Path) -> dict[str, bytes]:
     iso = pycdlib.PyCdlib()
     iso.open(str(path))
     try:
-        files = {}
-        for root, _, names in iso.walk(rr_path="/"):
-            for name in names:
-                record = f"{root.rstrip('/')}/{name}"
-                data = io.BytesIO()
-                iso.get_file_from_iso_fp(data, rr_path=record)
-                files[record.lstrip("/")] = data.getvalue()
+        files = files_of(iso)
         platforms = [iso.eltorito_boot_catalog.validation_entry.platform_id,
                      *(s.platform_id for s in iso.eltorito_boot_catalog.sections)]
     finally:
