@@ -241,27 +241,102 @@ def test_bad_profiles(tmp_path: Path, mirror: MirrorInfo, signing_key: SigningKe
     assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))
 
 
-def test_iso_boot_packages_without_the_boot_files_are_named(tmp_path: Path, mirror: MirrorInfo,
-                                                            signing_key: SigningKey) -> None:
-    """The ISO output installs linux-virt, syslinux and gummiboot; packages of those names
-    that lack the files are named with each missing file, before anything is written."""
+def test_a_plain_text_password_is_refused_in_one_line(tmp_path: Path, mirror: MirrorInfo,
+                                                      signing_key: SigningKey) -> None:
+    profile = write_profile(tmp_path / "p", mirror_url=mirror.file_url, key=signing_key,
+                            accounts={"users": [{"name": "ops", "password": "hunter2"}]})
+    code, err, out, cache = build(profile, tmp_path)
+    assert code == 2
+    assert error_line(err) == (
+        f"{profile}: accounts.users[0].password: must be a crypt hash ($6$…), never the password "
+        "itself; make one with `openssl passwd -6` (or `mkpasswd -m sha-512`) and paste its "
+        "output")
+    assert "hunter2" not in err
+    assert_nothing_written(out, cache)
+
+
+@pytest.mark.parametrize(("output", "message"), [
+    ({"kernel": "vrit"}, "kernel 'vrit' is not one of Alpine's flavors (did you mean 'virt'?)"),
+    ({"kernel": "linux-virt"},
+     "kernel 'linux-virt' is a package name; write the flavor, kernel: virt (the ISO boots "
+     "/boot/vmlinuz-virt from package linux-virt)"),
+    ({"cmdline": ""},
+     "cmdline is empty; the kernel needs at least its console, e.g. 'console=ttyS0,115200'"),
+    ({"cmdline": "console=ttyS0\nquiet"},
+     "cmdline must be one line (the boot loaders read one line)"),
+    ({"cmdline": "console=ttyS0 \x1b[2J"}, "cmdline holds the control character '\\x1b'"),
+])
+def test_iso_settings_are_refused_before_any_download(
+        tmp_path: Path, http_mirror: Server, signing_key: SigningKey, output: dict[str, str],
+        message: str) -> None:
+    """The mirror is a real HTTP server that records every request: none may arrive."""
+    profile = write_profile(tmp_path / "p", mirror_url=http_mirror.url, key=signing_key,
+                            variant="virt", outputs=[{"format": "iso", **output}])
+    code, err, out, cache = build(profile, tmp_path)
+    assert code == 2
+    assert error_line(err) == f"{profile}: outputs[0]: {message}"
+    assert http_mirror.requests == []
+    assert_nothing_written(out, cache)
+
+
+def _iso_profile(tmp_path: Path, mirror: MirrorInfo, signing_key: SigningKey,
+                 **fields: object) -> Path:
+    """A virt ISO profile over the synthetic minirootfs and a repository with alpine-base, a
+    stand-in openrc and boot packages that hold no boot files (enough to plan and compose)."""
     from tests.helpers.apkrepo import PackageSpec, build_repository
     from tests.helpers.apkrepo import signing_key as apk_key
     from tests.helpers.bootpkgs import base_packages
-    from tests.helpers.mirror import build_mirror, minirootfs_without_world
+    from tests.helpers.mirror import minirootfs_without_world
 
     key = apk_key()
     build_mirror(mirror.root, key=signing_key, tarball=minirootfs_without_world())
     hollow = [PackageSpec(name=name, version="1.0-r0", files={f"usr/share/doc/{name}": b"-"})
               for name in ("linux-virt", "syslinux", "gummiboot")]
     build_repository(mirror.root / "v3.20" / "main", [*base_packages(), *hollow], key)
-    (tmp_path / "p").mkdir()
+    (tmp_path / "p").mkdir(exist_ok=True)
     (tmp_path / "p" / key.name).write_bytes(key.public_pem)
-    iso = write_profile(tmp_path / "p", mirror_url=mirror.file_url, key=signing_key,
-                        variant="virt", outputs=[{"format": "iso"}], repositories=["main"],
-                        keys=[key.name],
-                        overlay={"files": [{"path": "/etc/inittab",
-                                            "content": "::sysinit:/bin/sh -c true\n"}]})
+    return write_profile(tmp_path / "p", mirror_url=mirror.file_url, key=signing_key,
+                         variant="virt", outputs=[{"format": "iso"}], repositories=["main"],
+                         keys=[key.name], **fields)
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({"overlay": {"files": [{"path": "/etc/inittab", "content":
+                             "::sysinit:/sbin/openrc sysinit\n"
+                             "ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100\n"}]}},
+     "/etc/inittab line 2: runs /sbin/getty, which is not an executable file in the image (add "
+     "the package that provides it, or change /etc/inittab)"),
+    ({"overlay": {"files": [{"path": "/etc/inittab", "content": "::sysinit:/sbin/openrc\n"}]},
+      "packages": ["-alpine-base"], "services": {r: [f"-{s}" for s in names] for r, names in {
+          "sysinit": ["devfs", "dmesg", "mdev", "hwdrivers"],
+          "boot": ["hwclock", "modules", "sysctl", "hostname", "bootmisc", "syslog",
+                   "networking"],
+          "default": ["acpid", "crond"],
+          "shutdown": ["mount-ro", "killprocs", "savecache"]}.items()}},
+     "/etc/inittab line 1: runs /sbin/openrc, which is not an executable file in the image (add "
+     "the package that provides it, or change /etc/inittab)"),
+    ({"overlay": {"files": [{"path": "/etc/inittab", "content": "::sysinit:/bin/sh -c true\n"}]},
+      "accounts": {"users": [{"name": "ops", "shell": "/bin/bash", "ssh_authorized_keys": [
+          "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOwLvXYb2bXglDw3Q0xHK3vMQBpqfpVz05PCtL1dgRlf"]}]}},
+     "/etc/passwd ops: login shell /bin/bash is not an executable file in the image (add the "
+     "package that provides it, or choose another shell)"),
+])
+def test_an_image_that_would_not_boot_to_a_login_is_refused_before_writing(
+        tmp_path: Path, mirror: MirrorInfo, signing_key: SigningKey, fields: dict[str, object],
+        problem: str) -> None:
+    profile = _iso_profile(tmp_path, mirror, signing_key, **fields)
+    code, err, out, cache = build(profile, tmp_path)
+    assert (code, error_line(err)) == (2, f"{profile}: the image would not boot to a login: "
+                                          f"{problem}")
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_iso_boot_packages_without_the_boot_files_are_named(tmp_path: Path, mirror: MirrorInfo,
+                                                            signing_key: SigningKey) -> None:
+    """The ISO output installs linux-virt, syslinux and gummiboot; packages of those names
+    that lack the files are named with each missing file, before anything is written."""
+    iso = _iso_profile(tmp_path, mirror, signing_key, overlay={"files": [
+        {"path": "/etc/inittab", "content": "::sysinit:/bin/sh -c true\n"}]})
     code, err, out, cache = build(iso, tmp_path)
     assert code == 6
     assert error_line(err) == (

@@ -86,3 +86,43 @@ def test_sources_outside_the_profile_folder_are_refused(tmp_path: Path) -> None:
                       base_dir=profile_dir, allowed_roots=None)
         assert tree.read_file("etc/y") == b"root:x:0:0"
         assert tree.get("etc/y").type == EntryType.FILE  # type: ignore[union-attr]
+
+
+ACCOUNT_FILES = ("etc/passwd", "etc/shadow", "etc/group", "etc/gshadow")
+ACCOUNTS_HINT = ("the image's accounts (system ones and those of accounts:); declare users, "
+                 "groups, passwords and SSH keys under accounts: instead")
+
+
+@pytest.mark.parametrize("name", ACCOUNT_FILES)
+def test_an_overlay_may_not_replace_an_account_file(tmp_path: Path, name: str) -> None:
+    """A whole /etc/shadow from the overlay would drop the system accounts and the profile's
+    passwords; every way an overlay writes or removes a file is refused, naming it."""
+    (tmp_path / "tree" / "etc").mkdir(parents=True)
+    (tmp_path / "tree" / name).write_text("root::0:0::/root:/bin/sh\n")
+    cases = [
+        ({"files": [{"path": f"/{name}", "content": "x"}]}, f"overlay.files /{name}", name),
+        ({"symlinks": [{"path": f"/{name}", "target": "/tmp/x"}]},
+         f"overlay.symlinks /{name}", name),
+        ({"remove": [f"/{name}"]}, "overlay.remove", name),
+        ({"remove": ["/etc"]}, "overlay.remove", "etc/passwd"),
+        ({"tree": ["tree"]}, f"overlay.tree tree/{name}", name),
+    ]
+    for fields, what, hit in cases:
+        tree = system_tree()
+        for path in ACCOUNT_FILES:
+            tree.add_file(path, b"root:x:0:\n")
+        before = tree.read_file(name)
+        with pytest.raises(ProfileError) as info:
+            apply_overlay(tree, Overlay.model_validate(fields), base_dir=tmp_path)
+        written = "/etc" if fields.get("remove") == ["/etc"] else f"/{name}"
+        assert str(info.value) == (f"{what}: {written} would replace or remove /{hit}, "
+                                   f"{ACCOUNTS_HINT}"), fields
+        assert tree.read_file(name) == before
+
+
+def test_other_files_of_etc_are_fine(tmp_path: Path) -> None:
+    tree = system_tree()
+    apply_overlay(tree, Overlay.model_validate(
+        {"files": [{"path": "/etc/passwd-", "content": "backup"},
+                   {"path": "/etc/shadow.d/x", "content": "y"}]}), base_dir=tmp_path)
+    assert tree.read_file("etc/passwd-") == b"backup"

@@ -14,6 +14,7 @@ from composer.profile.model import Accounts, Login
 from composer.system.accounts import AccountFiles, GroupSpec, UserSpec, apply_accounts
 from composer.system.logins import (
     lock_empty_passwords,
+    remote_terminals,
     sshd_allows_empty_passwords,
     write_authorized_keys,
     write_securetty,
@@ -80,7 +81,8 @@ def configure_logins(tree: FileTree, accounts: Accounts, *, epoch: int, where: s
             raise ProfileError(f"{where}: {field}: {exc}") from None
     if root.console_login_without_password:
         files.set_password("root", "")
-        write_securetty(tree, mtime=epoch)
+        if write_securetty(tree, mtime=epoch):
+            done.append("/etc/securetty: the local consoles")
         done.append("root: no password, on the consoles of /etc/securetty only")
     done += [f"{name}: empty password locked (*)"
              for name in lock_empty_passwords(files, keep_root_empty=root.console_login_without_password)]
@@ -113,6 +115,11 @@ def check_logins(tree: FileTree, accounts: Accounts, *, where: str) -> None:
     empty password."""
     if not accounts.root.console_login_without_password:
         return
+    remote = remote_terminals(tree)
+    if remote:
+        raise ProfileError(f"{where}: accounts.root.console_login_without_password: /etc/securetty "
+                           f"lets root in on {', '.join(remote)}, so a remote login would take "
+                           "the empty password; list local consoles only")
     config = sshd_allows_empty_passwords(tree)
     if config is not None:
         raise ProfileError(f"{where}: accounts.root.console_login_without_password: {config} says "

@@ -26,6 +26,7 @@ CONSOLES = ("console", "tty1", "tty2", "tty3", "tty4", "tty5", "tty6", "ttyS0", 
             "ttyAMA0", "hvc0", "ttysclp0", "xvc0")
 """Local consoles: the screen's virtual terminals and the serial ports Linux names on PCs,
 Arm boards, virtio and s390 — never a pseudo-terminal (``pts/N``: telnet, SSH)."""
+SECURETTY = "etc/securetty"
 SSHD_CONFIGS = ("etc/ssh/sshd_config",)
 SSHD_CONFIG_DIR = "etc/ssh/sshd_config.d"
 
@@ -51,9 +52,9 @@ def write_authorized_keys(tree: FileTree, files: AccountFiles, name: str,
     uid, gid, home = int(row[2]), int(row[3]), row[5]
     home_dir = resolve_dir(tree, home.strip("/"))
     if home_dir is None:
+        hint = "add alpine-baselayout" if name == "root" else "keep create_home: true"
         raise AccountError(f"user {name}: home {home or '(none)'} is not a folder in the image, "
-                           "so there is no place for ~/.ssh/authorized_keys (keep create_home: "
-                           "true)")
+                           f"so there is no place for ~/.ssh/authorized_keys ({hint})")
     ssh_dir = f"{home_dir}/.ssh" if home_dir else ".ssh"
     existing = tree.get(ssh_dir)
     if existing is not None and existing.type != EntryType.DIR:
@@ -66,11 +67,27 @@ def write_authorized_keys(tree: FileTree, files: AccountFiles, name: str,
     return "/" + path
 
 
-def write_securetty(tree: FileTree, *, mtime: int) -> None:
-    """``/etc/securetty`` naming the local consoles (busybox ``login`` reads it for root)."""
+def write_securetty(tree: FileTree, *, mtime: int) -> bool:
+    """``/etc/securetty`` naming the local consoles, unless the image has one (Alpine's
+    alpine-baselayout ships its own list of local consoles). busybox ``login`` lets root in
+    everywhere when the file is missing. Returns whether it was written."""
+    if tree.get(SECURETTY) is not None:
+        return False
     data = "".join(f"{tty}\n" for tty in CONSOLES).encode()
-    tree.put(Entry(path="etc/securetty", type=EntryType.FILE, mode=0o644, mtime=mtime,
+    tree.put(Entry(path=SECURETTY, type=EntryType.FILE, mode=0o644, mtime=mtime,
                    blob=tree.store.from_bytes(data)))
+    return True
+
+
+def remote_terminals(tree: FileTree) -> list[str]:
+    """The pseudo-terminals (``pts/N``, where telnet and SSH sessions log in) that
+    ``/etc/securetty`` lets root log into; a missing file lets root in everywhere."""
+    entry = tree.get(SECURETTY)
+    if entry is None or entry.blob is None:
+        return ["every terminal (no /etc/securetty)"]
+    names = [line.split("#", 1)[0].strip()
+             for line in entry.blob.read().decode("utf-8", "replace").splitlines()]
+    return [name for name in names if name.startswith(("pts", "/dev/pts"))]
 
 
 def sshd_allows_empty_passwords(tree: FileTree) -> str | None:

@@ -220,10 +220,10 @@ def build_mirror(
     )
 
 
-def minirootfs_without_world() -> bytes:
+def minirootfs_without_world(arch: str = "x86_64") -> bytes:
     """The test minirootfs with an empty ``/etc/apk/world`` and account files, for package
     builds: it has no apk database, so its own world could never be satisfied."""
-    source = tarfile.open(fileobj=io.BytesIO(make_minirootfs_tarball()))
+    source = tarfile.open(fileobj=io.BytesIO(make_minirootfs_tarball(arch=arch)))
     buf = io.BytesIO()
     present = set()
     with source, tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as out:

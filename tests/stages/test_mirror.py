@@ -173,3 +173,35 @@ def test_image_mirror_is_in_the_schema_and_checked() -> None:
     with pytest.raises(ValueError, match="image_mirror\n  Value error, expected an http://, "
                                          "https:// or file:// URL"):
         Profile.model_validate({"name": "x", "image_mirror": "ftp://example.org/alpine"})
+
+
+def test_a_private_repository_says_what_the_image_names_it(tmp_path: Path,
+                                                           full_mirror: MirrorInfo,
+                                                           signing_key: SigningKey,
+                                                           context_for: ContextFor) -> None:
+    """A repository outside the build mirror is written as its ``image_url`` (or left out
+    with ``in_image: false``), never under ``image_mirror``; the manifest names the key file
+    as the profile wrote it, never by this host's absolute path."""
+    private = build_repository(tmp_path / "private" / "main", TOOLS, apk_signing_key())
+    staging = build_repository(tmp_path / "staging", HELLO, apk_signing_key())
+    profile = profile_for(tmp_path, full_mirror, signing_key, base="packages",
+                          packages=["libhello", "tools@own"],
+                          outputs=[{"format": "tar", "compression": "none"}],
+                          repositories=[
+                              "main",
+                              {"url": private.as_uri(), "tag": "own",
+                               "image_url": "https://pkgs.example.org/alpine/main/"},
+                              {"url": staging.as_uri(), "in_image": False}])
+    result = build(context_for(profile))
+    rootfs = (result.output_dir / "same-v3.20-x86_64.tar").read_bytes()
+    assert tar_member(rootfs, "./etc/apk/repositories") == (
+        f"{DEFAULT_MIRROR.rstrip('/')}/v3.20/main\n"
+        "@own https://pkgs.example.org/alpine/main\n").encode()
+    manifest = (result.output_dir / "manifest.json").read_text()
+    key_file = profile.parent / apk_signing_key().name
+    assert str(key_file) not in manifest and key_file.as_uri() not in manifest
+    keys = [i for i in json.loads(manifest)["inputs"] if i["name"] == key_file.name]
+    assert [(k["kind"], k.get("url")) for k in keys] == [("metadata", None)]
+    with pytest.raises(ValueError, match="give image_url or in_image: false, not both"):
+        Profile.model_validate({"name": "x", "repositories": [
+            {"url": "https://example.org/r", "image_url": "https://e/r", "in_image": False}]})

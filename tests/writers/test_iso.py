@@ -31,6 +31,7 @@ from composer.writers.iso import (
 from tests.conftest import require_shared
 from tests.helpers.bootpkgs import ALPINE_SYSLINUX, FAKE_ISOHDPFX, FAKE_ISOLINUX
 from tests.helpers.clock import another_clock
+from tests.helpers.isoread import files_of
 
 EPOCH = 1725622440
 ISOLINUX = FAKE_ISOLINUX
@@ -72,14 +73,8 @@ def _read_back(data: bytes) -> dict[str, bytes]:
     """Every file by its Rock Ridge path, read by pycdlib itself."""
     iso = pycdlib.PyCdlib()
     iso.open_fp(io.BytesIO(data))
-    found = {}
     try:
-        for root, _dirs, files in iso.walk(rr_path="/"):
-            for name in files:
-                path = f"{root.rstrip('/')}/{name}"
-                buf = io.BytesIO()
-                iso.get_file_from_iso_fp(buf, rr_path=path)
-                found[path.lstrip("/")] = buf.getvalue()
+        found = files_of(iso)
         record = iso.get_record(rr_path="/boot/vmlinuz-virt")
         assert iso.pvd.volume_identifier.rstrip() == b"alpine-virt 3.20.3 x86_64"
         assert record.rock_ridge.get_file_mode() == 0o100444
