@@ -1,7 +1,7 @@
 """Issue 17 on aarch64: Alpine's real 3.20.3 aarch64 minirootfs with Debian's arm64 cloud
 kernel (and its disk modules) and systemd-boot's arm64 stub wrapped as ``linux-virt`` and
-``gummiboot``: the disk is checked structurally with verity (GPT types for arm64, the UKI at
-EFI/BOOT/BOOTAA64.EFI, ``veritysetup verify``), and without verity (no arm64 dmsetup here) it
+``gummiboot``: the disk is checked structurally with verity and Secure Boot signing (GPT types
+for arm64, the signed UKI at EFI/BOOT/BOOTAA64.EFI passing ``sbverify``, ``veritysetup verify``), and without verity (no arm64 dmsetup here) it
 boots under qemu-system-aarch64 with AAVMF from its squashfs root."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from composer.apk.package import verify_apk
 from composer.archive import load_tar
 from composer.stages.disk_boot import DiskSettings, write_disk
 from composer.tree import FileTree
+from composer.writers.authenticode import sign_pe
 from composer.writers.disk import ROOT_TYPES, ROOT_VERITY_TYPES
 from composer.writers.uki import stub_arch
 from tests.conftest import require_shared
@@ -32,6 +33,7 @@ from tests.helpers.bootpkgs import (
     marker_inittab,
 )
 from tests.helpers.qemu import boot, missing_tools
+from tests.helpers.sbkeys import make_identity
 from tests.stages.conftest import EPOCH, KEY
 
 pytestmark = pytest.mark.slow
@@ -87,13 +89,16 @@ def _sgdisk_types(image: Path) -> dict[str, tuple[str, int, int]]:
 
 def test_aarch64_disk_with_verity_is_well_formed(request: pytest.FixtureRequest,
                                                  tmp_path: Path) -> None:
-    for tool in ("sgdisk", "veritysetup", "mcopy"):
+    for tool in ("sgdisk", "veritysetup", "mcopy", "sbverify"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
     tree = _tree(request, verity=True)
     image = tmp_path / "disk.img"
+    keys = make_identity()
+    _, cert = keys.write(tmp_path)
     with image.open("w+b") as out:
-        built = write_disk(tree, _settings(True), out, epoch=EPOCH, scratch=tmp_path)
+        built = write_disk(tree, _settings(True), out, epoch=EPOCH, scratch=tmp_path,
+                           sign=lambda uki: sign_pe(uki, keys.identity))
     assert subprocess.run(["sgdisk", "-v", str(image)], capture_output=True,
                           text=True).returncode == 0
     parts = _sgdisk_types(image)
@@ -107,6 +112,9 @@ def test_aarch64_disk_with_verity_is_well_formed(request: pytest.FixtureRequest,
     subprocess.run(["mcopy", "-n", "-i", str(esp), "::EFI/BOOT/BOOTAA64.EFI",
                     str(tmp_path / "uki.efi")], check=True)
     assert stub_arch((tmp_path / "uki.efi").read_bytes()) == "aarch64"
+    verified = subprocess.run(["sbverify", "--cert", str(cert), str(tmp_path / "uki.efi")],
+                              capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
     assert built.verity is not None
     assert f"roothash={built.verity.root_hash.hex()}" in built.cmdline.split()
     for name in ("root-arm64", "root-arm64-verity"):
