@@ -117,10 +117,13 @@ def main() -> int:
         fields = {"extends": os.fspath(ROOT / "profiles" / "virt.yaml"),
                   "repositories": ["main"], "keys": [package_key.name]}
         profiles = {}
-        for name, output in (("virt", {"format": "iso"}),
-                             ("tree", {"format": "tar", "compression": "none"})):
+        # The tree profile writes the ISO too, so that the plan installs the same boot
+        # packages (a tar-only profile has no kernel and no modules).
+        for name, outputs in (("virt", [{"format": "iso"}]),
+                              ("tree", [{"format": "iso"},
+                                        {"format": "tar", "compression": "none"}])):
             profiles[name] = write_profile(work / name, mirror_url=mirror.file_url,
-                                           key=release_key, name=name, outputs=[output], **fields)
+                                           key=release_key, name=name, outputs=outputs, **fields)
             (work / name / package_key.name).write_bytes(package_key.public_pem)
         env = composer_env()
         cache = work / "cache"
