@@ -228,6 +228,7 @@ def test_cli_exit_codes_and_json(builds: dict[int, Path], tmp_path: Path,
     (tmp_path / "junk2.tar").write_bytes(b"y" * 4096)
     code, out, err = _cli(capsys, "diff", junk, tmp_path / "junk2.tar", "--json")
     assert code == 5
-    assert err == (f"alpine-composer: error: {junk}: not an ISO, a tar archive (plain, gzip, "
-                   "zstd or xz), an OCI layout or archive, or an output folder\n")
+    assert err == (f"alpine-composer: error: {junk}: not an ISO, a disk image (GPT, raw or "
+                   "qcow2), a tar archive (plain, gzip, zstd or xz), an OCI layout or archive, "
+                   "or an output folder\n")
     assert json.loads(out) == {"ok": False, "exit": 5, "error": err.split("error: ", 1)[1][:-1]}

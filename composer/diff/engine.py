@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from composer.diff.compression import HEAD, stream_fields
+from composer.diff.disk import looks_like_disk, read_disk
 from composer.diff.iso import looks_like_iso, read_iso
 from composer.diff.model import Snapshot, compare
 from composer.diff.oci import add_json, flatten, json_document, read_docker_archive, read_layout
@@ -84,6 +85,8 @@ def _sniff(source: Bytes) -> str:
     head = source.read_at(0, min(source.size, 40 * 1024))
     if looks_like_iso(head):
         return "iso"
+    if looks_like_disk(head):
+        return "disk"
     if open_stream(source, Budget(DiffLimits(), ""))[0] != "none" or head[257:262] == b"ustar":
         return "tar"
     return "file"
@@ -116,20 +119,24 @@ def _order(contents: TarContents) -> str:
 
 
 def read_file(side: Side, source: FileBytes, prefix: str) -> str:
-    """An ISO, a tarball, an oci-archive or a docker-archive; returns which."""
+    """An ISO, a disk image, a tarball, an oci-archive or a docker-archive; returns which."""
     snap, budget = side.snap, side.snap.budget
     head = source.read_at(0, min(source.size, 40 * 1024))
     if looks_like_iso(head):
         read_iso(snap, source, prefix=prefix)
         return "iso"
+    if looks_like_disk(head):
+        read_disk(snap, source, prefix=prefix)
+        return "disk"
     kind, stream = open_stream(source, budget)
     keep = _keep(budget.limits)
     try:
         contents = read_tar(stream, source=source.what, budget=budget, keep=keep)
     except ArchiveError as exc:
         if kind == "none" and head[257:262] != b"ustar":
-            raise ArchiveError(f"{source.what}: not an ISO, a tar archive (plain, gzip, zstd or "
-                               "xz), an OCI layout or archive, or an output folder") from exc
+            raise ArchiveError(f"{source.what}: not an ISO, a disk image (GPT, raw or qcow2), a "
+                               "tar archive (plain, gzip, zstd or xz), an OCI layout or archive, "
+                               "or an output folder") from exc
         raise
     where = f"{prefix}!compression" if prefix else "compression"
     if kind != "none":

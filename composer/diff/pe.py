@@ -15,6 +15,9 @@ from composer.diff.source import Budget, Bytes
 
 MAX_SECTIONS = 96
 MAX_HEADER_OFFSET = 1 << 20
+TEXT_SECTIONS = (".cmdline", ".osrel", ".uname")
+"""A UKI's sections that are text, shown as text (a changed root hash is a changed line)."""
+MAX_TEXT = 4096
 _COFF = struct.Struct("<HHIIIHH")
 _SECTION = struct.Struct("<8sIIIIIIHHI")
 
@@ -74,6 +77,10 @@ def pe_fields(image: Bytes, budget: Budget, title: str) -> dict[str, dict[str, S
         fields: dict[str, Scalar] = {
             "index": n + 1, "virtual size": vsize, "virtual address": f"0x{vaddr:x}",
             "raw size": raw_size, "raw offset": raw_at, "characteristics": f"0x{flags:08x}"}
+        if name in TEXT_SECTIONS and raw_at + min(vsize, raw_size) <= image.size \
+                and min(vsize, raw_size) <= MAX_TEXT:
+            text = image.read_at(raw_at, min(vsize, raw_size)).rstrip(b"\0")
+            fields["text"] = text.decode("utf-8", "replace")
         if raw_at + raw_size <= image.size:
             hasher = hashlib.sha256()
             for chunk in image.sub(raw_at, raw_size, f"{image.what} section {name}").chunks():
