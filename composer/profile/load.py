@@ -11,7 +11,6 @@ the merged profile carries no machine paths.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -291,6 +290,8 @@ def format_validation_error(exc: ValidationError) -> str:
         where = _loc_text(loc)
         kind = err["type"]
         if kind == "extra_forbidden":
+            import difflib  # only a profile with an unknown key pays for it
+
             name = str(loc[-1]) if loc else ""
             known = _fields_at(Profile, loc[:-1])
             hint = difflib.get_close_matches(name, known, n=1)
