@@ -20,6 +20,7 @@ from tests.conftest import require_shared
 from tests.helpers.apkrepo import PackageSpec, build_apk, signing_key
 from tests.helpers.bootpkgs import (
     Unavailable,
+    debian_arm64_boot,
     debian_kernel,
     gummiboot_package,
     kernel_package,
@@ -97,3 +98,29 @@ def compose_tree(verified_boot_packages: dict[str, VerifiedPackage]) -> ComposeT
         return tree
 
     return compose
+
+
+def aarch64_marker_tree(request: pytest.FixtureRequest,
+                        extra: Sequence[PackageSpec] = ()) -> FileTree:
+    """Alpine's real 3.20.3 aarch64 minirootfs with Debian's arm64 cloud kernel (and its disk
+    modules) and systemd-boot's arm64 stub installed as ``linux-virt`` and ``gummiboot``
+    (and ``extra``), whose inittab prints the boot marker on ttyAMA0 and powers off."""
+    fixtures = require_shared()
+    assert request.config.cache is not None
+    try:
+        debian = debian_arm64_boot(request.config.cache.mkdir("debian-arm64"))
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    specs = [kernel_package(debian.kernel, "virt", arch="aarch64"),
+             gummiboot_package(arm64_stub=debian.stub), *extra]
+    packages = [verify_apk(build_apk(spec, KEY), KEY.trusted(), source=spec.file_name)
+                for spec in specs]
+    minirootfs = fixtures / "minirootfs" / "alpine-minirootfs-3.20.3-aarch64.tar.gz"
+    tree = FileTree()
+    with minirootfs.open("rb") as fh:
+        load_tar(fh, tree, source=minirootfs.name)
+    world = db.parse_world(tree.read_file(db.WORLD_PATH)) + [s.name for s in specs]
+    install_packages(tree, packages, world=world, arch="aarch64", keys={KEY.name: KEY.public_pem},
+                     epoch=EPOCH)
+    tree.add_file("etc/inittab", marker_inittab(port="ttyAMA0"), mtime=EPOCH)
+    return tree

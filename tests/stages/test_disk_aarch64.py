@@ -13,28 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from composer.apk import db
-from composer.apk.install import install_packages
-from composer.apk.package import verify_apk
-from composer.archive import load_tar
 from composer.stages.disk_boot import DiskSettings, write_disk
 from composer.tree import FileTree
 from composer.writers.authenticode import sign_pe
 from composer.writers.disk import ROOT_TYPES, ROOT_VERITY_TYPES
 from composer.writers.uki import stub_arch
-from tests.conftest import require_shared
-from tests.helpers.apkrepo import FileSpec, PackageSpec, build_apk
+from tests.helpers.apkrepo import FileSpec, PackageSpec
 from tests.helpers.bootpkgs import (
     BOOT_MARKER,
-    Unavailable,
-    debian_arm64_boot,
-    gummiboot_package,
-    kernel_package,
-    marker_inittab,
 )
 from tests.helpers.qemu import boot, missing_tools
 from tests.helpers.sbkeys import make_identity
-from tests.stages.conftest import EPOCH, KEY
+from tests.stages.conftest import EPOCH, aarch64_marker_tree
 
 pytestmark = pytest.mark.slow
 
@@ -45,25 +35,7 @@ STAND_IN_DMSETUP = PackageSpec(
 
 
 def _tree(request: pytest.FixtureRequest, *, verity: bool) -> FileTree:
-    fixtures = require_shared()
-    assert request.config.cache is not None
-    try:
-        debian = debian_arm64_boot(request.config.cache.mkdir("debian-arm64"))
-    except Unavailable as exc:
-        pytest.skip(str(exc))
-    specs = [kernel_package(debian.kernel, "virt", arch="aarch64"),
-             gummiboot_package(arm64_stub=debian.stub)] + ([STAND_IN_DMSETUP] if verity else [])
-    packages = [verify_apk(build_apk(spec, KEY), KEY.trusted(), source=spec.file_name)
-                for spec in specs]
-    minirootfs = fixtures / "minirootfs" / "alpine-minirootfs-3.20.3-aarch64.tar.gz"
-    tree = FileTree()
-    with minirootfs.open("rb") as fh:
-        load_tar(fh, tree, source=minirootfs.name)
-    world = db.parse_world(tree.read_file(db.WORLD_PATH)) + [s.name for s in specs]
-    install_packages(tree, packages, world=world, arch="aarch64", keys={KEY.name: KEY.public_pem},
-                     epoch=EPOCH)
-    tree.add_file("etc/inittab", marker_inittab(port="ttyAMA0"), mtime=EPOCH)
-    return tree
+    return aarch64_marker_tree(request, [STAND_IN_DMSETUP] if verity else [])
 
 
 def _settings(verity: bool) -> DiskSettings:
