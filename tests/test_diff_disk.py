@@ -171,3 +171,20 @@ def test_verify_rebuild_names_what_differs_inside_a_disk(tmp_path: Path) -> None
     explained = explain_difference(published, rebuilt)
     assert "partition root-x86-64!/etc/motd: content sha256 " in explained
     assert explained.startswith("partition esp!/EFI/BOOT/BOOTX64.EFI: content sha256 ")
+
+
+def test_output_folders_with_signed_disks_pair_the_certificates(tmp_path: Path) -> None:
+    from contextlib import ExitStack
+
+    from composer.diff.engine import Side, read_artifact
+    from composer.diff.model import compare
+    from composer.diff.source import DiffLimits
+
+    a, b = tmp_path / "a.crt", tmp_path / "b.crt"
+    a.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    b.write_text("-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n")
+    with ExitStack() as stack:
+        sa, sb = Side("A", DiffLimits(), stack), Side("B", DiffLimits(), stack)
+        read_artifact(sa, a, "disk.crt", sb, b)
+        found = compare(sa.snap, sb.snap)
+    assert [(c.where, c.what) for c in found.changes] == [("disk.crt", "certificate sha256")]

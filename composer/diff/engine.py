@@ -268,6 +268,8 @@ def read_artifact(sa: Side, pa: Path, prefix: str, sb: Side, pb: Path) -> None:
     for side, source in ((sa, fa), (sb, fb)):
         if prefix.endswith(".json"):
             add_json(side.snap, prefix, json_document(source, side.snap.budget))
+        elif prefix.endswith(".crt"):
+            side.snap.field(prefix, "certificate sha256", _digest(source, side.snap.budget))
         else:
             side.snap.field(prefix, "kind", read_file(side, source, prefix))
 
