@@ -7,6 +7,7 @@ MIRROR ?=
 FIRMWARE ?=
 MEDIUM ?=
 SECURE_BOOT ?=
+BOOT_FLAGS ?=
 OUTPUT_DIR ?= out
 MIRROR_FLAG := $(if $(MIRROR),--mirror $(MIRROR),)
 
@@ -68,11 +69,12 @@ publish: install
 	$(BIN)/alpine-composer publish $(PROFILE) $(REF) --output-dir $(OUTPUT_DIR) $(MIRROR_FLAG)
 
 # Start the profile's ISO or disk image in qemu: make boot PROFILE=profiles/virt.yaml
-# [FIRMWARE=uefi] [MEDIUM=disk] [SECURE_BOOT=1] (defaults: the boot command's own)
+# [FIRMWARE=uefi] [MEDIUM=disk] [SECURE_BOOT=1] [BOOT_FLAGS='--print --nvme …'] (defaults: the
+# boot command's own)
 boot: install
 	$(BIN)/alpine-composer boot $(PROFILE) --output-dir $(OUTPUT_DIR) \
 	    $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(MEDIUM),--as $(MEDIUM)) \
-	    $(if $(SECURE_BOOT),--secure-boot)
+	    $(if $(SECURE_BOOT),--secure-boot) $(BOOT_FLAGS)
 
 test: install
 	$(BIN)/python -m pytest -q

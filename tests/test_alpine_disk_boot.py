@@ -293,3 +293,21 @@ def test_a_signed_disk_boots_under_secure_boot(real_disk: RealDisk, tmp_path: Pa
     with Guest(command, monitor=tmp_path / "monitor", name="secure-boot") as guest:
         _login(guest)
         assert "Secure boot enabled" in guest.run("dmesg | grep -i 'secure boot'")
+
+
+def test_make_boot_starts_the_disk_image(real_disk: RealDisk, tmp_path: Path) -> None:
+    """``make boot`` of a profile with a disk output: UEFI and the image as a virtio disk on
+    a snapshot (printed with BOOT_FLAGS=--print instead of started)."""
+    if shutil.which("make") is None or not (REPO / ".venv" / "bin" / "alpine-composer").exists():
+        pytest.skip("make boot needs make and `make install` (the .venv)")
+    profile = real_disk.out.parent.parent / "profile" / "disk.yaml"
+    made = subprocess.run(["make", "-s", "--no-print-directory", "boot", f"PROFILE={profile}",
+                           f"OUTPUT_DIR={real_disk.out.parent}", "BOOT_FLAGS=--print --image disk"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    command = shlex.split(made.stdout.strip().splitlines()[-1])
+    assert command[0] == "qemu-system-x86_64" and "-bios" in command
+    drive = command[command.index("-drive") + 1]
+    assert drive.startswith((f"file={real_disk.raw},format=raw,",
+                             f"file={real_disk.qcow2},format=qcow2,")), drive
+    assert "snapshot=on" in drive and "if=virtio" in drive
