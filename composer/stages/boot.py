@@ -187,22 +187,28 @@ def check_tree(tree: FileTree, settings: BootSettings) -> None:
                  for package, paths in sorted(missing.items())]
         raise InstallError(f"ISO boot files missing from the image: {'; '.join(parts)}")
     if Firmware.BIOS in settings.firmware:
-        size = len(_read(tree, ISOHYBRID_MBR))
+        size = len(read_file(tree, ISOHYBRID_MBR))
         if size < MBR_CODE:
             raise InstallError(f"/{ISOHYBRID_MBR} is {size} bytes, not the {MBR_CODE}-byte "
                                "isohybrid MBR code (package syslinux)")
     if Firmware.UEFI in settings.firmware:
-        stub_path = EFI_STUBS[settings.arch]
-        stub = _read(tree, stub_path)
-        try:
-            arch = stub_arch(stub, source="/" + stub_path)
-        except OutputError as exc:
-            raise InstallError(exc.message) from exc
-        if arch != settings.arch:
-            raise InstallError(f"/{stub_path} is an EFI stub for {arch}, not {settings.arch}")
+        check_stub(tree, settings.arch)
 
 
-def _read(tree: FileTree, path: str) -> bytes:
+def check_stub(tree: FileTree, arch: str) -> None:
+    """Refuse an EFI stub that is not a PE image for ``arch`` (exit 6)."""
+    stub_path = EFI_STUBS[arch]
+    try:
+        found = stub_arch(read_file(tree, stub_path), source="/" + stub_path)
+    except OutputError as exc:
+        raise InstallError(exc.message) from exc
+    if found != arch:
+        raise InstallError(f"/{stub_path} is an EFI stub for {found}, not {arch}")
+
+
+def read_file(tree: FileTree, path: str) -> bytes:
+    """The bytes of the regular file at ``path``, symlinks followed (the tree was checked to
+    have it)."""
     entry = _resolve(tree, path)
     assert entry is not None and entry.blob is not None
     return entry.blob.read()
@@ -259,7 +265,7 @@ def syslinux_config(settings: BootSettings, *, kernel: str, initrd: str) -> byte
             f"\tKERNEL {kernel}\n\tINITRD {initrd}\n{append}").encode()
 
 
-def _os_release(tree: FileTree) -> bytes:
+def os_release(tree: FileTree) -> bytes:
     entry = _resolve(tree, "etc/os-release") or _resolve(tree, "usr/lib/os-release")
     return entry.blob.read() if entry is not None and entry.blob is not None else b""
 
@@ -277,10 +283,10 @@ def _kernel_files(tree: FileTree, settings: BootSettings) -> set[str]:
 
 def _uki(tree: FileTree, settings: BootSettings, kernel: bytes, initramfs: bytes) -> bytes:
     stub_path = EFI_STUBS[settings.arch]
-    sections = [(".osrel", _os_release(tree)), (".cmdline", settings.cmdline.encode()),
+    sections = [(".osrel", os_release(tree)), (".cmdline", settings.cmdline.encode()),
                 (".initrd", initramfs), (".linux", kernel)]
     # Sections start at ISO block boundaries so that ISO 9660 can name them as files.
-    return build_uki(_read(tree, stub_path), [s for s in sections if s[1]], align=SECTOR,
+    return build_uki(read_file(tree, stub_path), [s for s in sections if s[1]], align=SECTOR,
                      source="/" + stub_path)
 
 
@@ -288,7 +294,7 @@ def boot_media(tree: FileTree, settings: BootSettings, *, epoch: int,
                workers: int | None = None) -> IsoSpec:
     """Everything the ISO holds, for :func:`composer.writers.iso.write_iso`."""
     check_tree(tree, settings)
-    kernel = _read(tree, kernel_path(settings))
+    kernel = read_file(tree, kernel_path(settings))
     initramfs = make_initramfs(tree, epoch=epoch, workers=workers,
                                leave_out=_kernel_files(tree, settings))
     boot_kernel = f"{ISO_BOOT}/vmlinuz-{settings.kernel}"
@@ -301,11 +307,11 @@ def boot_media(tree: FileTree, settings: BootSettings, *, epoch: int,
     mbr_code = b""
     if Firmware.BIOS in settings.firmware:
         for name in BIOS_FILES:
-            files.append(IsoFile(f"{ISO_SYSLINUX}/{name}", _read(tree, f"{SYSLINUX}/{name}")))
+            files.append(IsoFile(f"{ISO_SYSLINUX}/{name}", read_file(tree, f"{SYSLINUX}/{name}")))
         config = syslinux_config(settings, kernel="/" + boot_kernel, initrd="/" + boot_initrd)
         files.append(IsoFile(f"{ISO_SYSLINUX}/syslinux.cfg", config))
         bios_boot = f"{ISO_SYSLINUX}/isolinux.bin"
-        mbr_code = _read(tree, ISOHYBRID_MBR)[:MBR_CODE]
+        mbr_code = read_file(tree, ISOHYBRID_MBR)[:MBR_CODE]
     if Firmware.UEFI in settings.firmware:
         boot_file = "EFI/BOOT/" + EFI_BOOT_FILES[settings.arch]
         uki = _uki(tree, settings, kernel, initramfs)

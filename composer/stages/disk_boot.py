@@ -26,8 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from composer.errors import InstallError, OutputError, ProfileError
+from composer.errors import InstallError, ProfileError
 from composer.hashing import hash_file
+from composer.stages.boot import (
+    EFI_BOOT_FILES,
+    EFI_STUBS,
+    check_cmdline,
+    check_kernel,
+    check_stub,
+    os_release,
+    read_file,
+    with_panic,
+)
 from composer.tree import EntryType, FileTree
 from composer.writers.disk import (
     ESP_TYPE,
@@ -41,12 +51,9 @@ from composer.writers.disk import (
 )
 from composer.writers.fat import FatFile, build_fat
 from composer.writers.squashfs import write_squashfs
-from composer.writers.uki import build_uki, stub_arch
+from composer.writers.uki import build_uki
 from composer.writers.verity import VerityTree, verity_salt_and_uuid, write_verity
 
-EFI_STUBS = {"x86_64": "usr/lib/gummiboot/linuxx64.efi.stub",
-             "aarch64": "usr/lib/gummiboot/linuxaa64.efi.stub"}
-EFI_BOOT_FILES = {"x86_64": "EFI/BOOT/BOOTX64.EFI", "aarch64": "EFI/BOOT/BOOTAA64.EFI"}
 DPS_ARCH = {"x86_64": "x86-64", "aarch64": "arm64"}
 VERITY_TOOL = ("dmsetup", "device-mapper")
 """The program /init opens the verified root with, and Alpine's package that ships it."""
@@ -84,8 +91,6 @@ def disk_packages(settings: DiskSettings) -> list[str]:
 
 def check_disk_settings(settings: DiskSettings, *, where: str) -> None:
     """Refuse settings no tree can satisfy, before anything is downloaded: exit 2."""
-    from composer.stages.boot import check_cmdline, check_kernel
-
     if settings.arch not in EFI_STUBS:
         raise ProfileError(f"{where}: format disk boots with UEFI, which alpine-composer "
                            f"supports on {', '.join(sorted(EFI_STUBS))}, not {settings.arch}")
@@ -104,20 +109,6 @@ def check_disk_settings(settings: DiskSettings, *, where: str) -> None:
         raise ProfileError(f"{where}: size {settings.size} is not a multiple of 512 bytes")
 
 
-def _resolve(tree: FileTree, path: str) -> str | None:
-    """The path of the regular file ``path`` leads to, following symlinks."""
-    entry = tree.follow(path)
-    return entry.path if entry is not None and entry.type == EntryType.FILE else None
-
-
-def _read(tree: FileTree, path: str) -> bytes:
-    resolved = _resolve(tree, path)
-    entry = tree.get(resolved) if resolved is not None else None
-    if entry is None or entry.blob is None:
-        raise InstallError(f"/{path} is missing from the image")
-    return entry.blob.read()
-
-
 def check_disk_tree(tree: FileTree, settings: DiskSettings) -> None:
     """Refuse a tree that lacks what the disk boots with (exit 6), naming the package."""
     from composer.stages.disk_initramfs import find_program
@@ -126,7 +117,8 @@ def check_disk_tree(tree: FileTree, settings: DiskSettings) -> None:
     needed = [(f"boot/vmlinuz-{settings.kernel}", f"linux-{settings.kernel}"),
               (EFI_STUBS[settings.arch], "gummiboot"), ("bin/busybox", "busybox")]
     for path, package in needed:
-        if _resolve(tree, path) is None:
+        found = tree.follow(path)
+        if found is None or found.type != EntryType.FILE:
             missing.setdefault(package, []).append("/" + path)
     tools = [VERITY_TOOL] if settings.verity else []
     if settings.data_mount:
@@ -138,13 +130,7 @@ def check_disk_tree(tree: FileTree, settings: DiskSettings) -> None:
         parts = [f"{', '.join(paths)} (add package {package})"
                  for package, paths in sorted(missing.items())]
         raise InstallError(f"disk image boot files missing from the image: {'; '.join(parts)}")
-    stub_path = EFI_STUBS[settings.arch]
-    try:
-        arch = stub_arch(_read(tree, stub_path), source="/" + stub_path)
-    except OutputError as exc:
-        raise InstallError(exc.message) from exc
-    if arch != settings.arch:
-        raise InstallError(f"/{stub_path} is an EFI stub for {arch}, not {settings.arch}")
+    check_stub(tree, settings.arch)
 
 
 @dataclass(frozen=True)
@@ -164,8 +150,6 @@ def partition_names(arch: str) -> tuple[str, str]:
 
 def disk_cmdline(settings: DiskSettings, verity: VerityTree | None) -> str:
     """The UKI's command line: the profile's, then the root, verity and data arguments."""
-    from composer.stages.boot import with_panic
-
     root, hashes = partition_names(settings.arch)
     words = [settings.cmdline, f"composer.root={root}"]
     if verity is not None:
@@ -182,7 +166,6 @@ def write_disk(tree: FileTree, settings: DiskSettings, out: BinaryIO, *, epoch: 
     disk to ``out``. ``sign`` signs the UKI once its command line holds the root hash."""
     from composer.stages.disk_initramfs import (
         disk_initramfs,
-        find_program,
         kernel_release,
         module_closure,
         needed_modules,
@@ -204,18 +187,17 @@ def write_disk(tree: FileTree, settings: DiskSettings, out: BinaryIO, *, epoch: 
             with open(squashfs_path, "rb") as data, open(verity_path, "wb") as hashes:
                 verity = write_verity(data, squashfs_size, hashes, salt=salt, uuid=verity_uuid)
         cmdline = disk_cmdline(settings, verity)
-        owners = [_owner(tree, find_program(tree, VERITY_TOOL[0]))] if settings.verity else []
-        initramfs = disk_initramfs(tree, tools=[p for p in owners if p], modules=modules,
-                                   epoch=epoch)
+        initramfs = disk_initramfs(tree, programs=[VERITY_TOOL[0]] if settings.verity else [],
+                                   modules=modules, epoch=epoch)
         stub_path = EFI_STUBS[settings.arch]
-        osrel = _os_release(tree)
-        sections = [(".osrel", osrel), (".cmdline", cmdline.encode()), (".initrd", initramfs),
-                    (".linux", _read(tree, f"boot/vmlinuz-{settings.kernel}"))]
-        uki = build_uki(_read(tree, stub_path), [s for s in sections if s[1]],
+        sections = [(".osrel", os_release(tree)), (".cmdline", cmdline.encode()),
+                    (".initrd", initramfs),
+                    (".linux", read_file(tree, f"boot/vmlinuz-{settings.kernel}"))]
+        uki = build_uki(read_file(tree, stub_path), [s for s in sections if s[1]],
                         source="/" + stub_path)
         if sign is not None:
             uki = sign(uki)
-        fat_files = [FatFile(EFI_BOOT_FILES[settings.arch], uki)]
+        fat_files = [FatFile("EFI/BOOT/" + EFI_BOOT_FILES[settings.arch], uki)]
         uki_digest = hashlib.sha256(uki).digest()
         fat = build_fat(fat_files, serial=int.from_bytes(uki_digest[:4], "little"), mtime=epoch,
                         label="ESP")
@@ -242,27 +224,3 @@ def write_disk(tree: FileTree, settings: DiskSettings, out: BinaryIO, *, epoch: 
             layout = write_gpt_disk(partitions, out, disk_size=settings.size, seed=seed)
     return BuiltDisk(layout=layout, verity=verity, cmdline=cmdline)
 
-
-def _owner(tree: FileTree, path: str | None) -> str | None:
-    """The installed package that owns ``path`` (following symlinks), by name."""
-    if path is None:
-        return None
-    from composer.apk import db
-
-    entry = tree.get(db.INSTALLED_PATH)
-    if entry is None or entry.blob is None:
-        return None
-    wanted = {path, _resolve(tree, path) or path}
-    for package in db.parse_installed(entry.blob.read(), source="/" + db.INSTALLED_PATH):
-        for directory in package.dirs:
-            prefix = directory.path + "/" if directory.path else ""
-            if any(prefix + f.name in wanted for f in directory.files):
-                return package.name
-    return None
-
-
-def _os_release(tree: FileTree) -> bytes:
-    for path in ("etc/os-release", "usr/lib/os-release"):
-        if _resolve(tree, path) is not None:
-            return _read(tree, path)
-    return b""

@@ -220,8 +220,9 @@ def _provider_map(packages: Iterable[db.InstalledPackage]) -> dict[str, db.Insta
     return providers
 
 
-def package_files(tree: FileTree, names: Sequence[str]) -> list[str]:
-    """Every path installed by the packages ``names`` and their runtime dependencies (as the
+def package_files(tree: FileTree, names: Sequence[str], programs: Sequence[str] = ()) -> list[str]:
+    """Every path installed by the packages ``names``, by the packages that own the
+    ``programs`` (found on the initramfs's PATH), and by their runtime dependencies (as the
     installed database records them), so a binary gets its libraries and its loader."""
     entry = tree.get(db.INSTALLED_PATH)
     if entry is None or entry.blob is None:
@@ -231,7 +232,7 @@ def package_files(tree: FileTree, names: Sequence[str]) -> list[str]:
     providers = _provider_map(packages)
     wanted: list[db.InstalledPackage] = []
     seen: set[str] = set()
-    queue = list(names)
+    queue = [*names, *(_owner(tree, packages, program) for program in programs)]
     while queue:
         name = queue.pop(0)
         package = providers.get(name)
@@ -254,6 +255,19 @@ def package_files(tree: FileTree, names: Sequence[str]) -> list[str]:
             prefix = directory.path + "/" if directory.path else ""
             paths.extend(prefix + f.name for f in directory.files)
     return paths
+
+
+def _owner(tree: FileTree, packages: Sequence[db.InstalledPackage], program: str) -> str:
+    """The name of the installed package that ships ``program`` (or the file it links to)."""
+    path = find_program(tree, program)
+    wanted = {path, _resolve(tree, path)} if path is not None else set()
+    for package in packages:
+        for directory in package.dirs:
+            prefix = directory.path + "/" if directory.path else ""
+            if any(prefix + f.name in wanted for f in directory.files):
+                return package.name
+    raise InstallError(f"no installed package ships {program}; the disk image's initramfs "
+                       "needs it")
 
 
 INIT = r"""#!/bin/busybox sh
@@ -365,11 +379,11 @@ def find_program(tree: FileTree, name: str) -> str | None:
     return None
 
 
-def initramfs_tree_entries(tree: FileTree, *, tools: Sequence[str],
+def initramfs_tree_entries(tree: FileTree, *, programs: Sequence[str],
                            modules: Sequence[LoadedModule]) -> list[Entry]:
     """The initramfs's entries: the packages' files (with the symlinks' targets and every
     parent folder), the modules, their load order and /init."""
-    paths = set(package_files(tree, [*USERLAND, *tools]))
+    paths = set(package_files(tree, USERLAND, programs))
     for path in list(paths):
         target = _resolve(tree, path)
         if target is not None:
@@ -401,10 +415,11 @@ def initramfs_tree_entries(tree: FileTree, *, tools: Sequence[str],
     return sorted(entries.values(), key=lambda e: sort_key(e.path))
 
 
-def disk_initramfs(tree: FileTree, *, tools: Sequence[str], modules: Sequence[LoadedModule],
+def disk_initramfs(tree: FileTree, *, programs: Sequence[str], modules: Sequence[LoadedModule],
                    epoch: int) -> bytes:
     """The initramfs as a gzip-compressed newc cpio with the fixed settings."""
     buffer = io.BytesIO()
     with ParallelGzipWriter(buffer) as gz:
-        write_cpio(initramfs_tree_entries(tree, tools=tools, modules=modules), gz, mtime=epoch)
+        write_cpio(initramfs_tree_entries(tree, programs=programs, modules=modules), gz,
+                   mtime=epoch)
     return buffer.getvalue()

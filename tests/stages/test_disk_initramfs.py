@@ -129,7 +129,7 @@ def test_the_initramfs_holds_the_tools_packages_and_their_dependencies() -> None
     tree.add_symlink("lib/libc.musl-x86_64.so.1", "ld-musl-x86_64.so.1")
     assert sorted(package_files(tree, ["busybox", "device-mapper"])) == [
         "bin/busybox", "lib/ld-musl-x86_64.so.1", "lib/libdevmapper.so.1.02", "sbin/dmsetup"]
-    entries = {e.path: e for e in initramfs_tree_entries(tree, tools=["device-mapper"],
+    entries = {e.path: e for e in initramfs_tree_entries(tree, programs=["dmsetup"],
                                                          modules=[])}
     assert "usr/sbin/sshd" not in entries
     assert entries["init"].mode == 0o755 and entries["init"].blob is not None
