@@ -51,8 +51,11 @@ def apk_tools(base: Path) -> list[str]:
     for prefix in APK_RUNTIME:
         (apk,) = sorted((ISO_REPO / "x86_64").glob(prefix + "*.apk"))
         with tarfile.open(apk, "r:gz") as archive:
-            archive.extractall(base, members=[m for m in archive if not m.name.startswith(".")],
-                               filter="tar")
+            members = [m for m in archive if not m.name.startswith(".")]
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4+; Debian 12 ships 3.11.2
+                archive.extractall(base, members=members, filter="tar")
+            else:
+                archive.extractall(base, members=members)
     return [f"{base}/lib/ld-musl-x86_64.so.1", "--library-path",
             f"{base}/lib:{base}/usr/lib", f"{base}/sbin/apk"]
 

@@ -22,7 +22,7 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
@@ -499,3 +499,13 @@ class FileTree:
             if e.type == EntryType.FILE and e.link_id:
                 groups.setdefault(e.link_id, []).append(p)
         return {k: sorted(v, key=sort_key) for k, v in groups.items() if len(v) > 1}
+
+
+@dataclass(frozen=True)
+class StageSnapshot:
+    """The tree's entries as a stage left them (entries and blobs are immutable, so a
+    shallow copy of the mapping is a snapshot)."""
+
+    name: str
+    entries: Mapping[str, Entry]
+    comment: str

@@ -4,18 +4,20 @@ Each case runs the real CLI in its own process under ``python -X importtime`` an
 modules it imported from that report. Help and a profile error must not load the stages or
 any heavy stack; a tar-only build from a ``file://`` mirror loads what it uses (the tar
 writer, the pinned gzip, OpenPGP for the release signature) and none of the OCI, SBOM, ISO,
-APK or HTTP stacks.
+APK or HTTP stacks; a ``base: packages`` build with SBOMs loads the APK engine and the SBOM
+writers but not the OCI writer.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO, write_profile
+from tests.conftest import REPO, require_shared, write_profile
 from tests.helpers.gpg import SigningKey
 from tests.helpers.mirror import MirrorInfo
 
@@ -80,3 +82,21 @@ def test_tar_build_from_a_file_mirror_loads_no_oci_sbom_iso_apk_or_http(
     # The release signature is still checked: OpenPGP loads because it is needed.
     assert loaded_stacks(modules) == {"profile model", "stages", "OpenPGP"}
     assert "zlib_ng.zlib_ng" in modules
+
+
+def test_packages_build_with_sboms_loads_no_oci_iso_openpgp_or_http(tmp_path: Path) -> None:
+    """``base: packages`` into a tar with its SBOMs: the APK engine and the SBOM writers load,
+    the OCI writer (whose timestamp format the SBOMs share) does not."""
+    fixtures = require_shared() / "iso-3.19.1-x86_64" / "apks"
+    keys = sorted((require_shared() / "apk-keys").iterdir())
+    profile = tmp_path / "packages.json"
+    profile.write_text(json.dumps({
+        "name": "pkgs", "base": "packages", "branch": "v3.19", "packages": ["busybox"],
+        "repositories": [fixtures.resolve().as_uri()], "keys": [os.fspath(k) for k in keys],
+        "outputs": [{"format": "tar", "compression": "none"}]}))
+    result, modules = imported_modules("build", profile, "--output-dir", tmp_path / "out",
+                                       "--cache-dir", tmp_path / "cache")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {p.name for p in (tmp_path / "out" / "pkgs").iterdir()} >= {
+        "pkgs-v3.19-x86_64.tar", "pkgs-v3.19-x86_64.spdx.json", "pkgs-v3.19-x86_64.cdx.json"}
+    assert loaded_stacks(modules) == {"profile model", "stages", "APK engine", "SBOM"}

@@ -111,11 +111,14 @@ def install_busybox_links(tree: FileTree, *, binary_path: str = "bin/busybox",
     if entry is None or entry.type != EntryType.FILE or entry.blob is None:
         raise InstallError(f"busybox applet links: {binary_path} is not a file in the tree")
     created = []
+    folders: dict[str, str | None] = {}  # the applets share four folders; links never make one
     for applet in busybox_applet_paths(entry.blob.read(), source=binary_path):
         directory, _, name = applet.rpartition("/")
-        if directory:
-            make_dirs(tree, directory, mtime)
-        real_dir = resolve_dir(tree, directory) if directory else ""
+        if directory not in folders:
+            if directory:
+                make_dirs(tree, directory, mtime)
+            folders[directory] = resolve_dir(tree, directory) if directory else ""
+        real_dir = folders[directory]
         if real_dir is None:
             continue
         link = f"{real_dir}/{name}" if real_dir else name

@@ -12,8 +12,7 @@ from composer.profile.model import Base
 from composer.stages.base import newest_mtime, release_from_tree
 from composer.stages.epoch import choose_epoch
 from composer.stages.plan import ArchPlan
-from composer.tree import FileTree
-from composer.writers.layers import StageSnapshot
+from composer.tree import FileTree, StageSnapshot
 
 if TYPE_CHECKING:
     from composer.sources.fetch import Fetcher

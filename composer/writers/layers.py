@@ -19,19 +19,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from composer.errors import OutputError
-from composer.tree import BlobStore, Entry, EntryType, FileTree, parent_of, sort_key
+from composer.tree import (
+    BlobStore,
+    Entry,
+    EntryType,
+    FileTree,
+    StageSnapshot,
+    parent_of,
+    sort_key,
+)
 
 WHITEOUT = ".wh."
-
-
-@dataclass(frozen=True)
-class StageSnapshot:
-    """The tree's entries as a stage left them (entries and blobs are immutable, so a
-    shallow copy of the mapping is a snapshot)."""
-
-    name: str
-    entries: Mapping[str, Entry]
-    comment: str
 
 
 class LayerTree(FileTree):

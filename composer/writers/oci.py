@@ -12,7 +12,6 @@ its own ref name ``<tag>-<alpine arch>``.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from composer.errors import NotSupportedError, OutputError
+from composer.timefmt import rfc3339
 from composer.tree import FileTree
 from composer.writers.compress import Compression, open_compressor
 from composer.writers.layers import Layer
@@ -97,12 +97,6 @@ def platform_for_arch(arch: str) -> Platform:
         raise NotSupportedError(
             f"OCI output: Alpine architecture {arch!r} has no OCI platform (known: {known})"
         ) from None
-
-
-def rfc3339(epoch: int) -> str:
-    """UTC time of an epoch as ``YYYY-MM-DDTHH:MM:SSZ``."""
-    moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def canonical_json(value: object) -> bytes:

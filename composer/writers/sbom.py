@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from composer.errors import OutputError
-from composer.writers.oci import rfc3339
+from composer.timefmt import rfc3339
 from composer.writers.spdx_ids import EXCEPTION_IDS, LICENSE_IDS
 
 TOOL_NAME = "alpine-composer"

@@ -35,6 +35,7 @@ from composer.apk.keys import TrustedKeys
 from composer.apk.package import verify_apk
 from composer.tree import FileTree
 from composer.writers.tar import write_tar
+from tests.helpers.tools import extract_trusted
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "alpine-real"
 REPO = SHARED / "iso-3.19.1-x86_64" / "apks"
@@ -56,7 +57,7 @@ def apk_tool(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
         (apk,) = sorted((REPO / "x86_64").glob(prefix + "*.apk"))
         with tarfile.open(apk, "r:gz") as archive:
             members = [m for m in archive if not m.name.startswith(".")]
-            archive.extractall(base, members=members, filter="tar")
+            extract_trusted(archive, base, members=members, filter="tar")
     lib = f"{base}/lib:{base}/usr/lib"
     return [f"{base}/lib/ld-musl-x86_64.so.1", "--library-path", lib, f"{base}/sbin/apk"]
 

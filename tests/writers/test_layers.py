@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from composer.errors import OutputError
-from composer.tree import EntryType, FileTree
-from composer.writers.layers import StageSnapshot, diff_entries, split_layers
+from composer.tree import EntryType, FileTree, StageSnapshot
+from composer.writers.layers import diff_entries, split_layers
 from composer.writers.oci import write_oci_layout
 from composer.writers.tar import LAYER_STYLE, write_tar
 from tests.writers.oci_trees import blob_path, small_tree
