@@ -568,12 +568,21 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+GC_YOUNG_THRESHOLD = 100_000
+"""Allocations between young-generation collections (Python's default is 700)."""
+
+
 def run() -> NoReturn:
     """The ``alpine-composer`` command: :func:`main`, then exit without a last full GC pass.
 
-    Everything still alive at exit is dropped with the process; freezing the collector
-    first saves the interpreter a sweep over it (about a tenth of a second on a build).
+    A build's objects live until it ends (modules, classes, the tree's entries), so the
+    default collector rescans the same survivors ~100 times during start-up (about 10 ms
+    of a 15-package build); a larger young generation collects only when a build has made
+    100,000 new objects. Everything still alive at exit is dropped with the process;
+    freezing the collector first saves the interpreter a sweep over it (about a tenth of
+    a second on a build).
     """
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     signal.signal(signal.SIGTERM, _raise_terminated)
     code = main()
     gc.freeze()

@@ -150,6 +150,8 @@ def test_verified_root_boots_with_writable_var_and_a_persistent_data_partition(
     roothash = next(w for w in cmdline.split() if w.startswith("roothash=")).split("=", 1)[1]
     with Guest(command, monitor=tmp_path / "monitor", name="disk") as guest:
         _login(guest)
+        address = guest.run("ip -4 -o addr show eth0", timeout=60)
+        assert "inet 10.0.2.15/24" in address, address  # DHCP from the writable /etc and /var
         mounts = guest.run("cat /proc/mounts")
         assert "/dev/mapper/root /media/root-ro squashfs ro" in mounts, mounts
         assert "overlay / overlay rw" in mounts, mounts
