@@ -98,6 +98,7 @@ def test_corrupt_url_record_reads_as_missing(cache: ContentCache) -> None:
 
 
 @pytest.mark.parametrize("record", [
+    b"",
     b"[" * 100_000 + b"]" * 100_000,
     b'{"url": "U", "sha256": "' + b"b" * 64 + b'", "size": 1e999, "fetched_at": 1}',
     b'{"url": "U", "sha256": "' + b"b" * 64 + b'", "size": ' + b"9" * 5000 + b', "fetched_at": 1}',
@@ -106,7 +107,7 @@ def test_corrupt_url_record_reads_as_missing(cache: ContentCache) -> None:
     b'{"url": "U", "sha256": "' + b"b" * 64 + b'", "size": -1, "fetched_at": 1}',
     b'{"url": "U", "sha256": "' + b"b" * 64 + b'", "size": 1, "fetched_at": "now"}',
     b'{"url": "U", "sha256": "' + b"b" * 64 + b'", "size": 1, "fetched_at": 1}' + b" " * 70_000,
-], ids=["deep", "infinite", "long-number", "list", "path", "negative", "text-time", "huge"])
+], ids=["empty (a crash before the write reached the disk)", "deep", "infinite", "long-number", "list", "path", "negative", "text-time", "huge"])
 def test_hostile_url_records_read_as_missing(cache: ContentCache, record: bytes) -> None:
     url = "http://example.org/x"
     cache.remember_url(url, "b" * 64, 1, fetched_at=1.0)
