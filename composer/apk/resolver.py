@@ -81,6 +81,8 @@ class _Cand:
 
 @dataclass(frozen=True)
 class _Need:
+    """A dependency still to satisfy, with who asked for it and where it may come from."""
+
     dep: Dependency
     requirer: str              # "world", "install_if" or a package label
     allowed: frozenset[str]    # repository tags the requirer chain may use
@@ -108,6 +110,8 @@ class _Fail(Exception):
 
 @dataclass
 class _State:
+    """One branch of the search: the packages chosen so far and what they constrain."""
+
     selected: dict[str, _Cand] = field(default_factory=dict)
     providers: dict[str, tuple[tuple[_Cand, str | None], ...]] = field(default_factory=dict)
     constraints: dict[str, tuple[tuple[Dependency, str], ...]] = field(default_factory=dict)

@@ -67,6 +67,8 @@ _HEX = frozenset("0123456789abcdef")
 
 @dataclass(frozen=True, slots=True)
 class _Token:
+    """One piece of a version string (a number, a letter, a suffix, a hash …)."""
+
     kind: _Tok
     text: str = ""
     number: int = 0

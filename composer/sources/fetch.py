@@ -59,6 +59,8 @@ class FetchedInput:
 
 @dataclass(frozen=True)
 class _Downloaded:
+    """What a response said beside its body: unchanged (304), and its cache validators."""
+
     not_modified: bool = False
     etag: str | None = None
     last_modified: str | None = None
