@@ -583,6 +583,10 @@ def run() -> NoReturn:
     a second on a build).
     """
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    # Pydantic plugins are hooks other installed packages register for every model; the
+    # profile's validation is ours alone, and finding them reads every distribution's
+    # metadata on each run. An explicit setting of the variable is left as it is.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     signal.signal(signal.SIGTERM, _raise_terminated)
     code = main()
     gc.freeze()
