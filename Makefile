@@ -1,9 +1,10 @@
 # alpine-composer: see README.md. Everything runs from a local virtualenv in .venv/.
 # The interpreter .venv is made from: the distribution's /usr/bin/python3 when it is 3.11 or
-# newer, else python3 on PATH (PYTHON=… picks another). Debian's links libpython statically
-# into an optimised interpreter; a plain source build with a shared libpython (pyenv's default)
-# runs the same build ~12% slower, almost all of it start-up (see README, Speed).
-PYTHON ?= $(or $(shell /usr/bin/python3 -c 'import sys; print(sys.executable if sys.version_info >= (3, 11) else "")' 2>/dev/null),python3)
+# newer and can make virtualenvs (Debian: python3-venv), else python3 on PATH (PYTHON=…
+# picks another). Debian's links libpython statically into an optimised interpreter; a
+# plain source build with a shared libpython (pyenv's default) runs the same build ~12%
+# slower, almost all of it start-up (see README, Speed).
+PYTHON ?= $(or $(shell /usr/bin/python3 -c 'import ensurepip, sys; print(sys.executable if sys.version_info >= (3, 11) else "")' 2>/dev/null),python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= profiles/minirootfs.yaml
