@@ -42,3 +42,12 @@ ZLIB_WBITS = 15
 def zlib_inflater() -> Inflater:
     """A fresh decompressor for one zlib stream."""
     return zlib_ng.decompressobj(ZLIB_WBITS)
+
+
+RAW_WBITS = -15
+"""A bare deflate stream with a 32 KiB window: what a qcow2 compressed cluster holds."""
+
+
+def raw_inflater() -> Inflater:
+    """A fresh decompressor for one raw deflate stream."""
+    return zlib_ng.decompressobj(RAW_WBITS)

@@ -16,7 +16,6 @@ import hashlib
 import io
 import struct
 import uuid
-import zlib
 from collections.abc import Callable
 
 from composer.diff.fat import looks_like_fat
@@ -25,6 +24,7 @@ from composer.diff.partitions import gpt_fields, mbr_fields
 from composer.diff.report import Scalar
 from composer.diff.source import Bytes
 from composer.errors import ArchiveError
+from composer.inflate import InflateError, raw_inflater
 from composer.squashfsread import SquashEntry, SquashLimits, read_squashfs
 
 QCOW2_MAGIC = b"QFI\xfb"
@@ -118,10 +118,9 @@ class Qcow2Bytes(Bytes):
             length = min(length, self.image.size - at)
             if at >= self.image.size or length <= 0:
                 raise self.fail(f"compressed cluster {number} at byte {at} lies outside the file")
-            inflater = zlib.decompressobj(-15)
             try:
-                data = inflater.decompress(self.image.read_at(at, length), self.cluster)
-            except zlib.error as exc:
+                data = raw_inflater().decompress(self.image.read_at(at, length), self.cluster)
+            except InflateError as exc:
                 raise self.fail(f"compressed cluster {number} does not inflate ({exc})") from None
             if len(data) != self.cluster:
                 raise self.fail(f"compressed cluster {number} inflates to {len(data)} bytes, "
@@ -176,9 +175,7 @@ class _File(io.RawIOBase):
 
 
 def _squash_entry(entry: SquashEntry) -> FileEntry:
-    kind = {"dir": "dir", "file": "file", "symlink": "symlink", "block": "block",
-            "char": "char", "fifo": "fifo", "socket": "socket"}.get(entry.type, entry.type)
-    return FileEntry(path=entry.path, kind=kind, mode=entry.mode & 0o7777, uid=entry.uid,
+    return FileEntry(path=entry.path, kind=entry.type, mode=entry.mode & 0o7777, uid=entry.uid,
                      gid=entry.gid, mtime=entry.mtime, size=entry.size, sha256=entry.sha256,
                      link=entry.target,
                      device=f"{entry.rdev[0]},{entry.rdev[1]}" if entry.rdev else "",
