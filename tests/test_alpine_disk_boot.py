@@ -190,12 +190,18 @@ def test_a_flipped_byte_in_the_root_stops_the_boot(real_disk: RealDisk, tmp_path
         assert "login:" not in guest.text
 
 
-def _uki_cmdline(image: Path, tmp_path: Path) -> str:
-    """The .cmdline section of the UKI in the image's ESP (read with mtools and objcopy)."""
+def _uki(image: Path, tmp_path: Path) -> Path:
+    """The UKI in a raw image's ESP, copied out with mtools."""
     esp = _extract(image, "esp", tmp_path / "esp.fat")
     uki = tmp_path / "uki.efi"
-    subprocess.run(["mcopy", "-n", "-i", str(esp), "::EFI/BOOT/BOOTX64.EFI", str(uki)],
+    subprocess.run(["mcopy", "-n", "-o", "-i", str(esp), "::EFI/BOOT/BOOTX64.EFI", str(uki)],
                    check=True)
+    return uki
+
+
+def _uki_cmdline(image: Path, tmp_path: Path) -> str:
+    """The .cmdline section of the UKI in the image's ESP (read with mtools and objcopy)."""
+    uki = _uki(image, tmp_path)
     section = tmp_path / "cmdline"
     subprocess.run(["objcopy", "-O", "binary", "--only-section=.cmdline", str(uki), str(section)],
                    check=True)
@@ -252,7 +258,7 @@ def _listing_from_squashfs(image: Path) -> set[tuple[str, ...]]:
 
 def test_the_images_pass_the_real_tools(real_disk: RealDisk, tmp_path: Path) -> None:
     for tool in ("sgdisk", "fsck.fat", "unsquashfs", "veritysetup", "qemu-img", "mcopy",
-                 "objcopy"):
+                 "objcopy", "objdump", "osslsigncode"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
     verify = subprocess.run(["sgdisk", "-v", str(real_disk.raw)], capture_output=True, text=True)
@@ -275,6 +281,19 @@ def test_the_images_pass_the_real_tools(real_disk: RealDisk, tmp_path: Path) -> 
     same = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(real_disk.raw),
                            str(real_disk.qcow2)], capture_output=True, text=True)
     assert same.returncode == 0 and "Images are identical" in same.stdout, same.stdout
+    headers = subprocess.run(["objdump", "-h", str(_uki(real_disk.raw, tmp_path))],
+                             capture_output=True, text=True, check=True).stdout
+    sections = [w[1] for line in headers.splitlines() if len(w := line.split()) > 1
+                and w[0].isdigit()]
+    assert sections[-4:] == [".osrel", ".cmdline", ".initrd", ".linux"], headers
+    signed_raw = tmp_path / "signed.img"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(real_disk.signed), str(signed_raw)],
+                   check=True)
+    crt = next(real_disk.signed.parent.glob("*.crt"))
+    signature = subprocess.run(["osslsigncode", "verify", "-CAfile", str(crt), "-in",
+                                str(_uki(signed_raw, tmp_path))], capture_output=True, text=True)
+    assert signature.returncode == 0 and "Signature verification: ok" in signature.stdout, \
+        signature.stdout + signature.stderr
 
 
 def test_a_signed_disk_boots_under_secure_boot(real_disk: RealDisk, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.helpers.alpine_virt import AlpineVirtRepositories, alpine_virt_reposi
 from tests.helpers.apkrepo import signing_key
 from tests.helpers.bootpkgs import Unavailable, host_dmsetup_package
 from tests.helpers.hostzlib import build_with_both_zlibs
+from tests.helpers.httpserver import serve_directory
 from tests.helpers.sbkeys import make_identity
 
 pytestmark = pytest.mark.slow
@@ -78,6 +80,39 @@ def test_disk_bytes_do_not_depend_on_the_hosts_zlib(repos: AlpineVirtRepositorie
     assert {"disk-3.19.1-x86_64.img", "disk-3.19.1-x86_64.qcow2", "manifest.json"} <= set(host)
     assert sorted(swapped) == sorted(host)
     assert [name for name in host if host[name] != swapped[name]] == []
+
+
+def test_disk_bytes_do_not_depend_on_the_mirror_url(repos: AlpineVirtRepositories,
+                                                    tmp_path: Path) -> None:
+    """The same profile built from a ``file://`` mirror, then with ``--mirror`` over HTTP on
+    127.0.0.1 from a copy of it, in another working folder, umask, time zone and cache:
+    the raw and qcow2 images are byte-identical; only the manifest's mirror differs."""
+    mirror = tmp_path / "mirror"
+    shutil.copytree(repos.real, mirror / "v3.19" / "main")
+    shutil.copytree(repos.boot, mirror / "v3.19" / "community")
+    folder = tmp_path / "profile"
+    fields = {**repos.profile_fields(folder), "mirror": mirror.as_uri(),
+              "repositories": ["main", "community"]}
+    profile = folder / "disk.json"
+    profile.write_text(json.dumps({
+        "name": "disk", "extends": os.fspath(REPO / "profiles" / "virt-disk.yaml"), **fields,
+        "outputs": [{"format": "disk"}, {"format": "disk", "image": "qcow2"}]}))
+    from_files = run_cli("build", profile, "--output-dir", tmp_path / "a", "--cache-dir",
+                         tmp_path / "cache-a", env={"TZ": "UTC"}, umask=0o022)
+    assert from_files.returncode == 0, from_files.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with serve_directory(mirror) as server:
+        over_http = run_cli("build", profile, "--mirror", server.url, "--output-dir",
+                            tmp_path / "b", "--cache-dir", tmp_path / "cache-b", cwd=elsewhere,
+                            env={"TZ": "Asia/Kolkata"}, umask=0o077)
+        assert over_http.returncode == 0, over_http.stderr
+        assert server.requests, "the second build read nothing over HTTP"
+    a, b = tmp_path / "a" / "disk", tmp_path / "b" / "disk"
+    for name in ("disk-3.19.1-x86_64.img", "disk-3.19.1-x86_64.qcow2"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    mirrors = [json.loads((d / "manifest.json").read_bytes())["mirror"] for d in (a, b)]
+    assert mirrors == [mirror.as_uri(), server.url]
 
 
 def test_a_size_too_small_for_the_tree_names_the_size_needed(repos: AlpineVirtRepositories,
