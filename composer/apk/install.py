@@ -14,7 +14,9 @@ afterwards by :mod:`composer.apk.effects`.
 from __future__ import annotations
 
 import fnmatch
+import heapq
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -29,6 +31,8 @@ from composer.system.accounts import AccountFiles
 from composer.tree import Entry, EntryType, FileTree, parent_of
 
 _NAME_END = re.compile(r"[<>=~]")
+_Loaded = tuple["PackageToInstall", FileTree, DataContents]
+_Got = tuple["PackageToInstall", "_Loaded | None"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ class _Installer:
         old = self.records.get(pkg.name)
         return old is not None and old.checksum == pkg.checksum
 
-    def load(self, item: PackageToInstall) -> tuple[PackageToInstall, FileTree, DataContents]:
+    def load(self, item: PackageToInstall) -> _Loaded:
         """Inflate one package into a private tree sharing the blob store (thread-safe part).
 
         Nothing reaches the real tree before the data matched its signed hash; a package
@@ -373,7 +377,75 @@ class _Installer:
             ctx, ca_certificates_installed="ca-certificates" in self.records))
 
 
-def install_packages(tree: FileTree, packages: Iterable[PackageToInstall | VerifiedPackage], *,
+@dataclass(frozen=True)
+class PackageToFetch:
+    """A package known by its index record, fetched and verified by the thread that then
+    loads it (``fetch``): verification, inflating and hashing of one package stay on one
+    thread, and the largest package starts first instead of where the resolver put it."""
+
+    index: PackageInfo
+    fetch: Callable[[], VerifiedPackage] = field(compare=False)
+    refetch: Callable[[], VerifiedPackage] | None = field(default=None, compare=False)
+    """As for :class:`PackageToInstall`."""
+
+
+class _LargestFirst:
+    """Gets (fetches and verifies, when it was not given verified) and loads each package
+    on a thread pool, the largest waiting one first, into one future per package. In
+    resolver order one big package (libcrypto3 is half the bytes of a small world) can
+    start last and finish alone while the other threads idle."""
+
+    def __init__(self, installer: _Installer, pool: ThreadPoolExecutor) -> None:
+        self._installer = installer
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[int, int, Callable[[], PackageToInstall], Future[_Got]]] = []
+        self.futures: list[Future[_Got]] = []
+
+    def add(self, size: int, get: Callable[[], PackageToInstall]) -> None:
+        future: Future[_Got] = Future()
+        with self._lock:
+            heapq.heappush(self._waiting, (-size, len(self.futures), get, future))
+            self.futures.append(future)
+
+    def start(self) -> None:
+        """One task per package added; each takes the largest still waiting."""
+        for _ in self.futures:
+            self._pool.submit(self._next_largest)
+
+    def _next_largest(self) -> None:
+        with self._lock:
+            _, _, get, future = heapq.heappop(self._waiting)
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            item = get()
+            loaded = (None if self._installer.is_unchanged(item.package)
+                      else self._installer.load(item))
+            future.set_result((item, loaded))
+        except BaseException as exc:  # handed to the merging thread, which raises it
+            future.set_exception(exc)
+
+    def cancel(self) -> None:
+        for future in self.futures:
+            future.cancel()
+
+
+def _as_job(given: PackageToInstall | VerifiedPackage | PackageToFetch,
+            ) -> tuple[str, str, int, Callable[[], PackageToInstall]]:
+    """(name, label, size, get) for the scheduler."""
+    if isinstance(given, PackageToFetch):
+        def fetched() -> PackageToInstall:
+            return PackageToInstall(given.fetch(), given.index, refetch=given.refetch)
+
+        info = given.index
+        return info.name, info.label, info.size or 0, fetched
+    item = PackageToInstall(given) if isinstance(given, VerifiedPackage) else given
+    return item.package.name, item.package.label, item.package.file_size, lambda: item
+
+
+def install_packages(tree: FileTree,
+                     packages: Iterable[PackageToInstall | VerifiedPackage | PackageToFetch], *,
                      world: Sequence[str], arch: str, keys: Mapping[str, bytes],
                      repositories: Sequence[str] | None = None, epoch: int = 0,
                      run_effects: bool = True, workers: int = 2) -> InstallReport:
@@ -386,40 +458,36 @@ def install_packages(tree: FileTree, packages: Iterable[PackageToInstall | Verif
     when given, replaces ``etc/apk/repositories``; ``keys`` (file name → PEM)
     are added to ``etc/apk/keys``. ``epoch`` dates files composer writes and
     accounts' shadow entries. Script effects run unless ``run_effects`` is False.
-    ``workers`` threads inflate packages; the result does not depend on it.
-    ``packages`` may be a generator that verifies as it goes: each package starts
-    loading when it is yielded, and nothing is merged before the last one was.
+    ``workers`` threads fetch, verify and inflate packages, the largest first; the
+    result does not depend on their number or order. Nothing is merged before every
+    package was got and loaded; the first failure in resolver order is raised.
     """
     installer = _Installer(tree, mtime=epoch)
     installer.initdb()
     report = InstallReport(database=[])
-    items: list[PackageToInstall] = []
     seen: set[str] = set()
-    futures: dict[str, Future[tuple[PackageToInstall, FileTree, DataContents]]] = {}
-    # Inflating and hashing release the GIL, so packages load in parallel, each as soon
-    # as it arrives (``packages`` may still be verifying the later ones); merging into
-    # the tree starts once all have arrived, sequentially, in resolver order.
+    # Inflating and hashing release the GIL, so packages load in parallel; merging into
+    # the tree is sequential, in resolver order.
     with ThreadPoolExecutor(max(1, workers)) as pool:
+        loads = _LargestFirst(installer, pool)
         try:
             for given in packages:
-                item = PackageToInstall(given) if isinstance(given, VerifiedPackage) else given
-                if item.package.name in seen:
-                    raise InstallError(f"{item.package.label}: package {item.package.name} is "
-                                       "listed twice in the install set")
-                seen.add(item.package.name)
-                items.append(item)
-                if not installer.is_unchanged(item.package):
-                    futures[item.package.name] = pool.submit(installer.load, item)
-            for item in items:
-                future = futures.get(item.package.name)
-                if future is None:
-                    report.unchanged.append(f"{item.package.name}-{item.package.version}")
-                    continue
-                loaded_item, scratch, contents = future.result()
-                installer.install(loaded_item, (scratch, contents), report)
+                name, label, size, get = _as_job(given)
+                if name in seen:
+                    raise InstallError(f"{label}: package {name} is listed twice in the "
+                                       "install set")
+                seen.add(name)
+                loads.add(size, get)
+            loads.start()
+            got = [future.result() for future in loads.futures]
         finally:
-            for future in futures.values():
-                future.cancel()
+            loads.cancel()
+    for item, loaded in got:
+        if loaded is None:
+            report.unchanged.append(f"{item.package.name}-{item.package.version}")
+        else:
+            loaded_item, scratch, contents = loaded
+            installer.install(loaded_item, (scratch, contents), report)
     report.database = installer.write_database(world=world, repositories=repositories,
                                                arch=arch, keys=keys)
     if run_effects:

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from composer.apk.index import PackageInfo
-from composer.apk.install import PackageToInstall, install_packages
+from composer.apk.install import PackageToFetch, install_packages
 from composer.apk.keys import TrustedKeys
 from composer.apk.package import VerifiedPackage, verify_apk
 from composer.errors import NotFoundError, OfflineError, VerificationError
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
     from composer.sources.fetch import Fetcher
     from composer.stages.plan import PackagePlan
 
-VERIFY_WORKERS = 2
+PACKAGE_WORKERS = 2
+"""Threads that fetch, verify and load packages (two cores: one big package, the rest)."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def _fetch_pinned(fetcher: Fetcher, info: PackageInfo, url: str, sha256: str, wh
 def download_packages(fetcher: Fetcher,
                       wanted: Sequence[tuple[str, PackageInfo, TrustedKeys, str | None]]) -> None:
     """Fetch and verify packages into the cache without installing them (``fetch``)."""
-    with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
+    with ThreadPoolExecutor(max_workers=PACKAGE_WORKERS) as pool:
         jobs = [pool.submit(fetch_package, fetcher, info, arch, keys, sha256=sha256)
                 for arch, info, keys, sha256 in wanted]
         try:
@@ -137,26 +139,19 @@ def _refetcher(fetcher: Fetcher, info: PackageInfo, arch: str, keys: TrustedKeys
 def install_planned(tree: FileTree, plan: PackagePlan, arch: str, fetcher: Fetcher) -> Installed:
     """Fetch, verify and install the plan's wanted packages into ``tree``.
 
-    Verification runs on both cores, in order; each package starts loading as soon as
-    it is verified, while later ones are still being checked.
+    Each package is fetched, verified and loaded by one of the installer's threads, the
+    largest first; nothing is merged before all of them passed.
     """
     keys = plan.keys
-    with ThreadPoolExecutor(max_workers=VERIFY_WORKERS) as pool:
-        verifying = [pool.submit(fetch_package, fetcher, info, arch, keys,
-                                 sha256=plan.pinned.get(info.name)) for info in plan.wanted]
-        try:
-            to_install = (PackageToInstall(job.result(), info,
-                                           refetch=_refetcher(fetcher, info, arch, keys,
-                                                              plan.pinned.get(info.name)))
-                          for job, info in zip(verifying, plan.wanted, strict=True))
-            report = install_packages(
-                tree, to_install, world=list(plan.world), arch=arch, keys=dict(plan.key_files),
-                epoch=plan.epoch,
-                repositories=[line for s in plan.repositories if (line := s.line) is not None]
-                if plan.write_repositories else None)
-        finally:
-            for job in verifying:
-                job.cancel()
+    report = install_packages(
+        tree,
+        [PackageToFetch(info, fetch=partial(fetch_package, fetcher, info, arch, keys,
+                                            sha256=plan.pinned.get(info.name)),
+                        refetch=_refetcher(fetcher, info, arch, keys, plan.pinned.get(info.name)))
+         for info in plan.wanted],
+        world=list(plan.world), arch=arch, keys=dict(plan.key_files), epoch=plan.epoch,
+        repositories=[line for s in plan.repositories if (line := s.line) is not None]
+        if plan.write_repositories else None, workers=PACKAGE_WORKERS)
     return Installed(
         packages=tuple(f"{p.name}-{p.version}" for p in report.database),
         scripts_not_run=tuple({"package": s.package, "script": s.script,

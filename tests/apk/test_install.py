@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from composer.apk import db
-from composer.apk.install import PackageToInstall, install_packages
+from composer.apk.index import PackageInfo
+from composer.apk.install import PackageToFetch, PackageToInstall, install_packages
 from composer.apk.package import VerifiedPackage, verify_apk
 from composer.archive import load_tar
 from composer.errors import InstallError
@@ -249,3 +250,64 @@ def test_result_is_independent_of_worker_count() -> None:
         outputs.append(out.getvalue())
         tree.close()
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+def _to_fetch(spec: PackageSpec, fetched: list[str], *, size: int,
+              error: Exception | None = None) -> PackageToFetch:
+    def fetch() -> VerifiedPackage:
+        fetched.append(spec.name)
+        if error is not None:
+            raise error
+        return _verified(spec)
+
+    return PackageToFetch(PackageInfo(name=spec.name, version=spec.version, size=size),
+                          fetch=fetch)
+
+
+def test_packages_to_fetch_start_largest_first_and_merge_in_resolver_order() -> None:
+    """The index's sizes pick the loading order; the given order still decides which
+    package's file a later one replaces, and the database, as for verified packages."""
+    specs = [PackageSpec(name=name, version="1-r0", replaces=replaces,
+                         files={"usr/share/shared": name.encode()})
+             for name, replaces in (("small", ()), ("big", ("small",)), ("mid", ("big",)))]
+    fetched: list[str] = []
+    to_fetch = [_to_fetch(s, fetched, size=size) for s, size in zip(specs, (10, 300, 20), strict=True)]
+    tree = FileTree()
+    report = install_packages(tree, to_fetch, world=["mid"], arch="x86_64", keys={},
+                              epoch=EPOCH, workers=1)
+    assert fetched == ["big", "mid", "small"]
+    assert report.added == ["small-1-r0", "big-1-r0", "mid-1-r0"]
+    assert tree.read_file("usr/share/shared") == b"mid"
+
+    given = FileTree()
+    install_packages(given, [PackageToInstall(_verified(s), f.index)
+                             for s, f in zip(specs, to_fetch, strict=True)],
+                     world=["mid"], arch="x86_64", keys={}, epoch=EPOCH, workers=1)
+    assert tree.read_file(db.INSTALLED_PATH) == given.read_file(db.INSTALLED_PATH)
+
+
+def test_first_failure_in_resolver_order_is_raised_and_nothing_merged() -> None:
+    specs = [PackageSpec(name=f"p{i}", version="1-r0", files={f"usr/share/p{i}": b"x"})
+             for i in range(4)]
+    fetched: list[str] = []
+    items = [_to_fetch(specs[0], fetched, size=1),
+             _to_fetch(specs[1], fetched, size=2, error=InstallError("p1 failed")),
+             _to_fetch(specs[2], fetched, size=3, error=InstallError("p2 failed")),
+             _to_fetch(specs[3], fetched, size=4)]
+    tree = FileTree()
+    with pytest.raises(InstallError, match="^p1 failed$"):
+        install_packages(tree, items, world=["p0"], arch="x86_64", keys={}, epoch=EPOCH,
+                         workers=1)
+    assert fetched == ["p3", "p2", "p1", "p0"]
+    assert not any(p.startswith("usr/share/p") for p in tree.entries)
+    assert db.INSTALLED_PATH not in tree
+
+
+def test_a_package_to_fetch_listed_twice_is_refused_before_any_fetch() -> None:
+    fetched: list[str] = []
+    spec = PackageSpec(name="twice", version="1-r0", files={"usr/share/t": b"t"})
+    with pytest.raises(InstallError, match="twice-1-r0: package twice is listed twice"):
+        install_packages(FileTree(), [_to_fetch(spec, fetched, size=1),
+                                      _to_fetch(spec, fetched, size=1)],
+                         world=["twice"], arch="x86_64", keys={}, epoch=EPOCH)
+    assert fetched == []
