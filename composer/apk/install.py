@@ -31,8 +31,7 @@ from composer.system.accounts import AccountFiles
 from composer.tree import Entry, EntryType, FileTree, parent_of
 
 _NAME_END = re.compile(r"[<>=~]")
-_Loaded = tuple["PackageToInstall", FileTree, DataContents]
-_Got = tuple["PackageToInstall", "_Loaded | None"]
+_Got = tuple["PackageToInstall", "tuple[FileTree, DataContents] | None"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ class _Installer:
         old = self.records.get(pkg.name)
         return old is not None and old.checksum == pkg.checksum
 
-    def load(self, item: PackageToInstall) -> _Loaded:
+    def load(self, item: PackageToInstall) -> tuple[PackageToInstall, FileTree, DataContents]:
         """Inflate one package into a private tree sharing the blob store (thread-safe part).
 
         Nothing reaches the real tree before the data matched its signed hash; a package
@@ -403,10 +402,12 @@ class _LargestFirst:
         self.futures: list[Future[_Got]] = []
 
     def add(self, size: int, get: Callable[[], PackageToInstall]) -> None:
+        """Queue one package (before :meth:`start`); its future holds the package as
+        loaded (refetched, if its cached copy was damaged) and its files, or None for
+        its files when the same package is already installed."""
         future: Future[_Got] = Future()
-        with self._lock:
-            heapq.heappush(self._waiting, (-size, len(self.futures), get, future))
-            self.futures.append(future)
+        heapq.heappush(self._waiting, (-size, len(self.futures), get, future))
+        self.futures.append(future)
 
     def start(self) -> None:
         """One task per package added; each takes the largest still waiting."""
@@ -420,9 +421,11 @@ class _LargestFirst:
             return
         try:
             item = get()
-            loaded = (None if self._installer.is_unchanged(item.package)
-                      else self._installer.load(item))
-            future.set_result((item, loaded))
+            if self._installer.is_unchanged(item.package):
+                future.set_result((item, None))
+            else:
+                loaded, scratch, contents = self._installer.load(item)
+                future.set_result((loaded, (scratch, contents)))
         except BaseException as exc:  # handed to the merging thread, which raises it
             future.set_exception(exc)
 
@@ -482,12 +485,11 @@ def install_packages(tree: FileTree,
             got = [future.result() for future in loads.futures]
         finally:
             loads.cancel()
-    for item, loaded in got:
-        if loaded is None:
+    for item, files in got:
+        if files is None:
             report.unchanged.append(f"{item.package.name}-{item.package.version}")
         else:
-            loaded_item, scratch, contents = loaded
-            installer.install(loaded_item, (scratch, contents), report)
+            installer.install(item, files, report)
     report.database = installer.write_database(world=world, repositories=repositories,
                                                arch=arch, keys=keys)
     if run_effects:
